@@ -1,0 +1,28 @@
+"""Provider metadata read by Airflow's ProvidersManager through the `apache_airflow_provider` entry point."""
+
+from __future__ import annotations
+
+from airflow_provider_dicom import __version__
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "airflow-provider-dicom",
+        "name": "DICOM",
+        "description": "Export DICOM metadata to BigQuery from Cloud Healthcare API stores, folders, "
+        "GCS prefixes and DICOMweb servers, producing the Cloud Healthcare export's table.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "DICOM",
+                "external-doc-url": "https://cloud.google.com/healthcare-api/docs/how-tos/dicom-export-bigquery",
+                "tags": ["gcp"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "DICOM",
+                "python-modules": ["airflow_provider_dicom.operators.export"],
+            }
+        ],
+    }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Creates .venv (Python >= 3.11) with the provider and its test extras installed, once per
+# pyproject.toml change. Uses uv from PyPI because pip's resolver takes minutes on Airflow's tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    for candidate in python3.11 python3.12 python3.13 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+            command -v "$candidate"; return 0
+        fi
+    done
+    echo "bootstrap: no Python >= 3.11 found on PATH" >&2; return 1
+}
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [[ -f "$stamp" ]]; then
+    exit 0
+fi
+echo "==> creating .venv and installing airflow-provider-dicom[test] (about a minute)"
+if [[ ! -x .venv/bin/python ]]; then
+    "$(find_python)" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check uv
+.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test]"
+rm -f .venv/.installed-*
+touch "$stamp"
