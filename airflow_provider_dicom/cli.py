@@ -1,0 +1,336 @@
+"""`airflow-dicom`: run an export, or preview rows and schemas, without writing a DAG.
+
+The verbs mirror gcloud's (`gcloud healthcare dicom-stores export bq STORE --bq-table=...`) so
+people can move between the two. Bad input ends the command with one line on stderr and a
+non-zero exit code, never a traceback: exit 2 for arguments that are wrong before anything runs,
+1 for failures while running (including instances that could not be converted; their good
+neighbours are still printed or exported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter
+
+PROG = "airflow-dicom"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+WRITE_DISPOSITION_CHOICES = ("write-empty", "write-truncate", "write-append")
+
+
+class UsageError(Exception):
+    """Bad input found before any work started (exit 2)."""
+
+
+class CommandFailed(Exception):
+    """The command ran but could not finish its job (exit 1)."""
+
+
+def _err(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# -- reading instances -------------------------------------------------------------------------
+
+
+@dataclass
+class FileOutcome:
+    path: Path
+    converted: ConvertedInstance | None = None
+    reason: str | None = None  # set when the file could not be turned into a row
+
+
+def iter_outcomes(paths: Sequence[str], converter: InstanceConverter, skipped: list[Path]) -> Iterator[FileOutcome]:
+    """Folders are walked as an export walks them: files inside that are not DICOM are skipped
+    (collected in `skipped`) and broken DICOM is reported. A file named explicitly that is not
+    DICOM is reported too: the user asked for it."""
+    from airflow_provider_dicom.dicom.folder import NOT_DICOM, OK, convert_file, iter_folder
+
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files, explicit = iter_folder(path), False
+        elif path.exists():
+            files, explicit = iter((path,)), True
+        else:
+            yield FileOutcome(path, reason="no such file or directory")
+            continue
+        for file in files:
+            outcome = convert_file(file, converter)
+            if outcome.status == OK:
+                yield FileOutcome(Path(outcome.path), outcome.converted)
+            elif outcome.status == NOT_DICOM and not explicit:
+                skipped.append(Path(outcome.path))
+            elif outcome.status == NOT_DICOM:
+                yield FileOutcome(Path(outcome.path), reason=f"not a DICOM file: {outcome.reason}")
+            else:
+                yield FileOutcome(Path(outcome.path), reason=outcome.reason or "invalid DICOM")
+
+
+def _converter(schema: str) -> InstanceConverter:
+    from airflow_provider_dicom.dicom.convert import InstanceConverter
+
+    return InstanceConverter(schema=schema)
+
+
+def _report_skipped(skipped: list[Path]) -> None:
+    if skipped:
+        _err(f"skipped {len(skipped)} files that are not DICOM")
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_rows(args: argparse.Namespace, out: TextIO) -> int:
+    converter = _converter(args.schema)
+    skipped: list[Path] = []
+    failed = 0
+    for outcome in iter_outcomes(args.paths, converter, skipped):
+        if outcome.converted is None:
+            failed += 1
+            _err(f"{outcome.path}: {outcome.reason}")
+            continue
+        out.write(json.dumps(outcome.converted.row, ensure_ascii=False, separators=(",", ":")) + "\n")
+    _report_skipped(skipped)
+    if failed:
+        _err(f"{failed} files could not be converted")
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_provider_dicom.dicom.schema import TableSchema
+
+    converter = _converter(args.schema)
+    schema = TableSchema()
+    skipped: list[Path] = []
+    failed = converted = 0
+    for outcome in iter_outcomes(args.paths, converter, skipped):
+        if outcome.converted is None:
+            failed += 1
+            _err(f"{outcome.path}: {outcome.reason}")
+            continue
+        converted += 1
+        schema.add(outcome.converted.fields)
+    _report_skipped(skipped)
+    if not converted:
+        raise CommandFailed("no DICOM instances found: no schema to print")
+    out.write(json.dumps(schema.to_api_repr(), indent=2) + "\n")
+    if failed:
+        _err(f"{failed} files could not be converted; the schema covers the other {converted}")
+        return EXIT_FAILED
+    return 0
+
+
+def bigquery_client_from_env(project: str):
+    """A BigQuery client for the command line: the emulator named by BIGQUERY_EMULATOR_HOST with
+    anonymous credentials when it is set (google-cloud-bigquery reads that variable itself and
+    points its endpoint there), otherwise Application Default Credentials."""
+    from google.cloud import bigquery
+
+    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project, credentials=AnonymousCredentials())
+    import google.auth.exceptions
+
+    try:
+        return bigquery.Client(project=project)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise CommandFailed(
+            "no Google credentials found (run `gcloud auth application-default login`, or set "
+            f"BIGQUERY_EMULATOR_HOST for a local emulator): {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_provider_dicom.export.request import parse_export_request
+
+    try:
+        parsed = parse_export_request(
+            source=args.source,
+            destination_table_uri=args.bq_table,
+            write_disposition=args.write_disposition,
+            force=True if args.overwrite_table else None,
+            schema=args.schema,
+            filter_config=args.filter_config,
+            skip_templated=False,
+        )
+        assert parsed.source and parsed.table and parsed.schema
+        parsed.source.require_supported()
+    except (ValueError, NotImplementedError) as exc:
+        raise UsageError(str(exc)) from exc
+    source_path = Path(parsed.source.value)
+    if not source_path.is_dir():
+        raise UsageError(f"source folder {parsed.source.value!r} does not exist or is not a folder")
+    if parsed.filter_config and not parsed.filter_config.startswith("gs://"):
+        if not Path(parsed.filter_config).is_file():
+            raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
+
+    from airflow_provider_dicom.export.bigquery import export_to_bigquery
+
+    project = args.project or parsed.table.project
+    client = bigquery_client_from_env(project)
+    _err(f"exporting {parsed.source.display} to {parsed.table}")
+    result = export_to_bigquery(
+        parsed.source.value,
+        str(parsed.table),
+        write_disposition=args.write_disposition,
+        force=True if args.overwrite_table else None,
+        filter_config=parsed.filter_config,
+        schema=parsed.schema.value,
+        client=client,
+        project=project,
+        progress=None if args.quiet else _progress_to_stderr,
+    )
+    out.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    failures = list(result.failures)
+    _err(
+        f"exported {result.instances_exported} instances to {parsed.table}; {len(failures)} failed; "
+        f"{result.not_dicom_count} files were not DICOM and were skipped"
+    )
+    for path, reason in failures[:20]:
+        _err(f"failed: {path}: {reason}")
+    if len(failures) > 20:
+        _err(f"... and {len(failures) - 20} more failures (all listed in the output)")
+    if args.max_failed_instances is not None and len(failures) > args.max_failed_instances:
+        return EXIT_FAILED
+    return 0
+
+
+def _progress_to_stderr(*args: Any, **kwargs: Any) -> None:
+    message = kwargs.get("message") or " ".join(str(arg) for arg in args)
+    if message:
+        _err(message)
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _non_negative_int(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'none', got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Export DICOM metadata to BigQuery like the Cloud Healthcare API does, "
+        "and preview the rows and schema it produces.",
+    )
+    from airflow_provider_dicom import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{export,rows,schema}", parser_class=_Parser)
+
+    schema_help = "table variant: flattened (one column per data element, the default) or json"
+
+    export = verbs.add_parser("export", help="export DICOM metadata (gcloud: healthcare dicom-stores export)")
+    destinations = export.add_subparsers(dest="destination", required=True, metavar="{bq}", parser_class=_Parser)
+    bq = destinations.add_parser(
+        "bq",
+        help="export to a BigQuery table",
+        description="Export the DICOM instances under SOURCE (a local folder, read recursively; files "
+        "that are not DICOM are skipped) into a BigQuery table with the Cloud Healthcare schema. "
+        "Prints the export summary as JSON. Set BIGQUERY_EMULATOR_HOST to use a BigQuery emulator.",
+    )
+    bq.add_argument("source", metavar="SOURCE", help="folder of DICOM files")
+    bq.add_argument("--bq-table", required=True, metavar="bq://PROJECT.DATASET.TABLE", help="destination table")
+    bq.add_argument(
+        "--write-disposition",
+        type=str.lower,
+        choices=WRITE_DISPOSITION_CHOICES,
+        help="write-empty: fail on a non-empty table; write-truncate: replace it; write-append: add rows "
+        "(and columns). Default, as in gcloud: fail if the table exists.",
+    )
+    bq.add_argument(
+        "--overwrite-table", action="store_true", help="legacy: replace an existing table (force=true)"
+    )
+    bq.add_argument("--filter-config", metavar="PATH", help="filter file (local path or gs://) of /studies/... lines")
+    bq.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
+    bq.add_argument("--project", help="project the load jobs run in (default: the table's project)")
+    bq.add_argument(
+        "--max-failed-instances",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="exit 1 when more than N instances fail to convert (default 0; 'none' never); "
+        "the good instances are loaded either way",
+    )
+    bq.add_argument("--quiet", action="store_true", help="no progress messages")
+    bq.set_defaults(handler=cmd_export_bq)
+
+    rows = verbs.add_parser(
+        "rows",
+        help="print each instance's BigQuery row as one JSON line",
+        description="Print the row each DICOM instance becomes, one JSON object per line (NDJSON). "
+        "Folders are read recursively. Files that fail are reported on stderr and make the exit code 1; "
+        "the other files are still printed.",
+    )
+    rows.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    rows.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
+    rows.set_defaults(handler=cmd_rows)
+
+    schema = verbs.add_parser(
+        "schema",
+        help="print the merged BigQuery schema of the instances as JSON",
+        description="Print the BigQuery schema (the union over all instances, as `bq show --schema` "
+        "prints it) that exporting these files would create.",
+    )
+    schema.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
+    schema.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args, sys.stdout)
+    except UsageError as exc:
+        _err(f"error: {exc}")
+        return EXIT_USAGE
+    except CommandFailed as exc:
+        _err(f"error: {exc}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `airflow-dicom rows ... | head`: the reader left; stop quietly.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
+        except OSError:
+            pass
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - the command line promises one line, not a traceback
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        _err(f"error: {type(exc).__name__}: {first_line}" if first_line else f"error: {type(exc).__name__}")
+        if os.environ.get("AIRFLOW_DICOM_TRACEBACK"):
+            raise
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

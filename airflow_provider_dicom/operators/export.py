@@ -1,0 +1,231 @@
+"""Operator exporting DICOM metadata to the BigQuery table the Cloud Healthcare API export writes.
+
+The operator is thin: it validates its arguments, builds a BigQuery client from the Airflow
+connection, and hands the work to `airflow_provider_dicom.export.bigquery`. Nothing heavy
+(pydicom, google-cloud-bigquery, the Google provider's hooks) is imported until `execute()`, so
+DAG files that use it parse fast on schedulers and DAG processors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_dicom import uris
+from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
+from airflow_provider_dicom.links import DicomBigQueryTableLink
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+# How many failed instances the task failure message and the log list by name.
+FAILURES_IN_MESSAGE = 5
+FAILURES_IN_LOG = 50
+
+
+def _check_identifier(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise ValueError(f"invalid {name} {value!r}: expected a non-empty string")
+
+
+def _check_impersonation_chain(value: object) -> None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return
+    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+        if all(isinstance(item, str) and item.strip() for item in value):
+            return
+    raise ValueError(
+        f"invalid impersonation_chain {value!r}: expected a service account email or a non-empty list of them"
+    )
+
+
+def _check_max_failed_instances(value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid max_failed_instances {value!r}: expected an integer >= 0, or None")
+
+
+class DicomExportToBigQueryOperator(BaseOperator):
+    """Export DICOM metadata into a BigQuery table shaped exactly like the Cloud Healthcare export's.
+
+    :param source: where the DICOM instances are. Today a local folder (a path, or ``file:///path``),
+        read recursively; files that are not DICOM are skipped and counted. A Cloud Healthcare store
+        (``projects/P/locations/L/datasets/D/dicomStores/S``), a ``gs://`` prefix and a DICOMweb URL
+        are recognised and rejected as not supported yet.
+    :param destination_table_uri: ``bq://PROJECT.DATASET.TABLE``. The dataset must exist.
+    :param write_disposition: ``WRITE_EMPTY`` (an existing empty table is fine, a non-empty one is an
+        error), ``WRITE_TRUNCATE`` (replace atomically) or ``WRITE_APPEND`` (add rows, add new columns);
+        gcloud's ``write-empty`` spellings are accepted. Do not combine with ``force``.
+    :param force: legacy flag: ``True`` replaces an existing table; ``False`` or neither option given
+        makes any existing table an error, exactly as the Cloud Healthcare API does.
+    :param filter_config: optional filter file (local path or ``gs://BUCKET/OBJECT``) listing
+        ``/studies/S[/series/SE[/instances/I]]`` lines; only those resources are exported.
+    :param schema: ``flattened`` (one column per data element) or ``json`` (the schemaJson table).
+    :param max_failed_instances: how many instances may fail to convert (broken DICOM) before the task
+        fails. Failures never stop the export: every good instance is loaded first, then the task fails
+        if the count is above this number, with the count and the first failures in its message. The
+        default 0 fails the task on any failure; ``None`` never fails it for that reason. The failing
+        task is not retried (retrying cannot fix a broken file and, with ``WRITE_APPEND``, would load
+        the good instances twice); the result is still pushed to XCom as ``return_value``.
+    :param project_id: project the BigQuery load jobs run in and are billed to; defaults to the
+        destination table's project.
+    :param location: BigQuery location for the load jobs (e.g. ``EU``); defaults to the dataset's.
+    :param gcp_conn_id: Airflow connection to Google Cloud. ``BIGQUERY_EMULATOR_HOST`` in the
+        worker's environment redirects the client to a BigQuery emulator.
+    :param impersonation_chain: service account (or chain of them) to impersonate, as in the Google
+        provider's operators.
+
+    Returns (XCom ``return_value``) the export summary: counts of exported, failed and non-DICOM
+    files, and each failure's path and reason.
+    """
+
+    template_fields: Sequence[str] = (
+        "source",
+        "destination_table_uri",
+        "write_disposition",
+        "filter_config",
+        "schema",
+        "project_id",
+        "location",
+        "gcp_conn_id",
+        "impersonation_chain",
+    )
+    ui_color = "#e8f0fe"
+    operator_extra_links = (DicomBigQueryTableLink(),)
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        destination_table_uri: str,
+        write_disposition: str | None = None,
+        force: bool | None = None,
+        filter_config: str | None = None,
+        schema: str = "flattened",
+        max_failed_instances: int | None = 0,
+        project_id: str | None = None,
+        location: str | None = None,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.destination_table_uri = destination_table_uri
+        self.write_disposition = write_disposition
+        self.force = force
+        self.filter_config = filter_config
+        self.schema = schema
+        self.max_failed_instances = max_failed_instances
+        self.project_id = project_id
+        self.location = location
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self._validate(skip_templated=True)
+
+    def _validate(self, *, skip_templated: bool) -> ExportRequest:
+        request = parse_export_request(
+            source=self.source,
+            destination_table_uri=self.destination_table_uri,
+            write_disposition=self.write_disposition,
+            force=self.force,
+            schema=self.schema,
+            filter_config=self.filter_config,
+            skip_templated=skip_templated,
+        )
+        if request.source is not None:
+            # A literal store name or URL fails the DAG at parse time, not hours later in a task.
+            request.source.require_supported()
+        for name in ("project_id", "location", "gcp_conn_id"):
+            value = getattr(self, name)
+            if not (skip_templated and uris.is_templated(value)):
+                _check_identifier(name, value, optional=name != "gcp_conn_id")
+        if not (skip_templated and uris.is_templated(self.impersonation_chain)):
+            _check_impersonation_chain(self.impersonation_chain)
+        _check_max_failed_instances(self.max_failed_instances)
+        return request
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        request = self._validate(skip_templated=False)
+        assert request.source and request.table and request.write and request.schema
+        from airflow_provider_dicom.export.bigquery import export_to_bigquery
+
+        project = self.project_id or request.table.project
+        client = self._bigquery_client(project)
+        self.log.info(
+            "Exporting DICOM metadata from %s to %s (%s, %s schema%s)",
+            request.source.display,
+            request.table,
+            request.write.disposition.value,
+            request.schema.value,
+            f", filter {request.filter_config}" if request.filter_config else "",
+        )
+        result = export_to_bigquery(
+            request.source.value,
+            str(request.table),
+            write_disposition=self.write_disposition,
+            force=self.force,
+            filter_config=request.filter_config,
+            schema=request.schema.value,
+            client=client,
+            project=project,
+            progress=self._progress_logger(),
+        )
+        summary = result.to_dict()
+        failures = list(result.failures)
+        self.log.info(
+            "Exported %d instances to %s; %d failed; %d files were not DICOM and were skipped",
+            result.instances_exported,
+            request.table,
+            len(failures),
+            result.not_dicom_count,
+        )
+        for path, reason in failures[:FAILURES_IN_LOG]:
+            self.log.warning("Failed instance %s: %s", path, reason)
+        if len(failures) > FAILURES_IN_LOG:
+            self.log.warning("... and %d more failed instances (all listed in the XCom result)",
+                             len(failures) - FAILURES_IN_LOG)
+        if self.max_failed_instances is not None and len(failures) > self.max_failed_instances:
+            # The summary is the task's result even though the task fails: downstream tasks with a
+            # permissive trigger rule, and people reading the UI, still get the counts.
+            context["ti"].xcom_push(key="return_value", value=summary)
+            raise AirflowFailException(self._failure_message(result.instances_exported, failures, request))
+        return summary
+
+    def _failure_message(self, exported: int, failures: list, request: ExportRequest) -> str:
+        shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:FAILURES_IN_MESSAGE])
+        more = f"; and {len(failures) - FAILURES_IN_MESSAGE} more" if len(failures) > FAILURES_IN_MESSAGE else ""
+        return (
+            f"{len(failures)} DICOM instances failed to export (max_failed_instances="
+            f"{self.max_failed_instances}); the {exported} good instances were loaded into "
+            f"{request.table}. Failures: {shown}{more}"
+        )
+
+    def _bigquery_client(self, project: str):
+        """A BigQuery client built the way the Google provider builds one, from the Airflow
+        connection (key file, ADC, anonymous, impersonation); google-cloud-bigquery itself honours
+        BIGQUERY_EMULATOR_HOST when the connection sets no endpoint."""
+        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+        hook = BigQueryHook(
+            gcp_conn_id=self.gcp_conn_id,
+            impersonation_chain=self.impersonation_chain,
+            use_legacy_sql=False,
+            location=self.location,
+        )
+        return hook.get_client(project_id=project, location=self.location)
+
+    def _progress_logger(self) -> Callable[..., None]:
+        log = self.log
+
+        def progress(*args: Any, **kwargs: Any) -> None:
+            message = kwargs.get("message") or " ".join(str(arg) for arg in args)
+            if message:
+                log.info("%s", message)
+
+        return progress
