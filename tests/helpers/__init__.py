@@ -1,0 +1,1 @@
+"""Reusable assertions for tests (row-vs-schema checks and the like)."""
