@@ -1,0 +1,614 @@
+"""One DICOM instance -> one row of the Cloud Healthcare BigQuery table, and the schema it needs.
+
+Rules (DESIGN.md section 3, and Google's "Understanding the BigQuery DICOM schema"):
+- a standard element becomes a column named by its keyword, typed from its VR, REPEATED unless
+  the dictionary VM is "1"; sequences become REPEATED RECORDs converted by the same rules;
+- person names become {Alphabetic, Ideographic, Phonetic} x {FamilyName ... NameSuffix} records;
+- 50xx/60xx repeating-group elements become {Id, Value} records under their keyword;
+- binary elements (OB, OW, UN, ...) get no column and are listed in DroppedTags;
+- private elements, private creators and tags without a keyword go to OtherElements {Tag, Data};
+  a private sequence becomes its own `Tag_GGGGEEEE` column;
+- a value that does not fit its column (a malformed date, two values in a VM 1 element, NaN)
+  is kept as text in OtherElements instead of being lost;
+- group-length elements (gggg,0000) are structural, not metadata, and are not exported.
+Both the flattened table and the single-JSON-column table (`schemaJson`) are produced here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_dicom.dicom import vr as vrs
+from airflow_provider_dicom.dicom.schema import (
+    INTEGER,
+    JSON,
+    NULLABLE,
+    RECORD,
+    REPEATED,
+    STRING,
+    TIMESTAMP,
+    Field,
+    merge_fields,
+    _rank,
+)
+from airflow_provider_dicom.dicom.tags import TagInfo, tag_info, tag_name, tag_reference
+from airflow_provider_dicom.export.options import SchemaVariant
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+# BigQuery allows 15 levels of nested RECORDs; deeper content is dropped (and listed).
+MAX_NESTING = 15
+
+_SCALAR_FIELDS: dict[tuple[str, str, str], Field] = {}
+
+
+def _scalar(name: str, type_: str, mode: str) -> Field:
+    key = (name, type_, mode)
+    found = _SCALAR_FIELDS.get(key)
+    if found is None:
+        found = _SCALAR_FIELDS[key] = Field(name, type_, mode)
+    return found
+
+
+_PN_GROUP_FIELDS = tuple(
+    Field(group, RECORD, NULLABLE, tuple(Field(c, STRING, NULLABLE) for c in vrs.PN_COMPONENTS))
+    for group in vrs.PN_GROUPS
+)
+OTHER_ELEMENTS_FIELD = Field(
+    "OtherElements", RECORD, REPEATED, (Field("Tag", STRING, NULLABLE), Field("Data", STRING, REPEATED))
+)
+DROPPED_TAGS_FIELD = Field(
+    "DroppedTags", RECORD, REPEATED, (Field("TagName", STRING, NULLABLE), Field("TagReference", STRING, NULLABLE))
+)
+TRAILING_FIELDS = (
+    Field("Type", STRING, NULLABLE),
+    Field("LastUpdated", TIMESTAMP, NULLABLE),
+    Field("StorageClass", STRING, NULLABLE),
+    Field("BlobStorageSize", INTEGER, NULLABLE),
+)
+JSON_SCHEMA_FIELDS = (
+    Field("StudyInstanceUID", STRING, NULLABLE),
+    Field("SeriesInstanceUID", STRING, NULLABLE),
+    Field("SOPInstanceUID", STRING, NULLABLE),
+    Field("SourceDicomStore", STRING, NULLABLE),
+    Field("Metadata", JSON, NULLABLE),
+    Field("StructuredStorageSize", INTEGER, NULLABLE),
+    Field("DroppedTags", STRING, REPEATED),
+    Field("StorageClass", STRING, NULLABLE),
+    Field("LastUpdated", TIMESTAMP, NULLABLE),
+    Field("BlobStorageSize", INTEGER, NULLABLE),
+    Field("Type", STRING, NULLABLE),
+)
+_pn_fields: dict[tuple[str, str], Field] = {}
+
+
+def _pn_field(name: str, mode: str) -> Field:
+    found = _pn_fields.get((name, mode))
+    if found is None:
+        found = _pn_fields[(name, mode)] = Field(name, RECORD, mode, _PN_GROUP_FIELDS)
+    return found
+
+
+_group_fields: dict[tuple[str, str, bool], Field] = {}
+
+
+def _repeating_group_field(name: str, type_: str, repeated_value: bool) -> Field:
+    key = (name, type_, repeated_value)
+    found = _group_fields.get(key)
+    if found is None:
+        value_field = Field("Value", RECORD, REPEATED if repeated_value else NULLABLE, _PN_GROUP_FIELDS) if (
+            type_ == RECORD
+        ) else Field("Value", type_, REPEATED if repeated_value else NULLABLE)
+        found = _group_fields[key] = Field(name, RECORD, REPEATED, (Field("Id", STRING, NULLABLE), value_field))
+    return found
+
+
+@dataclass(slots=True)
+class ConvertedInstance:
+    row: dict[str, Any]
+    fields: tuple[Field, ...]
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+
+
+# Encodings that are ASCII-compatible single-byte or UTF-8: a backslash byte is always a
+# separator, so values can be decoded whole. Anything else goes through pydicom.
+_FAST_CODECS = {"iso8859": "latin_1", "latin_1": "latin_1", "UTF8": "utf_8", "utf_8": "utf_8"}
+_DEFAULT_ENCODINGS = ["iso8859"]
+
+
+def _encodings_of(ds: Dataset, inherited: list[str]) -> list[str]:
+    raw = ds._dict.get(0x00080005)
+    if raw is None:
+        return inherited
+    from pydicom.charset import convert_encodings
+
+    value = raw.value
+    if isinstance(value, bytes):
+        names = [part.strip(" \x00") for part in value.decode("latin_1").split("\\")]
+    elif value is None:
+        names = []
+    else:
+        names = [value] if isinstance(value, str) else list(value)
+    if not any(names):
+        return _DEFAULT_ENCODINGS
+    return convert_encodings(names if len(names) > 1 else names[0])
+
+
+_RawDataElement: type | None = None  # pydicom's, bound on first use to keep imports lazy
+_MISSING = object()
+# Fast-path kinds: standard columns, then (from _PRIVATE_ASCII up) OtherElements entries.
+_ASCII, _TEXT, _NUMBERS, _PRIVATE_ASCII, _PRIVATE_TEXT, _PRIVATE_NUMBERS = range(6)
+_ASCII_VRS = frozenset(("AE", "AS", "CS", "DS", "IS", "UI"))
+_TEXT_VRS = frozenset(("SH", "LO", "UC"))
+_NUMBER_TYPES = {"US": INTEGER, "UL": INTEGER, "SS": INTEGER, "SL": INTEGER, "FL": "FLOAT", "FD": "FLOAT"}
+_PLANS: dict[tuple[int, str | None], tuple | None] = {}
+
+
+def _make_plan(tag: int, vr: str | None) -> tuple | None:
+    """How the fast path handles (tag, VR), or None to leave it to the general path.
+
+    Covered: standard non-repeating-group elements whose VR is a plain string, charset text or
+    binary number of the column's own type, and private non-sequence elements of those VRs."""
+    if not tag & 0xFFFF:
+        return None
+    info = tag_info(tag)
+    if info is not None:
+        if vr is None:
+            if " or " in info.dictionary_vr:
+                return None
+            vr = info.dictionary_vr
+        if info.repeating_group or info.column_type is None:
+            return None
+        mode = REPEATED if info.repeated else NULLABLE
+        if vr in _ASCII_VRS and info.column_type == STRING:
+            return (_ASCII, info.keyword, _scalar(info.keyword, STRING, mode), info.repeated, vr)
+        if vr in _TEXT_VRS and info.column_type == STRING:
+            return (_TEXT, info.keyword, _scalar(info.keyword, STRING, mode), info.repeated, vr)
+        if _NUMBER_TYPES.get(vr) == info.column_type:
+            return (_NUMBERS, info.keyword, _scalar(info.keyword, info.column_type, mode), info.repeated, vr)
+        return None
+    if not (tag >> 16) & 1 or vr is None:
+        return None
+    if vr in _ASCII_VRS:
+        return (_PRIVATE_ASCII, tag_name(tag), None, True, vr)
+    if vr in _TEXT_VRS:
+        return (_PRIVATE_TEXT, tag_name(tag), None, True, vr)
+    if vr in _NUMBER_TYPES:
+        return (_PRIVATE_NUMBERS, tag_name(tag), None, True, vr)
+    return None
+
+
+class _InstanceState:
+    """What one instance's conversion collects across nesting levels."""
+
+    __slots__ = ("dropped", "tz_offset", "max_depth")
+
+    def __init__(self, max_depth: int, tz_offset: str | None) -> None:
+        self.dropped: list[dict[str, str]] = []
+        self.tz_offset = tz_offset
+        self.max_depth = max_depth
+
+
+class InstanceConverter:
+    """Converts pydicom Datasets into rows of one table variant (flattened or JSON).
+
+    One converter serves a whole export: it holds no per-instance state, only caches of
+    dictionary facts and schema fields, which makes repeated instances cheap.
+    """
+
+    def __init__(self, schema: str | SchemaVariant = SchemaVariant.FLATTENED, max_depth: int = MAX_NESTING):
+        self.schema = SchemaVariant.parse(schema)
+        if not 1 <= max_depth <= MAX_NESTING:
+            raise ValueError(f"max_depth must be between 1 and {MAX_NESTING}, got {max_depth!r}")
+        self.max_depth = max_depth
+
+    def convert(
+        self,
+        ds: Dataset,
+        *,
+        blob_storage_size: int | None = None,
+        last_updated: datetime | None = None,
+        storage_class: str = "STANDARD",
+        source_store: str | None = None,
+    ) -> ConvertedInstance:
+        if self.schema is SchemaVariant.JSON:
+            return self._convert_json(ds, blob_storage_size, last_updated, storage_class, source_store)
+        global _RawDataElement
+        if _RawDataElement is None:
+            from pydicom.dataelem import RawDataElement
+
+            _RawDataElement = RawDataElement
+        state = _InstanceState(self.max_depth, None)
+        offset_raw = ds._dict.get(0x00080201)
+        if offset_raw is not None:
+            offset_values = self._string_values(ds, offset_raw, "SH", _DEFAULT_ENCODINGS)
+            state.tz_offset = vrs.parse_offset(offset_values[0] if offset_values else None)
+        encodings = _encodings_of(ds, _DEFAULT_ENCODINGS)
+        row: dict[str, Any] = {}
+        fields: dict[str, Field] = {}
+        other: list[dict[str, Any]] = []
+        file_meta = getattr(ds, "file_meta", None)
+        if file_meta is not None:
+            self._convert_into(file_meta, row, fields, other, _DEFAULT_ENCODINGS, 0, "", state)
+        self._convert_into(ds, row, fields, other, encodings, 0, "", state)
+        if other:
+            row["OtherElements"] = other
+            fields["OtherElements"] = OTHER_ELEMENTS_FIELD
+        if state.dropped:
+            row["DroppedTags"] = state.dropped
+            fields["DroppedTags"] = DROPPED_TAGS_FIELD
+        row["Type"] = "CREATE"
+        if last_updated is not None:
+            row["LastUpdated"] = _timestamp(last_updated)
+        row["StorageClass"] = storage_class
+        if blob_storage_size is not None:
+            row["BlobStorageSize"] = int(blob_storage_size)
+        for trailing in TRAILING_FIELDS:
+            fields[trailing.name] = trailing
+        ordered = tuple(fields[name] for name in sorted(fields, key=_rank))
+        return ConvertedInstance(
+            row,
+            ordered,
+            _single(row.get("StudyInstanceUID")),
+            _single(row.get("SeriesInstanceUID")),
+            _single(row.get("SOPInstanceUID")),
+        )
+
+    # -- flattened ---------------------------------------------------------------------------
+
+    def _convert_into(
+        self,
+        ds: Dataset,
+        row: dict[str, Any],
+        fields: dict[str, Field],
+        other: list[dict[str, Any]],
+        encodings: list[str],
+        depth: int,
+        path: str,
+        state: _InstanceState,
+    ) -> None:
+        """Convert the elements of `ds` (at RECORD nesting `depth`) into `row` and `fields`."""
+        codec = _FAST_CODECS.get(encodings[0]) if len(encodings) == 1 else None
+        plans = _PLANS
+        # pydicom replaces a raw element by its converted one in place when we ask it to convert;
+        # that changes values, not keys, so iterating the live dict is safe.
+        for tag, elem in ds._dict.items():
+            vr = elem.VR
+            if elem.__class__ is _RawDataElement and elem.value:
+                # Fast path for the common elements (see _make_plan); anything unusual falls through.
+                key = (tag & 0xFFFFFFFF, vr)  # a plain int: BaseTag's Python-level __eq__ is slow
+                plan = plans.get(key, _MISSING)
+                if plan is _MISSING:
+                    plan = plans[key] = _make_plan(tag, vr)
+                if plan is not None:
+                    kind, name, field, repeated, plan_vr = plan
+                    value = elem.value
+                    if kind == _NUMBERS or kind == _PRIVATE_NUMBERS:
+                        try:
+                            values = vrs.decode_numbers(value, plan_vr, elem.is_little_endian)
+                        except vrs.ValueConversionError:
+                            values = None
+                    elif kind == _TEXT or kind == _PRIVATE_TEXT:
+                        values = None if codec is None else value.decode(codec, errors="replace").split("\\")
+                    else:
+                        values = value.decode("latin_1").split("\\")
+                    if values is not None:
+                        if kind >= _PRIVATE_ASCII:
+                            if kind == _PRIVATE_NUMBERS:
+                                other.append({"Tag": name, "Data": list(map(str, values))})
+                            else:
+                                other.append({"Tag": name, "Data": [v.strip(" \x00") for v in values]})
+                            continue
+                        if name not in row and (repeated or len(values) == 1):
+                            fields[name] = field
+                            if kind != _NUMBERS:
+                                values = [v.strip(" \x00") for v in values]
+                            row[name] = values if repeated else values[0]
+                            continue
+            if not tag & 0xFFFF:
+                continue  # group length: structural
+            info = tag_info(tag)
+            raw = getattr(elem, "is_raw", False)
+            if raw and vr is None and info is not None and " or " not in info.dictionary_vr:
+                vr = info.dictionary_vr  # implicit VR, standard tag: the dictionary says it
+            if raw and (vr is None or vr == "UN"):
+                # Implicit VR, or UN for a tag whose real VR is known: let pydicom work out the VR
+                # (private dictionaries, ambiguous US/SS from PixelRepresentation, UN replacement).
+                try:
+                    elem = ds[tag]
+                except Exception:  # a value pydicom itself cannot decode: keep its text
+                    self._keep_raw_text(elem, other, path, state)
+                    continue
+                vr = elem.VR
+                raw = False
+            if vr == "SQ":
+                self._sequence(ds, tag, elem, info, row, fields, other, encodings, depth, path, state)
+                continue
+            if info is None or vr in vrs.BINARY_VRS or info.column_type is None:
+                if vr in vrs.BINARY_VRS or (info is not None and info.column_type is None):
+                    self._drop(tag, info, path, state)
+                    continue
+                # Private, private creator, or no keyword: OtherElements keeps the text.
+                values = self._values(ds, elem, vr, encodings, raw)
+                if values is None:
+                    self._drop(tag, info, path, state)
+                else:
+                    other.append({"Tag": tag_name(tag), "Data": [_text(v) for v in values]})
+                continue
+            self._standard(ds, tag, elem, vr, info, row, fields, other, encodings, depth, path, raw, state)
+
+    def _standard(self, ds, tag, elem, vr, info: TagInfo, row, fields, other, encodings, depth, path, raw, state):
+        values = self._values(ds, elem, vr, encodings, raw)
+        if values is None:  # binary in disguise: an explicit VR that has no column type
+            self._drop(tag, info, path, state)
+            return
+        column_type = info.column_type
+        name = info.keyword
+        repeated = info.repeated
+        if info.repeating_group:
+            needed_depth = depth + (3 if column_type == RECORD else 1)
+        else:
+            needed_depth = depth + (2 if column_type == RECORD else 0)
+        if needed_depth > state.max_depth:
+            self._drop(tag, info, path, state)
+            return
+        if info.repeating_group:
+            field = _repeating_group_field(name, column_type, repeated)
+        elif column_type == RECORD:
+            field = _pn_field(name, REPEATED if repeated else NULLABLE)
+        else:
+            field = _scalar(name, column_type, REPEATED if repeated else NULLABLE)
+        existing = row.get(name)
+        if existing is not None and not info.repeating_group:
+            # The same keyword twice in one dataset (masked repeaters): keep the second as text.
+            other.append({"Tag": tag_name(tag), "Data": [_text(v) for v in values]})
+            return
+        fields[name] = field
+        if not values:
+            return
+        try:
+            typed = self._typed(values, vr, column_type, state)
+            if not repeated and len(typed) > 1:
+                raise vrs.ValueConversionError(f"{len(typed)} values in a VM 1 element")
+        except vrs.ValueConversionError:
+            other.append({"Tag": tag_name(tag), "Data": [_text(v) for v in values]})
+            return
+        value: Any = typed if repeated else typed[0]
+        if info.repeating_group:
+            record = {"Id": f"{tag >> 16:04X}", "Value": value}
+            if existing is None:
+                row[name] = [record]
+            else:
+                existing.append(record)
+        else:
+            row[name] = value
+
+    def _typed(self, values: list, vr: str, column_type: str, state: _InstanceState) -> list:
+        """Values decoded by their actual VR -> values of the column's type."""
+        if column_type == STRING:
+            return [v if isinstance(v, str) else _text(v) for v in values]
+        if column_type == "DATE":
+            return [vrs.to_bq_date(_as_str(v)) for v in values]
+        if column_type == "TIME":
+            return [vrs.to_bq_time(_as_str(v)) for v in values]
+        if column_type == TIMESTAMP:
+            return [vrs.to_bq_timestamp(_as_str(v), state.tz_offset) for v in values]
+        if column_type == INTEGER:
+            return [_as_int(v) for v in values]
+        if column_type == "FLOAT":
+            return [_as_float(v) for v in values]
+        if column_type == RECORD:  # person names
+            return [vrs.person_name(_pn_groups(v)) for v in values]
+        raise vrs.ValueConversionError(f"no conversion to {column_type}")
+
+    def _values(self, ds, elem, vr: str, encodings: list[str], raw: bool) -> list | None:
+        """The element's values as str (string VRs) or numbers; None for binary content."""
+        if raw:
+            value = elem.value
+            if value is None:  # deferred (e.g. a large value past a size limit): read it now
+                elem = ds[elem.tag]
+                return self._values(ds, elem, elem.VR, encodings, False)
+            if not value:
+                return []
+            if vr in vrs.BQ_TYPE and vr not in ("PN", "SQ") and vrs.BQ_TYPE[vr] in (INTEGER, "FLOAT") :
+                try:
+                    return vrs.decode_numbers(value, vr, elem.is_little_endian)
+                except vrs.ValueConversionError:
+                    return [value.hex()]
+            if vr in vrs.BINARY_VRS:
+                return None
+            return self._string_values(ds, elem, vr, encodings)
+        # An already converted pydicom DataElement.
+        value = elem.value
+        if vr in vrs.BINARY_VRS:
+            return None
+        if value is None or value == "" or value == b"":
+            return []
+        from pydicom.multival import MultiValue
+
+        items = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+        if vr == "AT":
+            return [int(v) for v in items]
+        if vr == "PN":
+            return [_pn_text(v) for v in items]
+        if isinstance(items[0], bytes):
+            return None
+        return [v if isinstance(v, (int, float)) and vr not in ("DS", "IS") else str(v) for v in items]
+
+    def _string_values(self, ds, elem, vr: str, encodings: list[str]) -> list[str]:
+        value: bytes = elem.value
+        if vr in vrs.TEXT_VRS:
+            codec = _FAST_CODECS.get(encodings[0]) if len(encodings) == 1 else None
+            if codec is None:
+                converted = ds[elem.tag]
+                return self._values(ds, converted, vr, encodings, False) or []
+            text = value.decode(codec, errors="replace")
+        else:
+            text = value.decode("latin_1")
+        if vr in vrs.SINGLE_VALUED:
+            return vrs.split_text(text, vr)
+        if vr == "PN":
+            return [part.rstrip(" \x00") for part in text.split("\\")]
+        return vrs.split_text(text, vr)
+
+    def _sequence(self, ds, tag, elem, info, row, fields, other, encodings, depth, path, state) -> None:
+        if info is not None:
+            name = info.keyword
+        else:
+            name = tag_name(tag)
+        if depth + 1 > state.max_depth:
+            self._drop(tag, info, path, state)
+            return
+        if info is not None and name in fields:
+            other.append({"Tag": tag_name(tag), "Data": []})
+            return
+        if getattr(elem, "is_raw", False):
+            elem = ds[tag]
+        items = elem.value or []
+        item_rows = []
+        item_fields: tuple[Field, ...] = ()
+        child_path = f"{path}{tag_reference(tag)}/"
+        for index, item in enumerate(items):
+            item_row: dict[str, Any] = {}
+            these: dict[str, Field] = {}
+            item_other: list[dict[str, Any]] = []
+            item_encodings = _encodings_of(item, encodings)
+            self._convert_into(
+                item, item_row, these, item_other, item_encodings, depth + 1, f"{child_path}{index}/", state
+            )
+            if item_other:
+                item_row["OtherElements"] = item_other
+                these["OtherElements"] = OTHER_ELEMENTS_FIELD
+            item_rows.append(item_row)
+            ordered = tuple(these[n] for n in sorted(these, key=_rank))
+            item_fields = ordered if not item_fields else merge_fields(item_fields, ordered)
+        if not item_fields:
+            # An empty sequence still names its column; BigQuery needs at least one sub-field,
+            # so it gets the OtherElements shape every item may carry.
+            item_fields = (OTHER_ELEMENTS_FIELD,)
+        fields[name] = Field(name, RECORD, REPEATED, item_fields)
+        if item_rows:
+            row[name] = item_rows
+
+    def _drop(self, tag: int, info: TagInfo | None, path: str, state: _InstanceState) -> None:
+        state.dropped.append(
+            {"TagName": info.keyword if info is not None else tag_name(tag), "TagReference": path + tag_reference(tag)}
+        )
+
+    def _keep_raw_text(self, elem, other, path, state) -> None:
+        value = elem.value
+        if isinstance(value, bytes):
+            other.append({"Tag": tag_name(elem.tag), "Data": [value.decode("latin_1").strip(" \x00")]})
+        else:
+            self._drop(elem.tag, None, path, state)
+
+    # -- JSON variant ------------------------------------------------------------------------
+
+    def _convert_json(self, ds, blob_storage_size, last_updated, storage_class, source_store) -> ConvertedInstance:
+        dropped: list[str] = []
+
+        def bulk(element) -> str:
+            dropped.append(tag_reference(element.tag))
+            return ""
+
+        metadata = ds.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk)
+        file_meta = getattr(ds, "file_meta", None)
+        if file_meta is not None:
+            metadata.update(file_meta.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk))
+        metadata = {key: value for key, value in metadata.items() if "BulkDataURI" not in value and key[4:] != "0000"}
+        study = _json_uid(metadata, "0020000D")
+        series = _json_uid(metadata, "0020000E")
+        sop = _json_uid(metadata, "00080018")
+        encoded = json.dumps(metadata, separators=(",", ":"))
+        row: dict[str, Any] = {
+            "StudyInstanceUID": study,
+            "SeriesInstanceUID": series,
+            "SOPInstanceUID": sop,
+            "Metadata": encoded,
+            "StructuredStorageSize": len(encoded.encode()),
+            "StorageClass": storage_class,
+            "Type": "CREATE",
+        }
+        if dropped:
+            row["DroppedTags"] = sorted(set(dropped))
+        if source_store is not None:
+            row["SourceDicomStore"] = source_store
+        if last_updated is not None:
+            row["LastUpdated"] = _timestamp(last_updated)
+        if blob_storage_size is not None:
+            row["BlobStorageSize"] = int(blob_storage_size)
+        fields = JSON_SCHEMA_FIELDS if source_store is not None else tuple(
+            f for f in JSON_SCHEMA_FIELDS if f.name != "SourceDicomStore"
+        )
+        return ConvertedInstance({k: v for k, v in row.items() if v is not None}, fields, study, series, sop)
+
+
+def _json_uid(metadata: dict, key: str) -> str | None:
+    values = metadata.get(key, {}).get("Value")
+    return values[0] if values else None
+
+
+def _timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _single(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):  # a person name record
+        return json.dumps(value, sort_keys=True)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise vrs.ValueConversionError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise vrs.ValueConversionError("not an integer") from None
+    return value
+
+
+def _as_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise vrs.ValueConversionError("not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise vrs.ValueConversionError("non-finite number")
+    return number
+
+
+def _pn_text(value: Any) -> str:
+    """A pydicom PersonName (already decoded) -> 'alphabetic=ideographic=phonetic' text."""
+    components = getattr(value, "components", None)
+    if components is not None:
+        return "=".join(components)
+    return str(value)
+
+
+def _pn_groups(value: Any) -> list[str]:
+    if not isinstance(value, str):
+        raise vrs.ValueConversionError("person name is not text")
+    groups = value.split("=")
+    if len(groups) > 3:
+        raise vrs.ValueConversionError(f"person name with {len(groups)} component groups")
+    return groups

@@ -1,0 +1,156 @@
+"""Reading DICOM Part 10 headers: everything but the pixel data, without loading the pixel data.
+
+pydicom's `stop_before_pixels` stops at (7FE0,0010) and forgets that the element exists and
+anything after it. The export must list Pixel Data in DroppedTags and keep trailing elements
+(padding, digital signatures), so after pydicom stops we read the pixel element's header, seek
+over its value (item by item when encapsulated, which touches only item headers) and let pydicom
+read whatever follows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+class NotDicomError(Exception):
+    """The file is not DICOM at all (no DICM prefix, not a dataset): skipped and counted."""
+
+
+class InvalidDicomError(Exception):
+    """The file claims to be DICOM but cannot be read; the message is the reason reported."""
+
+
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Keep pydicom from warning about invalid values: its warnings quote the values, which can be
+    PHI, and the export reports bad values through OtherElements instead."""
+    from pydicom import config
+
+    previous = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        yield
+    finally:
+        config.settings.reading_validation_mode = previous
+
+
+def read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
+    """Read one instance's header (all elements, pixel data listed but not loaded)."""
+    if hasattr(source, "read"):
+        return _read(source)  # type: ignore[arg-type]
+    with open(source, "rb") as fp:
+        return _read(fp)
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A dataset written without the Part 10 header starts with a low even group tag."""
+    if len(head) < 8:
+        return False
+    group_le = head[0] | head[1] << 8
+    group_be = head[1] | head[0] << 8
+    return group_le in (0x0002, 0x0008) or group_be == 0x0008
+
+
+def _read(fp: BinaryIO) -> Dataset:
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError as PydicomInvalid
+
+    head = fp.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        if _looks_like_raw_dataset(head):
+            raise InvalidDicomError(
+                "not a DICOM Part 10 file: no 'DICM' prefix at byte 128 (a bare dataset without File Meta Information)"
+            )
+        raise NotDicomError("no 'DICM' prefix at byte 128")
+    fp.seek(0)
+    try:
+        with quiet_pydicom():
+            ds = dcmread(fp, stop_before_pixels=True)
+            if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
+                # pydicom inflated the body into memory; the file position means nothing here,
+                # so read the whole (small, deflated) dataset instead.
+                fp.seek(0)
+                ds = dcmread(fp, defer_size=1024)
+            else:
+                _read_pixel_data_and_after(fp, ds)
+    except PydicomInvalid as exc:
+        raise InvalidDicomError(f"invalid DICOM: {exc}") from None
+    except (EOFError, struct.error) as exc:
+        raise InvalidDicomError(f"truncated DICOM file: {exc or type(exc).__name__}") from None
+    except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, LookupError) as exc:
+        raise InvalidDicomError(f"unreadable DICOM ({type(exc).__name__}): {exc}") from None
+    return ds
+
+
+def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
+    from pydicom.dataelem import RawDataElement
+    from pydicom.filereader import read_dataset
+    from pydicom.tag import Tag
+
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return
+    endian = "<" if little else ">"
+    start = fp.tell()
+    header = fp.read(8)
+    if len(header) < 8:
+        return
+    group, element = struct.unpack(endian + "HH", header[:4])
+    tag = group << 16 | element
+    if tag not in _PIXEL_TAGS:
+        fp.seek(start)
+        return
+    if implicit:
+        vr = None
+        (length,) = struct.unpack(endian + "L", header[4:8])
+    else:
+        vr_bytes = header[4:6]
+        vr = vr_bytes.decode("latin_1")
+        if vr_bytes in _LONG_LENGTH_VRS:
+            extra = fp.read(4)
+            if len(extra) < 4:
+                raise EOFError("pixel data element header cut short")
+            (length,) = struct.unpack(endian + "L", extra)
+        else:
+            (length,) = struct.unpack(endian + "H", header[6:8])
+    value_tell = fp.tell()
+    # A deferred raw element: pydicom's own representation of a value not read yet.
+    ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr or "OW", length, None, value_tell, implicit, little)
+    if length == 0xFFFFFFFF:
+        _skip_encapsulated(fp, endian)
+    else:
+        fp.seek(value_tell + length)
+    rest_start = fp.tell()
+    if not fp.read(1):
+        return
+    fp.seek(rest_start)
+    trailing = read_dataset(fp, implicit, little)
+    for trailing_tag, trailing_element in trailing._dict.items():
+        ds._dict.setdefault(trailing_tag, trailing_element)
+
+
+def _skip_encapsulated(fp: BinaryIO, endian: str) -> None:
+    """Seek past encapsulated pixel data by its item headers alone."""
+    while True:
+        header = fp.read(8)
+        if len(header) < 8:
+            raise EOFError("encapsulated pixel data ends without a sequence delimiter")
+        group, element, length = struct.unpack(endian + "HHL", header)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER:
+            return
+        if tag != _ITEM or length == 0xFFFFFFFF:
+            raise ValueError(f"unexpected tag ({group:04X},{element:04X}) inside encapsulated pixel data")
+        fp.seek(length, os.SEEK_CUR)

@@ -1,0 +1,176 @@
+"""Value representations: which BigQuery type each VR becomes, and decoding of raw value bytes.
+
+We decode raw element bytes ourselves instead of going through pydicom's DataElement conversion:
+that conversion (validation, MultiValue and DSfloat objects, warnings) is ~90% of the cost of the
+naive `to_json_dict()` route, and the BigQuery row needs plain str/int/float anyway. Non-default
+character sets that need ISO 2022 code extensions are handed back to pydicom, which does them right.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from datetime import date
+
+from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
+
+# VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.
+BQ_TYPE: dict[str, str] = {
+    **dict.fromkeys(("AE", "AS", "CS", "LO", "LT", "SH", "ST", "UC", "UI", "UR", "UT", "DS", "IS"), STRING),
+    "DA": DATE,
+    "TM": TIME,
+    "DT": TIMESTAMP,
+    "FL": FLOAT,
+    "FD": FLOAT,
+    **dict.fromkeys(("AT", "SL", "SS", "UL", "US"), INTEGER),
+    "PN": RECORD,
+    "SQ": RECORD,
+}
+# Binary VRs get no column; their elements are listed in DroppedTags. SV/UV (64-bit integers)
+# are dropped by the Cloud Healthcare export too.
+BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
+# VRs whose bytes are in the dataset's Specific Character Set; the rest are plain ASCII.
+TEXT_VRS = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
+# VRs that never hold more than one value: a backslash is text, not a separator.
+SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
+# Trailing padding only is insignificant for these; leading spaces are part of the text.
+_KEEP_LEADING = frozenset(("LT", "ST", "UT", "UR"))
+
+_NUMERIC_FORMAT: dict[str, tuple[str, int]] = {
+    "FL": ("f", 4),
+    "FD": ("d", 8),
+    "SL": ("l", 4),
+    "SS": ("h", 2),
+    "UL": ("L", 4),
+    "US": ("H", 2),
+    "AT": ("H", 2),
+}
+
+PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
+PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+
+
+class ValueConversionError(ValueError):
+    """A value that cannot be represented in its column type; the row keeps it as text instead."""
+
+
+def column_type_for(vr: str) -> str | None:
+    """The BigQuery type for a (possibly ambiguous, e.g. 'US or OW') dictionary VR; None if binary."""
+    if " or " not in vr:
+        return None if vr in BINARY_VRS else BQ_TYPE.get(vr)
+    types = {BQ_TYPE.get(option) for option in vr.split(" or ") if option not in BINARY_VRS}
+    types.discard(None)
+    return types.pop() if len(types) == 1 else None
+
+
+def split_text(text: str, vr: str) -> list[str]:
+    """Split a decoded string value into its values and strip the padding DICOM allows."""
+    if vr in _KEEP_LEADING:
+        return [text.rstrip(" \x00")]
+    if vr == "UI":
+        return [part.strip("\x00 ") for part in text.split("\\")]
+    return [part.strip(" \x00") for part in text.split("\\")]
+
+
+def decode_numbers(value: bytes, vr: str, little_endian: bool) -> list[int] | list[float]:
+    code, size = _NUMERIC_FORMAT[vr]
+    count, remainder = divmod(len(value), size)
+    if remainder:
+        raise ValueConversionError(f"{len(value)} bytes is not a whole number of {vr} values")
+    numbers = list(struct.unpack(f"{'<' if little_endian else '>'}{count}{code}", value))
+    if vr == "AT":
+        # An attribute tag is a (group, element) pair; the column holds it as one integer.
+        return [(numbers[i] << 16) | numbers[i + 1] for i in range(0, count - 1, 2)]
+    if vr in ("FL", "FD"):
+        for number in numbers:
+            if not math.isfinite(number):
+                raise ValueConversionError(f"non-finite {vr} value {number!r}")
+    return numbers
+
+
+_DA = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
+_TM = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
+_DT = re.compile(
+    r"^(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?(?:([+-])(\d{2})(\d{2}))?$"
+)
+
+
+def to_bq_date(text: str) -> str:
+    """YYYYMMDD (or the ACR-NEMA YYYY.MM.DD) -> YYYY-MM-DD. Partial dates are not dates."""
+    match = _DA.match(text)
+    if not match:
+        raise ValueConversionError(f"not a DICOM date: {len(text)} characters")
+    year, month, day = (int(part) for part in match.groups())
+    try:
+        date(year, month, day)
+    except ValueError as exc:
+        raise ValueConversionError(str(exc)) from None
+    return f"{match[1]}-{match[2]}-{match[3]}"
+
+
+def to_bq_time(text: str) -> str:
+    """HH[MM[SS[.F{1,6}]]] (or HH:MM:SS) -> HH:MM:SS[.ffffff].
+
+    Truncated times are valid DICOM meaning the start of that hour or minute, so they are
+    padded; a leap second (60) has no BigQuery TIME and is kept as text instead."""
+    match = _TM.match(text)
+    if not match:
+        raise ValueConversionError("not a DICOM time")
+    hours, minutes, seconds, fraction = match.groups()
+    minutes = minutes or "00"
+    seconds = seconds or "00"
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
+        raise ValueConversionError("time out of range")
+    return f"{hours}:{minutes}:{seconds}" + (f".{fraction}" if fraction else "")
+
+
+def to_bq_timestamp(text: str, default_offset: str | None = None) -> str:
+    """DICOM DT -> a BigQuery TIMESTAMP literal.
+
+    A DT needs at least a full date to be an instant: year-only and year-month values are kept as
+    text. A missing offset takes the dataset's TimezoneOffsetFromUTC when it has one, else UTC."""
+    match = _DT.match(text)
+    if not match:
+        raise ValueConversionError("not a DICOM date-time with at least a full date")
+    year, month, day, hours, minutes, seconds, fraction, sign, off_h, off_m = match.groups()
+    try:
+        date(int(year), int(month), int(day))
+    except ValueError as exc:
+        raise ValueConversionError(str(exc)) from None
+    hours, minutes, seconds = hours or "00", minutes or "00", seconds or "00"
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
+        raise ValueConversionError("time of day out of range")
+    out = f"{year}-{month}-{day}T{hours}:{minutes}:{seconds}" + (f".{fraction}" if fraction else "")
+    if sign:
+        if int(off_h) > 14 or int(off_m) > 59:
+            raise ValueConversionError("UTC offset out of range")
+        return f"{out}{sign}{off_h}:{off_m}"
+    if default_offset:
+        return out + default_offset
+    return out + "Z"
+
+
+def parse_offset(text: str | None) -> str | None:
+    """TimezoneOffsetFromUTC ('+0100', '-0500') -> '+01:00', or None if absent or malformed."""
+    if not text:
+        return None
+    text = text.strip()
+    if len(text) == 5 and text[0] in "+-" and text[1:].isdigit() and int(text[1:3]) <= 14:
+        return f"{text[:3]}:{text[3:]}"
+    return None
+
+
+def person_name(groups: list[str]) -> dict[str, dict[str, str]]:
+    """'Family^Given^Middle^Prefix^Suffix' groups (Alphabetic, Ideographic, Phonetic) -> the PN record."""
+    record: dict[str, dict[str, str]] = {}
+    for group_name, group in zip(PN_GROUPS, groups):
+        if not group:
+            continue
+        parts = group.split("^")
+        if len(parts) > 5:
+            raise ValueConversionError(f"person name group with {len(parts)} components")
+        record[group_name] = {
+            component: part.strip(" ") for component, part in zip(PN_COMPONENTS, parts) if part.strip(" ")
+        }
+    return record
