@@ -77,6 +77,7 @@ _SAMPLE_VALUES: dict[str, Any] = {
 _SPECIAL_VALUES: dict[str, Any] = {
     "SpecificCharacterSet": "ISO_IR 192",
     "TransferSyntaxUID": "1.2.840.10008.1.2.1",
+    "TimezoneOffsetFromUTC": "+0100",
 }
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 _BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"}
