@@ -35,6 +35,10 @@ class CommandFailed(Exception):
     """The command ran but could not finish its job (exit 1)."""
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _err(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
@@ -84,7 +88,7 @@ def _converter(schema: str) -> InstanceConverter:
 
 def _report_skipped(skipped: list[Path]) -> None:
     if skipped:
-        _err(f"skipped {len(skipped)} files that are not DICOM")
+        _err(f"skipped {_count(len(skipped), 'file')} that {'is' if len(skipped) == 1 else 'are'} not DICOM")
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ def cmd_rows(args: argparse.Namespace, out: TextIO) -> int:
         out.write(json.dumps(outcome.converted.row, ensure_ascii=False, separators=(",", ":")) + "\n")
     _report_skipped(skipped)
     if failed:
-        _err(f"{failed} files could not be converted")
+        _err(f"{_count(failed, 'file')} could not be converted")
         return EXIT_FAILED
     return 0
 
@@ -126,7 +130,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
         raise CommandFailed("no DICOM instances found: no schema to print")
     out.write(json.dumps(schema.to_api_repr(), indent=2) + "\n")
     if failed:
-        _err(f"{failed} files could not be converted; the schema covers the other {converted}")
+        _err(f"{_count(failed, 'file')} could not be converted; the schema covers the other {converted}")
         return EXIT_FAILED
     return 0
 

@@ -1,0 +1,109 @@
+"""The example DAGs parse with zero import errors, without any connection lookup, network call or
+heavy import, and survive Airflow's serialization (what the DAG processor stores for the scheduler).
+
+Parsing runs in a fresh interpreter so "nothing heavy was imported" means something: this test
+process has long since imported pydicom and the Google clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
+
+PARSE_SCRIPT = r"""
+import json, socket, sys
+
+lookups, connects = [], []
+
+from airflow.sdk.bases.hook import BaseHook
+from airflow.sdk.definitions.connection import Connection
+
+
+def refuse_lookup(cls, conn_id, *args, **kwargs):
+    lookups.append(conn_id)
+    raise RuntimeError(f"connection {conn_id!r} looked up at parse time")
+
+
+BaseHook.get_connection = classmethod(refuse_lookup)
+Connection.get = classmethod(refuse_lookup)
+
+real_connect = socket.socket.connect
+
+
+def refuse_connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        connects.append(repr(address))
+        raise OSError(f"network connection to {address!r} at parse time")
+    return real_connect(self, address)
+
+
+socket.socket.connect = refuse_connect
+
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+
+bag = DagBag(dag_folder=sys.argv[1], safe_mode=False)
+heavy = ("pydicom", "google.cloud.bigquery", "google.cloud.storage", "googleapiclient",
+         "airflow.providers.google.cloud.hooks")
+serialized = {}
+for dag_id, dag in bag.dags.items():
+    data = DagSerialization.to_dict(dag)
+    restored = DagSerialization.from_dict(data)
+    serialized[dag_id] = {
+        "tasks": sorted(t.task_id for t in restored.tasks),
+        "links": {t.task_id: sorted(t.extra_links) for t in restored.tasks},
+    }
+print(json.dumps({
+    "import_errors": {str(k): v for k, v in bag.import_errors.items()},
+    "dags": {dag_id: {"tasks": sorted(dag.task_ids), "file": dag.fileloc} for dag_id, dag in bag.dags.items()},
+    "serialized": serialized,
+    "lookups": lookups,
+    "connects": connects,
+    "heavy": sorted(m for m in sys.modules if m.startswith(heavy)),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("airflow-home")
+    # Parse must not need a connection: make sure none is defined in the environment either.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    result = subprocess.run(
+        [sys.executable, "-c", PARSE_SCRIPT, str(EXAMPLE_DAGS)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_example_file_yields_a_dag(parsed):
+    files = sorted(p.name for p in EXAMPLE_DAGS.glob("*.py") if not p.name.startswith("_"))
+    assert files, "no example DAGs"
+    assert sorted(Path(d["file"]).name for d in parsed["dags"].values()) == files
+
+
+def test_zero_import_errors(parsed):
+    assert parsed["import_errors"] == {}
+
+
+def test_no_connection_lookup_or_network_call_at_parse(parsed):
+    assert parsed["lookups"] == []
+    assert parsed["connects"] == []
+
+
+def test_no_heavy_import_at_parse(parsed):
+    assert parsed["heavy"] == []
+
+
+def test_folder_example_survives_serialization_with_its_link(parsed):
+    dag = parsed["serialized"]["example_dicom_folder_to_bigquery"]
+    assert dag["tasks"] == ["export_folder_to_bigquery", "report"]
+    assert dag["links"]["export_folder_to_bigquery"] == ["BigQuery Table"]

@@ -1,0 +1,162 @@
+"""DicomExportToBigQueryOperator: argument validation at construction and after rendering, its
+templated fields, its extra link, and that importing it stays cheap for DAG parsing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from airflow_provider_dicom.links import DicomBigQueryTableLink
+from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
+from airflow_provider_dicom.sources import UnsupportedSourceError
+
+STORE = "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct"
+GOOD = {"task_id": "export", "source": "/data/dicom", "destination_table_uri": "bq://my-project.dicom.instances"}
+
+
+def make(**overrides):
+    return DicomExportToBigQueryOperator(**{**GOOD, **overrides})
+
+
+def test_good_arguments_construct():
+    op = make(write_disposition="write-append", filter_config="gs://bucket/filters/subset.txt", schema="json")
+    assert op.write_disposition == "write-append"
+    assert op.max_failed_instances == 0
+    assert op.gcp_conn_id == "google_cloud_default"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"destination_table_uri": "bq://my-project.dicom"}, "bq://my-project.dicom"),
+        ({"destination_table_uri": "bigquery://my-project.dicom.t"}, "bigquery://my-project.dicom.t"),
+        ({"destination_table_uri": "my-project.dicom.instances"}, "my-project.dicom.instances"),
+        ({"destination_table_uri": "bq://My_Project.dicom.t"}, "bq://My_Project.dicom.t"),
+        ({"write_disposition": "WRITE_SOMETIMES"}, "WRITE_SOMETIMES"),
+        ({"write_disposition": "WRITE_APPEND", "force": True}, "WRITE_APPEND"),
+        ({"write_disposition": "write-empty", "force": False}, "write-empty"),
+        ({"force": "yes"}, "yes"),
+        ({"schema": "xml"}, "xml"),
+        ({"filter_config": "ftp://host/filter.txt"}, "ftp://host/filter.txt"),
+        ({"filter_config": "gs://bucket/"}, "gs://bucket/"),
+        ({"filter_config": ""}, "''"),
+        ({"source": ""}, "''"),
+        ({"source": "ftp://pacs/dicom"}, "ftp://pacs/dicom"),
+        ({"source": "projects/p/locations/l/datasets/d"}, "projects/p/locations/l/datasets/d"),
+        ({"source": "gs://Bad_Bucket!"}, "gs://Bad_Bucket!"),
+        ({"gcp_conn_id": ""}, "gcp_conn_id"),
+        ({"project_id": " spaced "}, "' spaced '"),
+        ({"impersonation_chain": []}, "impersonation_chain"),
+        ({"impersonation_chain": ["sa@p.iam.gserviceaccount.com", 3]}, "impersonation_chain"),
+        ({"max_failed_instances": -1}, "-1"),
+        ({"max_failed_instances": True}, "True"),
+    ],
+)
+def test_bad_argument_fails_at_construction_naming_the_value(overrides, named):
+    with pytest.raises(ValueError) as excinfo:
+        make(**overrides)
+    assert named in str(excinfo.value)
+
+
+def test_both_force_and_disposition_is_an_error_even_when_the_disposition_is_templated():
+    with pytest.raises(ValueError, match=r"either write_disposition .*\{\{ params.disposition \}\}.* or force"):
+        make(write_disposition="{{ params.disposition }}", force=True)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [STORE, "gs://bucket/dicom/", "https://pacs.example.org/dicom-web"],
+)
+def test_sources_that_are_not_supported_yet_fail_at_construction_naming_the_source(source):
+    with pytest.raises(UnsupportedSourceError) as excinfo:
+        make(source=source)
+    assert isinstance(excinfo.value, NotImplementedError)
+    assert source.rstrip("/") in str(excinfo.value)
+    assert "not supported yet" in str(excinfo.value)
+
+
+def test_file_uri_source_is_a_folder():
+    assert make(source="file:///data/dicom").source == "file:///data/dicom"
+    with pytest.raises(ValueError, match="file://data"):
+        make(source="file://data/dicom")
+
+
+def test_every_id_uri_and_connection_field_is_templated():
+    assert set(DicomExportToBigQueryOperator.template_fields) >= {
+        "source",
+        "destination_table_uri",
+        "write_disposition",
+        "filter_config",
+        "schema",
+        "project_id",
+        "location",
+        "gcp_conn_id",
+        "impersonation_chain",
+    }
+
+
+def test_templated_values_are_not_validated_at_construction():
+    op = make(
+        source="{{ params.folder }}",
+        destination_table_uri="bq://{{ params.project }}.dicom.{{ params.table }}",
+        write_disposition="{{ params.disposition }}",
+        schema="{{ params.schema }}",
+        filter_config="{{ params.filter }}",
+        gcp_conn_id="{{ params.conn }}",
+    )
+    assert op.destination_table_uri == "bq://{{ params.project }}.dicom.{{ params.table }}"
+
+
+def _rendered(op, **params):
+    op.render_template_fields({"params": params})
+    return op
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "named"),
+    [
+        ({"project": "Bad_Project", "table": "t", "disposition": "WRITE_APPEND"}, ValueError, "bq://Bad_Project.dicom.t"),
+        ({"project": "my-project", "table": "t", "disposition": "sometimes"}, ValueError, "sometimes"),
+        ({"project": "my-project", "table": "t", "disposition": "write-empty", "folder": STORE},
+         NotImplementedError, STORE),
+    ],
+)
+def test_templated_values_are_validated_after_rendering(params, error, named):
+    op = make(
+        source="{{ params.folder | default('/data/dicom') }}",
+        destination_table_uri="bq://{{ params.project }}.dicom.{{ params.table }}",
+        write_disposition="{{ params.disposition }}",
+    )
+    _rendered(op, **params)
+    # execute() validates the rendered values before it imports or connects to anything.
+    with pytest.raises(error) as excinfo:
+        op.execute({})
+    assert named in str(excinfo.value)
+
+
+def test_bigquery_table_link_points_at_the_rendered_table():
+    op = make(destination_table_uri="bq://{{ params.project }}.dicom.{{ params.table }}")
+    link = DicomBigQueryTableLink()
+    assert link.get_link(op, ti_key=None) == ""  # not rendered: no link rather than a wrong one
+    _rendered(op, project="my-project", table="ct instances")
+    url = link.get_link(op, ti_key=None)
+    assert url.startswith("https://console.cloud.google.com/bigquery?")
+    assert "project=my-project" in url and "d=dicom" in url and "t=ct+instances" in url
+    assert DicomExportToBigQueryOperator.operator_extra_links[0].name == "BigQuery Table"
+
+
+def test_importing_the_operator_does_not_import_heavy_modules():
+    code = (
+        "import json, sys\n"
+        "import airflow_provider_dicom.operators.export\n"
+        "import airflow_provider_dicom.links, airflow_provider_dicom.sources\n"
+        "heavy = ('pydicom', 'google.cloud.bigquery', 'google.cloud.storage', 'googleapiclient',\n"
+        "         'airflow.providers.google.cloud.hooks')\n"
+        "print(json.dumps(sorted({m for m in sys.modules if m.startswith(heavy)})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded == []
