@@ -294,6 +294,9 @@ class InstanceConverter:
                             values = vrs.decode_numbers(value, plan_vr, elem.is_little_endian)
                         except vrs.ValueConversionError:
                             values = None
+                        else:
+                            if (plan_vr == "FD" or plan_vr == "FL") and not vrs.all_finite(values):
+                                values = None
                     elif kind == _TEXT or kind == _PRIVATE_TEXT:
                         values = None if codec is None else value.decode(codec, errors="replace").split("\\")
                     else:
@@ -489,9 +492,9 @@ class InstanceConverter:
             ordered = tuple(these[n] for n in sorted(these, key=_rank))
             item_fields = ordered if not item_fields else merge_fields(item_fields, ordered)
         if not item_fields:
-            # An empty sequence still names its column; BigQuery needs at least one sub-field,
-            # so it gets the OtherElements shape every item may carry.
-            item_fields = (OTHER_ELEMENTS_FIELD,)
+            # No item holds any value: there is nothing to export, and BigQuery has no RECORD
+            # without sub-fields, so an empty sequence gets no column.
+            return
         fields[name] = Field(name, RECORD, REPEATED, item_fields)
         if item_rows:
             row[name] = item_rows

@@ -85,6 +85,7 @@ def _read(fp: BinaryIO) -> Dataset:
                 ds = dcmread(fp, defer_size=1024)
             else:
                 _read_pixel_data_and_after(fp, ds)
+            _check_not_truncated(ds)
     except PydicomInvalid as exc:
         raise InvalidDicomError(f"invalid DICOM: {exc}") from None
     except (EOFError, struct.error) as exc:
@@ -92,6 +93,21 @@ def _read(fp: BinaryIO) -> Dataset:
     except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, LookupError) as exc:
         raise InvalidDicomError(f"unreadable DICOM ({type(exc).__name__}): {exc}") from None
     return ds
+
+
+def _check_not_truncated(ds: Dataset) -> None:
+    """pydicom keeps the short value of a file cut off mid-element (with a warning); the export
+    must report such a file as broken rather than load a silently shortened value."""
+    if not ds._dict:
+        return
+    last = ds._dict[next(reversed(ds._dict))]
+    value = getattr(last, "value", None)
+    if getattr(last, "is_raw", False) and isinstance(value, bytes) and last.length != 0xFFFFFFFF:
+        if len(value) < last.length:
+            raise InvalidDicomError(
+                f"truncated DICOM file: element ({last.tag >> 16:04X},{last.tag & 0xFFFF:04X}) declares "
+                f"{last.length} bytes but the file ends after {len(value)}"
+            )
 
 
 def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:

@@ -82,11 +82,12 @@ def decode_numbers(value: bytes, vr: str, little_endian: bool) -> list[int] | li
     if vr == "AT":
         # An attribute tag is a (group, element) pair; the column holds it as one integer.
         return [(numbers[i] << 16) | numbers[i + 1] for i in range(0, count - 1, 2)]
-    if vr in ("FL", "FD"):
-        for number in numbers:
-            if not math.isfinite(number):
-                raise ValueConversionError(f"non-finite {vr} value {number!r}")
     return numbers
+
+
+def all_finite(numbers: list[float]) -> bool:
+    """BigQuery JSON loads take no NaN or infinity; such values are kept as text instead."""
+    return all(map(math.isfinite, numbers))
 
 
 _DA = re.compile(r"^(\d{4})\.?(\d{2})\.?(\d{2})$")
