@@ -1,0 +1,23 @@
+"""Helpers for tests and the demo: local stand-ins for Google services. Not imported by operators."""
+
+from airflow_provider_dicom.testing.standins import (
+    STANDINS_ENV,
+    Standin,
+    StandinError,
+    bigquery_client,
+    start_bigquery,
+    start_gcs,
+    standins_root,
+    storage_client,
+)
+
+__all__ = [
+    "STANDINS_ENV",
+    "Standin",
+    "StandinError",
+    "bigquery_client",
+    "start_bigquery",
+    "start_gcs",
+    "standins_root",
+    "storage_client",
+]
