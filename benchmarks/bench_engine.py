@@ -1,0 +1,282 @@
+"""Engine benchmark: instances/second producing NDJSON lines, ours against the naive baseline.
+
+Both sides turn a file into the line a BigQuery load job reads, on one core, on the same generated
+corpus, in one run:
+
+- engine:   `read_instance(path)` -> `InstanceConverter.convert(ds)` -> `json.dumps(row)`
+            (plus `TableSchema.add(fields)`, the schema union every export keeps)
+- baseline: `pydicom.dcmread(path, stop_before_pixels=True)` -> `ds.to_json_dict()` -> `json.dumps`
+
+Lines go to /dev/null: nothing is kept. Before timing, the files are read once so both sides find
+them in the page cache, and both run under the same pydicom settings. The engine's memory is
+measured in a fresh process per corpus size (max RSS, RSS growth after warm-up, Python memory
+blocks still held at the end; tracemalloc's peak with --tracemalloc), at two sizes, to show it
+does not grow with the corpus.
+
+    python -m benchmarks.bench_engine                       # 10,000 instances; memory at 10k and 20k
+    python -m benchmarks.bench_engine --count 2000 --memory-sizes 1000,2000 --corpus /tmp/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.corpus import CorpusInfo, ensure_corpus
+
+TARGET_RATIO = 3.0
+WARMUP = 20
+
+
+@dataclass
+class RunResult:
+    name: str
+    instances: int
+    failures: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.instances / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _baseline_step() -> Callable[[Path, object], None]:
+    import pydicom
+
+    def step(path: Path, sink) -> None:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        sink.write(json.dumps(ds.to_json_dict()))
+        sink.write("\n")
+
+    return step
+
+
+def _engine_step(schema: str) -> Callable[[Path, object], None]:
+    from airflow_provider_dicom.dicom.convert import InstanceConverter
+    from airflow_provider_dicom.dicom.read import read_instance
+    from airflow_provider_dicom.dicom.schema import TableSchema
+
+    converter = InstanceConverter(schema=schema)
+    table = TableSchema()
+
+    def step(path: Path, sink) -> None:
+        stat = os.stat(path)
+        ds = read_instance(path)
+        converted = converter.convert(
+            ds,
+            blob_storage_size=stat.st_size,
+            last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        )
+        table.add(converted.fields)
+        sink.write(json.dumps(converted.row))
+        sink.write("\n")
+
+    return step
+
+
+def _run(name: str, step: Callable[[Path, object], None], paths: Sequence[Path]) -> RunResult:
+    """Time `step` over `paths`; a file that raises counts as a failure, not as a converted instance."""
+    from airflow_provider_dicom.dicom.read import quiet_pydicom
+
+    failures = 0
+    with open(os.devnull, "w") as sink, quiet_pydicom():
+        for path in paths[:WARMUP]:  # imports, dictionary caches, first-call costs
+            try:
+                step(path, sink)
+            except Exception:  # noqa: BLE001 - counted below in the timed loop
+                pass
+        gc.collect()
+        started = time.perf_counter()
+        for path in paths:
+            try:
+                step(path, sink)
+            except Exception:  # noqa: BLE001 - a benchmark reports failures, it does not stop
+                failures += 1
+        seconds = time.perf_counter() - started
+    return RunResult(name, len(paths) - failures, failures, seconds)
+
+
+def _warm_page_cache(paths: Iterable[Path]) -> None:
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False) -> dict:
+    """Run the engine over the first `count` instances in this process and report its memory.
+
+    Meant for a fresh process (see `_memory_in_subprocess`) so the max RSS is this run's alone.
+    RSS growth after warm-up and Python memory blocks still allocated at the end show whether
+    anything accumulates per instance; `trace` adds tracemalloc's peak (exact, but ~7x slower).
+    """
+    import tracemalloc
+
+    from airflow_provider_dicom.dicom.read import quiet_pydicom
+
+    paths = corpus.paths(count)
+    step = _engine_step(schema)
+    failures = 0
+    with open(os.devnull, "w") as sink, quiet_pydicom():
+        for path in paths[:WARMUP]:
+            try:
+                step(path, sink)
+            except Exception:  # noqa: BLE001 - counted below
+                pass
+        gc.collect()
+        rss_start = _current_rss_bytes()
+        blocks_start = sys.getallocatedblocks()
+        if trace:
+            tracemalloc.start()
+        started = time.perf_counter()
+        for path in paths:
+            try:
+                step(path, sink)
+            except Exception:  # noqa: BLE001
+                failures += 1
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] if trace else None
+        tracemalloc.stop()
+        gc.collect()
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "instances": len(paths) - failures,
+        "failures": failures,
+        "seconds": round(seconds, 3),
+        "max_rss_bytes": max_rss,
+        "rss_growth_bytes": max(0, max_rss - rss_start),
+        "blocks_held": sys.getallocatedblocks() - blocks_start,
+        "tracemalloc_peak_bytes": peak,
+    }
+
+
+def _memory_in_subprocess(corpus_root: str, count: int, schema: str, trace: bool) -> dict:
+    repo_root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "benchmarks.bench_engine", "--memory-run",
+               "--corpus", corpus_root, "--count", str(count), "--schema", schema]
+    if trace:
+        command.append("--tracemalloc")
+    done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory run for {count} instances failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:,.1f} MB"
+
+
+def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: RunResult, memory: list[dict]) -> str:
+    ratio = engine.rate / baseline.rate
+    lines = [
+        f"corpus: {corpus.count:,} instances at {corpus.root} from {', '.join(corpus.templates)}",
+        f"timed on the first {count:,} instances, one core, lines written to /dev/null",
+        "",
+        f"{'run':<58} {'instances':>9} {'failed':>6} {'seconds':>8} {'inst/s':>8}",
+    ]
+    for label, run in (
+        ("baseline  dcmread(stop_before_pixels) + to_json_dict + dumps", baseline),
+        ("engine    read_instance + convert + dumps (+ schema union)", engine),
+    ):
+        lines.append(f"{label:<58} {run.instances:>9,} {run.failures:>6} {run.seconds:>8.2f} {run.rate:>8,.0f}")
+    verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
+    lines += ["", f"ratio engine / baseline: {ratio:.2f}x ({verdict} the {TARGET_RATIO:.0f}x target)"]
+    if memory:
+        lines += ["", "engine memory, a fresh process per corpus size (lines are not kept):",
+                  f"  {'instances':>9} {'max RSS':>10} {'RSS growth':>11} {'blocks held':>12} {'tracemalloc peak':>17}"]
+        for item in memory:
+            peak = item.get("tracemalloc_peak_bytes")
+            lines.append(
+                f"  {item['instances']:>9,} {_mb(item['max_rss_bytes']):>10} {_mb(item['rss_growth_bytes']):>11} "
+                f"{item['blocks_held']:>12,} {(_mb(peak) if peak is not None else 'not traced'):>17}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_engine", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10_000, help="instances to time (default 10000)")
+    parser.add_argument("--memory-sizes", default="10000,20000",
+                        help="comma-separated corpus sizes for the memory runs; empty to skip")
+    parser.add_argument("--corpus", help="corpus directory to reuse or create (default: a temporary one)")
+    parser.add_argument("--template", action="append", dest="templates", help="corpus template (repeatable)")
+    parser.add_argument("--schema", default="flattened", choices=("flattened", "json"))
+    parser.add_argument("--json", dest="json_out", help="also write the figures as JSON to this file")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also report tracemalloc's peak in the memory runs (exact, ~7x slower)")
+    parser.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be positive")
+    try:
+        sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
+    except ValueError:
+        parser.error(f"--memory-sizes must be comma-separated integers, got {args.memory_sizes!r}")
+
+    if args.memory_run:
+        from benchmarks.corpus import existing_corpus
+
+        corpus = existing_corpus(args.corpus)
+        if corpus is None:
+            parser.error(f"no corpus manifest in {args.corpus}")
+        print(json.dumps(memory_run(corpus, args.count, args.schema, args.tracemalloc)))
+        return 0
+
+    scratch = None
+    if args.corpus is None:
+        scratch = tempfile.TemporaryDirectory(prefix="dicom-bench-")
+    try:
+        root = args.corpus or scratch.name
+        needed = max([args.count, *sizes])
+        started = time.perf_counter()
+        corpus = ensure_corpus(root, needed, args.templates)
+        print(f"corpus ready ({corpus.count:,} instances, {_mb(corpus.bytes)}) in {time.perf_counter() - started:.1f} s",
+              flush=True)
+        paths = corpus.paths(args.count)
+        _warm_page_cache(paths)
+        baseline = _run("baseline", _baseline_step(), paths)
+        print(f"baseline done: {baseline.rate:,.0f} instances/s", flush=True)
+        engine = _run("engine", _engine_step(args.schema), paths)
+        print(f"engine done: {engine.rate:,.0f} instances/s", flush=True)
+        memory = []
+        for size in sizes:
+            _warm_page_cache(corpus.paths(size))
+            memory.append(_memory_in_subprocess(root, size, args.schema, args.tracemalloc))
+        print()
+        print(format_report(corpus, args.count, baseline, engine, memory))
+        if args.json_out:
+            result = {
+                "corpus": asdict(corpus),
+                "count": args.count,
+                "schema": args.schema,
+                "baseline": {**asdict(baseline), "rate": baseline.rate},
+                "engine": {**asdict(engine), "rate": engine.rate},
+                "ratio": engine.rate / baseline.rate,
+                "target_ratio": TARGET_RATIO,
+                "memory": memory,
+            }
+            Path(args.json_out).write_text(json.dumps(result, indent=2))
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
