@@ -227,7 +227,9 @@ class InstanceConverter:
         state = _InstanceState(self.max_depth, None)
         offset_raw = ds._dict.get(0x00080201)
         if offset_raw is not None:
-            offset_values = self._string_values(ds, offset_raw, "SH", _DEFAULT_ENCODINGS)
+            offset_values = self._values(
+                ds, offset_raw, "SH", _DEFAULT_ENCODINGS, getattr(offset_raw, "is_raw", False)
+            )
             state.tz_offset = vrs.parse_offset(offset_values[0] if offset_values else None)
         encodings = _encodings_of(ds, _DEFAULT_ENCODINGS)
         row: dict[str, Any] = {}
@@ -481,6 +483,9 @@ class InstanceConverter:
             item_row: dict[str, Any] = {}
             these: dict[str, Field] = {}
             item_other: list[dict[str, Any]] = []
+            # pydicom decodes an item's text with its parent's character set; say what that is,
+            # whoever parsed the file.
+            item._parent_encoding = encodings
             item_encodings = _encodings_of(item, encodings)
             self._convert_into(
                 item, item_row, these, item_other, item_encodings, depth + 1, f"{child_path}{index}/", state
@@ -520,8 +525,17 @@ class InstanceConverter:
             dropped.append(tag_reference(element.tag))
             return ""
 
-        metadata = ds.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk)
         file_meta = getattr(ds, "file_meta", None)
+        deferred = [tag for tag, elem in ds._dict.items() if getattr(elem, "is_raw", False) and elem.value is None]
+        if deferred:
+            # Pixel data the reader skipped: listed as dropped, never read just to be dropped.
+            from pydicom.dataset import Dataset
+
+            dropped.extend(tag_reference(tag) for tag in deferred)
+            kept = Dataset({tag: elem for tag, elem in ds._dict.items() if tag not in deferred})
+            kept.set_original_encoding(*ds.original_encoding[:2], None)
+            ds = kept
+        metadata = ds.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk)
         if file_meta is not None:
             metadata.update(file_meta.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk))
         metadata = {key: value for key, value in metadata.items() if "BulkDataURI" not in value and key[4:] != "0000"}

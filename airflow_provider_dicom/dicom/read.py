@@ -10,6 +10,8 @@ read whatever follows.
 from __future__ import annotations
 
 import contextlib
+import io
+import mmap
 import os
 import struct
 from collections.abc import Iterator
@@ -47,10 +49,28 @@ def quiet_pydicom() -> Iterator[None]:
 
 
 def read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
-    """Read one instance's header (all elements, pixel data listed but not loaded)."""
+    """Read one instance's header (all elements, pixel data listed but not loaded).
+
+    Well-formed files go through our lean parser over a memory map (pixel data pages are never
+    touched); anything it does not handle is read by pydicom."""
+    from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+
+    if isinstance(source, io.BytesIO):
+        try:
+            return parse_part10(source.getvalue())
+        except Unsupported:
+            source.seek(0)
+            return _read(source)
     if hasattr(source, "read"):
         return _read(source)  # type: ignore[arg-type]
     with open(source, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if size >= 132:
+            with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                try:
+                    return parse_part10(mapped, os.fspath(source))
+                except Unsupported:
+                    pass
         return _read(fp)
 
 

@@ -1,0 +1,70 @@
+"""The lean parser must give exactly the rows pydicom's reader gives, file for file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from airflow_provider_dicom.dicom.convert import InstanceConverter
+from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+from airflow_provider_dicom.dicom.read import InvalidDicomError, NotDicomError, _read
+
+CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def _rows_both_ways(path: Path):
+    data = path.read_bytes()
+    try:
+        fast = parse_part10(data, str(path))
+    except Unsupported:
+        return None
+    try:
+        slow = _read(io.BytesIO(data))
+    except (InvalidDicomError, NotDicomError):
+        return "pydicom-rejects"
+    converter = InstanceConverter()
+    return converter.convert(fast).row, converter.convert(slow).row
+
+
+def test_lean_parser_matches_pydicom_on_the_whole_corpus():
+    compared = []
+    disagreements = []
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        result = _rows_both_ways(path)
+        if result is None:
+            continue
+        if result == "pydicom-rejects":
+            disagreements.append((path.name, "lean parser accepted a file pydicom's path rejects"))
+            continue
+        fast_row, slow_row = result
+        compared.append(path.name)
+        if fast_row != slow_row:
+            keys = sorted(k for k in set(fast_row) | set(slow_row) if fast_row.get(k) != slow_row.get(k))
+            disagreements.append((path.name, keys))
+    assert not disagreements
+    # Most of the corpus is well-formed: the fast path must actually be taken for it.
+    assert len(compared) >= 100, compared
+
+
+@pytest.mark.parametrize(
+    "mutilate",
+    [
+        lambda data: data[:-3],  # cut inside the last value
+        lambda data: data[:140],  # cut inside the file meta
+        lambda data: data[:132] + b"\x02\x00\x10\x00UIxx",  # header cut short
+    ],
+)
+def test_lean_parser_refuses_what_it_cannot_vouch_for(mutilate):
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    with pytest.raises(Unsupported):
+        parse_part10(mutilate(data))
+
+
+def test_pixel_data_is_recorded_but_not_copied():
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    ds = parse_part10(data)
+    pixel = ds._dict[0x7FE00010]
+    assert pixel.value is None and pixel.length == 128 * 128 * 2
