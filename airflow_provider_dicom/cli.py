@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,24 +139,51 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def bigquery_client_from_env(project: str):
-    """A BigQuery client for the command line: the emulator named by BIGQUERY_EMULATOR_HOST with
-    anonymous credentials when it is set (google-cloud-bigquery reads that variable itself and
-    points its endpoint there), otherwise Application Default Credentials."""
-    from google.cloud import bigquery
-
-    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return bigquery.Client(project=project, credentials=AnonymousCredentials())
+    """Application Default Credentials, or anonymous against the emulator named by
+    BIGQUERY_EMULATOR_HOST (google-cloud-bigquery points its endpoint there itself)."""
     import google.auth.exceptions
 
+    from airflow_provider_dicom.export.bigquery import make_bigquery_client
+
     try:
-        return bigquery.Client(project=project)
+        return make_bigquery_client(project)
     except google.auth.exceptions.DefaultCredentialsError as exc:
         raise CommandFailed(
             "no Google credentials found (run `gcloud auth application-default login`, or set "
             f"BIGQUERY_EMULATOR_HOST for a local emulator): {str(exc).splitlines()[0]}"
         ) from exc
+
+
+def storage_client_from_env(project: str):
+    """For a gs:// filter file: anonymous against STORAGE_EMULATOR_HOST when set, else ADC."""
+    import google.auth.exceptions
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())
+    try:
+        return storage.Client(project=project)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        raise CommandFailed(f"no Google credentials found to read the filter file: {str(exc).splitlines()[0]}") from exc
+
+
+class ProgressPrinter:
+    """Running counts on stderr every few seconds, so a long export visibly moves."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def __call__(self, result: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            _err(
+                f"read {result.files_seen} files: {result.instances_exported} instances to export, "
+                f"{result.failure_count} failed, {result.not_dicom_count} not DICOM"
+            )
 
 
 def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
@@ -180,41 +210,47 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
         if not Path(parsed.filter_config).is_file():
             raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
 
-    from airflow_provider_dicom.export.bigquery import export_to_bigquery
+    from airflow_provider_dicom.export.bigquery import ExportError, export_to_bigquery
 
+    _log_to_stderr(quiet=args.quiet)
     project = args.project or parsed.table.project
     client = bigquery_client_from_env(project)
-    _err(f"exporting {parsed.source.display} to {parsed.table}")
-    result = export_to_bigquery(
-        parsed.source.value,
-        str(parsed.table),
-        write_disposition=args.write_disposition,
-        force=True if args.overwrite_table else None,
-        filter_config=parsed.filter_config,
-        schema=parsed.schema.value,
-        client=client,
-        project=project,
-        progress=None if args.quiet else _progress_to_stderr,
-    )
+    storage_client = storage_client_from_env(project) if (parsed.filter_config or "").startswith("gs://") else None
+    try:
+        result = export_to_bigquery(
+            parsed.source.value,
+            parsed.table,
+            write_disposition=args.write_disposition,
+            force=True if args.overwrite_table else None,
+            filter_config=parsed.filter_config,
+            schema=parsed.schema,
+            client=client,
+            project=project,
+            progress=None if args.quiet else ProgressPrinter(),
+            storage_client=storage_client,
+        )
+    except (ExportError, OSError, ValueError) as exc:
+        raise CommandFailed(str(exc)) from exc
     out.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    failures = list(result.failures)
-    _err(
-        f"exported {result.instances_exported} instances to {parsed.table}; {len(failures)} failed; "
-        f"{result.not_dicom_count} files were not DICOM and were skipped"
-    )
-    for path, reason in failures[:20]:
-        _err(f"failed: {path}: {reason}")
-    if len(failures) > 20:
-        _err(f"... and {len(failures) - 20} more failures (all listed in the output)")
-    if args.max_failed_instances is not None and len(failures) > args.max_failed_instances:
-        return EXIT_FAILED
+    out.flush()
+    failed = result.failure_count
+    if args.max_failed_instances is not None and failed > args.max_failed_instances:
+        raise CommandFailed(
+            f"{_count(failed, 'instance')} failed to export (--max-failed-instances={args.max_failed_instances}); "
+            f"the {result.instances_exported} good ones were loaded into {parsed.table}"
+        )
     return 0
 
 
-def _progress_to_stderr(*args: Any, **kwargs: Any) -> None:
-    message = kwargs.get("message") or " ".join(str(arg) for arg in args)
-    if message:
-        _err(message)
+def _log_to_stderr(*, quiet: bool) -> None:
+    """The export reports what it does (and each file it skips) through logging: show our
+    package's records on stderr, one plain line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger("airflow_provider_dicom")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -309,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pydicom warns about every oddity it tolerates; what matters (a file that fails) is reported
+    # by the engine with its path and reason, so keep stderr to those lines.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args, sys.stdout)

@@ -8,7 +8,8 @@ DAG files that use it parse fast on schedulers and DAG processors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
@@ -20,9 +21,11 @@ from airflow_provider_dicom.links import DicomBigQueryTableLink
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-# How many failed instances the task failure message and the log list by name.
+    from airflow_provider_dicom.export.bigquery import ExportResult
+
+# How many failed instances the task's failure message lists by name (the XCom result lists up to 1,000).
 FAILURES_IN_MESSAGE = 5
-FAILURES_IN_LOG = 50
+PROGRESS_INTERVAL_SECONDS = 30.0
 
 
 def _check_identifier(name: str, value: object, *, optional: bool) -> None:
@@ -157,6 +160,7 @@ class DicomExportToBigQueryOperator(BaseOperator):
 
         project = self.project_id or request.table.project
         client = self._bigquery_client(project)
+        storage_client = self._storage_client() if (request.filter_config or "").startswith("gs://") else None
         self.log.info(
             "Exporting DICOM metadata from %s to %s (%s, %s schema%s)",
             request.source.display,
@@ -167,29 +171,28 @@ class DicomExportToBigQueryOperator(BaseOperator):
         )
         result = export_to_bigquery(
             request.source.value,
-            str(request.table),
+            request.table,
             write_disposition=self.write_disposition,
             force=self.force,
             filter_config=request.filter_config,
-            schema=request.schema.value,
+            schema=request.schema,
             client=client,
             project=project,
-            progress=self._progress_logger(),
+            progress=ProgressLogger(self.log),
+            storage_client=storage_client,
         )
         summary = result.to_dict()
         failures = list(result.failures)
+        # Each failed file is already logged, with its reason, as the export meets it.
         self.log.info(
-            "Exported %d instances to %s; %d failed; %d files were not DICOM and were skipped",
+            "Exported %d instances to %s; %d failed; %d files were not DICOM and were skipped; "
+            "%d filtered out",
             result.instances_exported,
             request.table,
             len(failures),
             result.not_dicom_count,
+            result.filtered_out_count,
         )
-        for path, reason in failures[:FAILURES_IN_LOG]:
-            self.log.warning("Failed instance %s: %s", path, reason)
-        if len(failures) > FAILURES_IN_LOG:
-            self.log.warning("... and %d more failed instances (all listed in the XCom result)",
-                             len(failures) - FAILURES_IN_LOG)
         if self.max_failed_instances is not None and len(failures) > self.max_failed_instances:
             # The summary is the task's result even though the task fails: downstream tasks with a
             # permissive trigger rule, and people reading the UI, still get the counts.
@@ -200,8 +203,9 @@ class DicomExportToBigQueryOperator(BaseOperator):
     def _failure_message(self, exported: int, failures: list, request: ExportRequest) -> str:
         shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:FAILURES_IN_MESSAGE])
         more = f"; and {len(failures) - FAILURES_IN_MESSAGE} more" if len(failures) > FAILURES_IN_MESSAGE else ""
+        noun = "instance" if len(failures) == 1 else "instances"
         return (
-            f"{len(failures)} DICOM instances failed to export (max_failed_instances="
+            f"{len(failures)} DICOM {noun} failed to export (max_failed_instances="
             f"{self.max_failed_instances}); the {exported} good instances were loaded into "
             f"{request.table}. Failures: {shown}{more}"
         )
@@ -220,12 +224,33 @@ class DicomExportToBigQueryOperator(BaseOperator):
         )
         return hook.get_client(project_id=project, location=self.location)
 
-    def _progress_logger(self) -> Callable[..., None]:
-        log = self.log
+    def _storage_client(self):
+        """A Cloud Storage client from the same connection, for a gs:// filter file;
+        google-cloud-storage honours STORAGE_EMULATOR_HOST."""
+        from airflow.providers.google.cloud.hooks.gcs import GCSHook
 
-        def progress(*args: Any, **kwargs: Any) -> None:
-            message = kwargs.get("message") or " ".join(str(arg) for arg in args)
-            if message:
-                log.info("%s", message)
+        return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain).get_conn()
 
-        return progress
+
+class ProgressLogger:
+    """Logs the running counts of an export at most every `interval` seconds: enough to see a long
+    export move in the task log without a line per file. Counts only, never instance content."""
+
+    def __init__(self, log: Any, interval: float = PROGRESS_INTERVAL_SECONDS) -> None:
+        self.log = log
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def __call__(self, result: ExportResult) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        self.log.info(
+            "Read %d files so far: %d instances to export, %d failed, %d not DICOM, %d filtered out",
+            result.files_seen,
+            result.instances_exported,
+            result.failure_count,
+            result.not_dicom_count,
+            result.filtered_out_count,
+        )
