@@ -58,6 +58,11 @@ def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: 
         return InstanceOutcome(name, FAILED, reason=str(exc))
     except OSError as exc:
         return InstanceOutcome(name, FAILED, reason=f"cannot read file: {exc.strerror or exc}")
+    if accept is not None:
+        # Filter on the three UIDs before paying for the conversion of an unwanted instance.
+        study, series, sop = instance_uids(ds)
+        if sop and not accept(study, series, sop):
+            return InstanceOutcome(name, FILTERED)
     try:
         with quiet_pydicom():
             converted = converter.convert(
@@ -74,6 +79,23 @@ def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: 
     if accept is not None and not accept(converted.study_uid, converted.series_uid, converted.sop_uid):
         return InstanceOutcome(name, FILTERED)
     return InstanceOutcome(name, OK, converted)
+
+
+def instance_uids(ds) -> tuple[str | None, str | None, str | None]:
+    """Study, series and SOP instance UIDs of a dataset, without converting anything else."""
+    return tuple(_uid(ds, tag) for tag in (0x0020000D, 0x0020000E, 0x00080018))  # type: ignore[return-value]
+
+
+def _uid(ds, tag: int) -> str | None:
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("latin_1")
+    if not isinstance(value, str):
+        return None
+    return value.strip("\x00 ") or None
 
 
 def convert_folder(
