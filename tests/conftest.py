@@ -27,13 +27,13 @@ os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
+PROJECT = "local-dicom"  # the stand-ins' project: airflow_provider_dicom.testing.STANDIN_PROJECT
 os.environ.setdefault(
     "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
-    '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true, "project": "p"}}',
+    '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true, "project": "%s"}}' % PROJECT,
 )
 (_AIRFLOW_HOME / "dags").mkdir()
 
-PROJECT = "p"  # the stand-ins' project
 STANDIN_FIXTURES = frozenset(
     {"bigquery_server", "bigquery_standin", "bq_dataset", "gcs_server", "gcs_standin", "gcs_bucket"}
 )
@@ -85,7 +85,7 @@ def bigquery_server() -> Iterator:
 
 @pytest.fixture(scope="session")
 def bigquery_standin(bigquery_server) -> Iterator:
-    """A google.cloud.bigquery.Client on the stand-in (project "p", anonymous credentials)."""
+    """A google.cloud.bigquery.Client on the stand-in (project PROJECT, anonymous credentials)."""
     from airflow_provider_dicom.testing import bigquery_client
 
     client = bigquery_client(bigquery_server, PROJECT)
@@ -95,7 +95,7 @@ def bigquery_standin(bigquery_server) -> Iterator:
 
 @pytest.fixture
 def bq_dataset(bigquery_standin) -> Iterator[str]:
-    """A fresh, empty dataset for one test, as "p.<dataset>"; deleted with its tables afterwards."""
+    """A fresh, empty dataset for one test, as "PROJECT.<dataset>"; deleted with its tables afterwards."""
     dataset_id = f"{PROJECT}.t_{uuid.uuid4().hex[:12]}"
     bigquery_standin.create_dataset(dataset_id)
     yield dataset_id

@@ -1,6 +1,7 @@
 """Helpers for tests and the demo: local stand-ins for Google services. Not imported by operators."""
 
 from airflow_provider_dicom.testing.standins import (
+    STANDIN_PROJECT,
     STANDINS_ENV,
     Standin,
     StandinError,
@@ -12,6 +13,7 @@ from airflow_provider_dicom.testing.standins import (
 )
 
 __all__ = [
+    "STANDIN_PROJECT",
     "STANDINS_ENV",
     "Standin",
     "StandinError",

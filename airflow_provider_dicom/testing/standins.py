@@ -28,6 +28,9 @@ from pathlib import Path
 
 STANDINS_ENV = "AIRFLOW_PROVIDER_DICOM_STANDINS"
 HOST = "127.0.0.1"
+# A well-formed project id (6-30 characters), so `bq://` URIs naming it pass the same validation
+# as real ones; the stand-ins accept any project.
+STANDIN_PROJECT = "local-dicom"
 _LOG_TAIL = 3000  # characters of a stand-in's log quoted in a start-up error
 
 
@@ -144,7 +147,7 @@ def _launch(name: str, argv: list[str], env: dict[str, str], workdir: Path, url:
     )
 
 
-def start_bigquery(*, project: str = "p", startup_timeout: float = 90.0, root: Path | None = None) -> Standin:
+def start_bigquery(*, project: str = STANDIN_PROJECT, startup_timeout: float = 90.0, root: Path | None = None) -> Standin:
     """Start local-bigquery on free 127.0.0.1 ports with a fresh data folder.
 
     The returned stand-in's `env` holds BIGQUERY_EMULATOR_HOST; `extra` holds `project` and
@@ -204,7 +207,7 @@ def start_gcs(*, startup_timeout: float = 30.0) -> Standin:
         argv = [*_gcs_command(), "start", "--host", HOST, "--port", str(port), "--in-memory"]
         try:
             standin = _launch(
-                "gcs", argv, dict(os.environ), workdir, url, f"{url}/storage/v1/b?project=p",
+                "gcs", argv, dict(os.environ), workdir, url, f"{url}/storage/v1/b?project={STANDIN_PROJECT}",
                 lambda status, body: status == 200, startup_timeout,
             )
         except StandinError as exc:
@@ -226,13 +229,13 @@ def bigquery_client(standin: Standin, project: str | None = None):
     from google.cloud import bigquery
 
     return bigquery.Client(
-        project=project or str(standin.extra.get("project", "p")),
+        project=project or str(standin.extra.get("project", STANDIN_PROJECT)),
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=standin.url),
     )
 
 
-def storage_client(standin: Standin, project: str = "p"):
+def storage_client(standin: Standin, project: str = STANDIN_PROJECT):
     """A google-cloud-storage client talking to the GCS stand-in."""
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials

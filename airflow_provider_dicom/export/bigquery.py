@@ -1,0 +1,356 @@
+"""Export DICOM from a source we read ourselves into a BigQuery table, with Google's destination rules.
+
+The Cloud Healthcare export decides what happens to an existing table from `force` /
+`writeDisposition`; we apply the same rules, and apply them *before* reading a single file, so a
+run that is going to be refused costs one metadata call instead of an hour of reading.
+
+Rows are streamed to a temporary NDJSON file (memory stays flat whatever the source size) while
+the table schema grows as the union of what the instances need; then one BigQuery load job with
+that explicit schema writes the table. One job is what makes every rule atomic: a load job
+either commits all its rows or none, so a WRITE_TRUNCATE that fails (while reading, or inside
+BigQuery) leaves the old table exactly as it was, and nothing half-written is ever visible.
+
+Never log PHI here: only paths, UIDs, counts and column names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
+from airflow_provider_dicom.uris import BigQueryTableUri
+
+if TYPE_CHECKING:
+    from airflow_provider_dicom.dicom.schema import Field
+    from airflow_provider_dicom.filters import FilterSet
+
+log = logging.getLogger(__name__)
+
+MAX_COLUMNS = 10_000  # BigQuery's limit, nested columns included
+XCOM_MAX_FAILURES = 1_000  # failures listed in to_dict(); the count is always complete
+JOB_ID_PREFIX = "dicom_export_"
+
+
+class ExportError(RuntimeError):
+    """The export was refused or failed; the message names the table and the reason."""
+
+
+class DestinationError(ExportError):
+    """The destination's state forbids this export (missing dataset, table exists, not empty, ...)."""
+
+
+@dataclass
+class ExportResult:
+    """What an export did, in the terms of the Healthcare API's counters plus what only we can see."""
+
+    table_uri: str
+    write_disposition: str
+    instances_exported: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    not_dicom_count: int = 0
+    filtered_out_count: int = 0
+    column_count: int = 0
+    table_written: bool = False
+    job_id: str | None = None
+
+    @property
+    def failure_count(self) -> int:
+        return len(self.failures)
+
+    @property
+    def files_seen(self) -> int:
+        return self.instances_exported + self.failure_count + self.not_dicom_count + self.filtered_out_count
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for XCom; the failure list is capped so a broken folder cannot flood it."""
+        return {
+            "table_uri": self.table_uri,
+            "write_disposition": self.write_disposition,
+            "instances_exported": self.instances_exported,
+            "failure_count": self.failure_count,
+            "failures": [{"path": path, "reason": reason} for path, reason in self.failures[:XCOM_MAX_FAILURES]],
+            "failures_truncated": self.failure_count > XCOM_MAX_FAILURES,
+            "not_dicom_count": self.not_dicom_count,
+            "filtered_out_count": self.filtered_out_count,
+            "column_count": self.column_count,
+            "table_written": self.table_written,
+            "job_id": self.job_id,
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the load job must write, decided from the table's state before any file is read."""
+
+    job_disposition: WriteDisposition
+    existing_fields: tuple[Field, ...] | None  # set when new columns are merged into an existing table
+
+
+def export_to_bigquery(
+    source: str | os.PathLike,
+    table_uri: str | BigQueryTableUri,
+    *,
+    write_disposition: str | WriteDisposition | None = None,
+    force: bool | None = None,
+    filter_config: str | os.PathLike | FilterSet | None = None,
+    schema: str | SchemaVariant = "flattened",
+    client: Any = None,
+    project: str | None = None,
+    progress: Callable[[ExportResult], None] | None = None,
+    storage_client: Any = None,
+) -> ExportResult:
+    """Export the DICOM instances of `source` (a local folder, for now) to `table_uri` (`bq://P.D.T`).
+
+    `write_disposition` / `force` follow the Healthcare API (never both). `filter_config` is a
+    filter file (local path or `gs://` object, read with `storage_client`) or a FilterSet.
+    `client` is a google.cloud.bigquery.Client; without one a client for `project` (default: the
+    table's project) is built, anonymous when BIGQUERY_EMULATOR_HOST points at a stand-in.
+    `progress` is called with the running result after each file. Raises DestinationError when
+    the table's state forbids the export, ExportError when the load fails; bad files do not raise,
+    they are counted in the result.
+    """
+    table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)
+    options = WriteOptions.resolve(write_disposition, force)
+    variant = SchemaVariant.parse(schema)
+    folder = _local_folder(source)
+    accept = _load_filter(filter_config, storage_client)
+    if client is None:
+        client = make_bigquery_client(project or table.project)
+
+    plan = _plan_destination(client, table, options)
+    result = ExportResult(str(table), options.disposition.value)
+    log.info(
+        "Exporting DICOM folder %s to %s (%s%s)", folder, table, options.disposition.value,
+        f", filter with {len(accept)} paths" if accept is not None else "",
+    )
+
+    from airflow_provider_dicom.dicom.schema import TableSchema
+
+    table_schema = TableSchema()
+    with tempfile.TemporaryDirectory(prefix="dicom-export-") as workdir:
+        rows_path = Path(workdir, "rows.ndjson")
+        _write_rows(folder, variant, accept, rows_path, table_schema, result, progress)
+        log.info(
+            "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out",
+            result.files_seen, result.instances_exported, result.failure_count,
+            result.not_dicom_count, result.filtered_out_count,
+        )
+        if result.instances_exported == 0:
+            # A table made from nothing would have a schema of nothing; leaving the destination
+            # untouched keeps the next real export free to create or extend it.
+            log.warning("No instance to export: %s was not created or changed", table)
+            return result
+        final_fields, add_columns = _final_schema(table, plan, table_schema.fields)
+        result.column_count = sum(f.column_count() for f in final_fields)
+        if result.column_count > MAX_COLUMNS:
+            raise ExportError(
+                f"the export to {table} needs {result.column_count} columns (nested ones included); "
+                f"BigQuery allows at most {MAX_COLUMNS}"
+            )
+        result.job_id = _load(client, table, rows_path, final_fields, plan.job_disposition, add_columns)
+    result.table_written = True
+    log.info("Exported %d instances to %s (%d columns, job %s)", result.instances_exported, table,
+             result.column_count, result.job_id)
+    return result
+
+
+def make_bigquery_client(project: str):
+    """A BigQuery client for `project`; anonymous against a stand-in named by BIGQUERY_EMULATOR_HOST."""
+    from google.cloud import bigquery
+
+    if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(project=project, credentials=AnonymousCredentials())
+    return bigquery.Client(project=project)
+
+
+def _local_folder(source: str | os.PathLike) -> Path:
+    from airflow_provider_dicom.sources import DicomSource
+
+    parsed = DicomSource.parse(source)
+    parsed.require_supported()
+    folder = Path(parsed.value)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"DICOM source folder {parsed.value!r} does not exist or is not a directory")
+    return folder
+
+
+def _load_filter(filter_config: Any, storage_client: Any) -> FilterSet | None:
+    if filter_config is None:
+        return None
+    from airflow_provider_dicom.filters import FilterSet, load_filter
+
+    if isinstance(filter_config, FilterSet):
+        return filter_config
+    return load_filter(filter_config, storage_client=storage_client)
+
+
+def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions) -> _Plan:
+    """Apply the Healthcare API's destination rules to the table as it is now."""
+    from google.api_core.exceptions import NotFound
+
+    from airflow_provider_dicom.dicom.schema import from_bigquery_fields
+
+    try:
+        client.get_dataset(table.dataset_id)
+    except NotFound:
+        raise DestinationError(
+            f"BigQuery dataset {table.dataset_id} does not exist: create it before exporting to {table} "
+            "(the Cloud Healthcare API requires an existing dataset too)"
+        ) from None
+    try:
+        existing = client.get_table(table.table_id)
+    except NotFound:
+        # Missing tables are created whatever the disposition; WRITE_EMPTY in the job keeps a
+        # table someone else creates meanwhile from being overwritten.
+        job = WriteDisposition.WRITE_TRUNCATE if options.disposition is WriteDisposition.WRITE_TRUNCATE else (
+            WriteDisposition.WRITE_APPEND if options.disposition is WriteDisposition.WRITE_APPEND
+            else WriteDisposition.WRITE_EMPTY
+        )
+        return _Plan(job, None)
+
+    if existing.table_type not in (None, "TABLE"):
+        raise DestinationError(f"{table} is a {existing.table_type}, not a table: export to a table")
+    if options.fails_on_existing_table:
+        raise DestinationError(
+            f"table {table} already exists: set force=True (--overwrite-table) or write_disposition "
+            "WRITE_TRUNCATE to replace it, or WRITE_APPEND to add to it"
+        )
+    disposition = options.disposition
+    if disposition is WriteDisposition.WRITE_TRUNCATE:
+        return _Plan(WriteDisposition.WRITE_TRUNCATE, None)
+    if disposition is WriteDisposition.WRITE_EMPTY:
+        rows = existing.num_rows or 0
+        if not rows and existing.streaming_buffer is not None:
+            # Rows still in the streaming buffer are not in num_rows, but the table is not empty.
+            rows = existing.streaming_buffer.estimated_rows or 1
+        if rows:
+            raise DestinationError(
+                f"table {table} is not empty ({rows} rows) and write_disposition is WRITE_EMPTY: use "
+                "WRITE_TRUNCATE to replace it or WRITE_APPEND to add to it"
+            )
+    # WRITE_APPEND, or WRITE_EMPTY into an existing empty table: keep the table and its columns,
+    # add what the new instances need. A load job can only widen a schema when appending.
+    return _Plan(WriteDisposition.WRITE_APPEND, from_bigquery_fields(existing.schema))
+
+
+def _write_rows(
+    folder: Path,
+    variant: SchemaVariant,
+    accept: FilterSet | None,
+    rows_path: Path,
+    table_schema: Any,
+    result: ExportResult,
+    progress: Callable[[ExportResult], None] | None,
+) -> None:
+    from airflow_provider_dicom.dicom.convert import InstanceConverter
+    from airflow_provider_dicom.dicom.folder import convert_folder
+
+    converter = InstanceConverter(schema=variant)
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
+        for outcome in convert_folder(folder, converter, accept=accept):
+            status = outcome.status
+            if status == "ok":
+                converted = outcome.converted
+                out.write(dumps(converted.row))
+                out.write("\n")
+                table_schema.add(converted.fields)
+                result.instances_exported += 1
+            elif status == "not_dicom":
+                result.not_dicom_count += 1
+            elif status == "filtered":
+                result.filtered_out_count += 1
+            else:
+                reason = outcome.reason or "unknown error"
+                result.failures.append((outcome.path, reason))
+                log.warning("Skipping %s: %s", outcome.path, reason)
+            if progress is not None:
+                progress(result)
+
+
+def _final_schema(
+    table: BigQueryTableUri, plan: _Plan, new_fields: tuple[Field, ...]
+) -> tuple[tuple[Field, ...], bool]:
+    """The schema the load job declares, and whether it adds columns to an existing table."""
+    if plan.existing_fields is None:
+        return new_fields, False
+    from airflow_provider_dicom.dicom.schema import SchemaConflictError, merge_fields
+
+    try:
+        merged = merge_fields(plan.existing_fields, new_fields, keep_order=True)
+    except SchemaConflictError as exc:
+        raise DestinationError(f"cannot add these instances to {table}: {exc}") from None
+    added = merged != tuple(plan.existing_fields)
+    if added:
+        log.info("Adding columns to %s: %s", table, ", ".join(_added_names(plan.existing_fields, merged)))
+    return merged, added
+
+
+def _added_names(existing: tuple[Field, ...], merged: tuple[Field, ...], prefix: str = "") -> list[str]:
+    before = {f.name: f for f in existing}
+    names: list[str] = []
+    for f in merged:
+        old = before.get(f.name)
+        if old is None:
+            names.append(prefix + f.name)
+        elif old != f:
+            names.extend(_added_names(old.fields, f.fields, f"{prefix}{f.name}."))
+    return names
+
+
+def _load(
+    client: Any,
+    table: BigQueryTableUri,
+    rows_path: Path,
+    fields: tuple[Field, ...],
+    disposition: WriteDisposition,
+    add_columns: bool,
+) -> str:
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import bigquery
+
+    from airflow_provider_dicom.dicom.schema import to_bigquery_fields
+
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        schema=to_bigquery_fields(fields),
+        write_disposition=disposition.value,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        ignore_unknown_values=False,
+        max_bad_records=0,
+    )
+    if add_columns:
+        config.schema_update_options = [bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION]
+    job = None
+    try:
+        with open(rows_path, "rb") as data:
+            job = client.load_table_from_file(
+                data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
+            )
+        job.result()
+    except GoogleAPICallError as exc:
+        job_id = job.job_id if job is not None else "not started"
+        details = "; ".join(_redact(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
+        raise ExportError(
+            f"BigQuery load job {job_id} into {table} failed ({exc.code} {type(exc).__name__}): "
+            f"{_redact(exc.message)}{'; ' + details if details else ''}"
+        ) from None
+    return job.job_id
+
+
+_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
+
+
+def _redact(message: str) -> str:
+    """BigQuery quotes the offending cell value in parse errors; values may be PHI, so drop them."""
+    return _QUOTED.sub('"…"', message or "")

@@ -1,0 +1,40 @@
+"""The stand-in lifecycle the fixtures and the demo rely on: up on 127.0.0.1, answering, and gone after stop."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from airflow_provider_dicom.testing import bigquery_client, start_bigquery, start_gcs, storage_client
+
+pytestmark = pytest.mark.integration
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("start", [start_bigquery, start_gcs], ids=["bigquery", "gcs"])
+def test_stand_in_answers_on_loopback_and_stop_ends_it(start):
+    with start() as standin:
+        assert standin.url.startswith("http://127.0.0.1:")
+        assert standin.running() and _listening(standin.port)
+        if start is start_bigquery:
+            assert standin.env == {"BIGQUERY_EMULATOR_HOST": standin.url}
+            client = bigquery_client(standin)
+            client.create_dataset("lifecycle")
+            assert "lifecycle" in [d.dataset_id for d in client.list_datasets()]
+            assert (standin.workdir / "data").is_dir()  # its data stays in our temporary folder
+        else:
+            assert standin.env == {"STORAGE_EMULATOR_HOST": standin.url}
+            bucket = storage_client(standin).create_bucket("lifecycle-bucket")
+            bucket.blob("x").upload_from_string(b"1")
+            assert bucket.blob("x").download_as_bytes() == b"1"
+        process, port, workdir = standin.process, standin.port, standin.workdir
+    assert process.poll() is not None
+    assert not _listening(port)
+    assert not workdir.exists()
+    standin.stop()  # a second stop is harmless
