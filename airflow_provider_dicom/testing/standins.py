@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,8 +113,17 @@ def _terminate(process: subprocess.Popen, timeout: float) -> None:
         process.wait(timeout)
 
 
-def _launch(name: str, argv: list[str], env: dict[str, str], workdir: Path, url: str, probe: str,
-            ready: callable, startup_timeout: float, extra: dict | None = None) -> Standin:
+def _launch(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    url: str,
+    probe: str,
+    ready: Callable[[int, bytes], bool],
+    startup_timeout: float,
+    extra: dict | None = None,
+) -> Standin:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
