@@ -15,7 +15,8 @@ What it does:
   adding duplicate rows: every run is idempotent. For one snapshot table per run instead, use a
   templated table name such as ``instances_{{ ds_nodash }}`` with the default write disposition.
 - If some files are broken DICOM, every good instance is still loaded, then the task fails with
-  the count and the first failures (``max_failed_instances`` sets how many are tolerated).
+  the count and the first failures; the ``max_failed_instances`` parameter sets how many are
+  tolerated (null: any number). A failed export is not retried: a retry cannot mend a file.
 - `report` prints the export summary the export task returned through XCom.
 
 The BigQuery client comes from the `google_cloud_default` connection, as with the Google provider's
@@ -45,6 +46,10 @@ with DAG(
         "project": Param("my-project", type="string", description="Google Cloud project of the table"),
         "dataset": Param("dicom", type="string", description="existing BigQuery dataset"),
         "table": Param("instances", type="string", description="table to create or replace"),
+        "max_failed_instances": Param(
+            0, type=["integer", "null"], minimum=0,
+            description="broken DICOM files tolerated before the task fails (null: any number)",
+        ),
     },
 ) as dag:
     export = DicomExportToBigQueryOperator(
@@ -53,7 +58,7 @@ with DAG(
         destination_table_uri="bq://{{ params.project }}.{{ params.dataset }}.{{ params.table }}",
         write_disposition="WRITE_TRUNCATE",
         schema="flattened",
-        max_failed_instances=0,
+        max_failed_instances="{{ params.max_failed_instances }}",
         gcp_conn_id="google_cloud_default",
     )
 
@@ -62,7 +67,7 @@ with DAG(
         """Counts only: the summary holds no patient data, but the log should never hold any."""
         print(
             f"exported {summary['instances_exported']} instances, "
-            f"{len(summary['failures'])} failed, {summary['not_dicom_count']} files were not DICOM"
+            f"{summary['failure_count']} failed, {summary['not_dicom_count']} files were not DICOM"
         )
 
     report(export.output)

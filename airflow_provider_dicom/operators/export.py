@@ -46,11 +46,18 @@ def _check_impersonation_chain(value: object) -> None:
     )
 
 
-def _check_max_failed_instances(value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"invalid max_failed_instances {value!r}: expected an integer >= 0, or None")
+def parse_max_failed_instances(value: object) -> int | None:
+    """An int >= 0 or None; also the text a template renders to ("3", "None", ""), since Jinja
+    renders a DAG param to a string unless the DAG renders native objects."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none", "null"):
+            return None
+        if text.isdigit():
+            return int(text)
+    elif value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"invalid max_failed_instances {value!r}: expected an integer >= 0, or None")
 
 
 class DicomExportToBigQueryOperator(BaseOperator):
@@ -72,7 +79,8 @@ class DicomExportToBigQueryOperator(BaseOperator):
     :param max_failed_instances: how many instances may fail to convert (broken DICOM) before the task
         fails. Failures never stop the export: every good instance is loaded first, then the task fails
         if the count is above this number, with the count and the first failures in its message. The
-        default 0 fails the task on any failure; ``None`` never fails it for that reason. The failing
+        default 0 fails the task on any failure; ``None`` never fails it for that reason. Templated:
+        a rendered ``"3"`` or ``"None"`` is understood. The failing
         task is not retried (retrying cannot fix a broken file and, with ``WRITE_APPEND``, would load
         the good instances twice); the result is still pushed to XCom as ``return_value``.
     :param project_id: project the BigQuery load jobs run in and are billed to; defaults to the
@@ -97,6 +105,7 @@ class DicomExportToBigQueryOperator(BaseOperator):
         "location",
         "gcp_conn_id",
         "impersonation_chain",
+        "max_failed_instances",
     )
     ui_color = "#e8f0fe"
     operator_extra_links = (DicomBigQueryTableLink(),)
@@ -110,7 +119,7 @@ class DicomExportToBigQueryOperator(BaseOperator):
         force: bool | None = None,
         filter_config: str | None = None,
         schema: str = "flattened",
-        max_failed_instances: int | None = 0,
+        max_failed_instances: int | str | None = 0,
         project_id: str | None = None,
         location: str | None = None,
         gcp_conn_id: str = "google_cloud_default",
@@ -150,7 +159,8 @@ class DicomExportToBigQueryOperator(BaseOperator):
                 _check_identifier(name, value, optional=name != "gcp_conn_id")
         if not (skip_templated and uris.is_templated(self.impersonation_chain)):
             _check_impersonation_chain(self.impersonation_chain)
-        _check_max_failed_instances(self.max_failed_instances)
+        if not (skip_templated and uris.is_templated(self.max_failed_instances)):
+            parse_max_failed_instances(self.max_failed_instances)
         return request
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -193,7 +203,8 @@ class DicomExportToBigQueryOperator(BaseOperator):
             result.not_dicom_count,
             result.filtered_out_count,
         )
-        if self.max_failed_instances is not None and len(failures) > self.max_failed_instances:
+        tolerated = parse_max_failed_instances(self.max_failed_instances)
+        if tolerated is not None and len(failures) > tolerated:
             # The summary is the task's result even though the task fails: downstream tasks with a
             # permissive trigger rule, and people reading the UI, still get the counts.
             context["ti"].xcom_push(key="return_value", value=summary)

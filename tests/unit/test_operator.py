@@ -53,6 +53,7 @@ def test_good_arguments_construct():
         ({"impersonation_chain": ["sa@p.iam.gserviceaccount.com", 3]}, "impersonation_chain"),
         ({"max_failed_instances": -1}, "-1"),
         ({"max_failed_instances": True}, "True"),
+        ({"max_failed_instances": "lots"}, "lots"),
     ],
 )
 def test_bad_argument_fails_at_construction_naming_the_value(overrides, named):
@@ -95,6 +96,7 @@ def test_every_id_uri_and_connection_field_is_templated():
         "location",
         "gcp_conn_id",
         "impersonation_chain",
+        "max_failed_instances",
     }
 
 
@@ -108,6 +110,15 @@ def test_templated_values_are_not_validated_at_construction():
         gcp_conn_id="{{ params.conn }}",
     )
     assert op.destination_table_uri == "bq://{{ params.project }}.dicom.{{ params.table }}"
+
+
+@pytest.mark.parametrize(("rendered", "expected"), [("3", 3), ("0", 0), ("None", None), ("", None), (7, 7)])
+def test_max_failed_instances_accepts_what_a_template_renders(rendered, expected):
+    from airflow_provider_dicom.operators.export import parse_max_failed_instances
+
+    op = make(max_failed_instances="{{ params.tolerated }}")
+    _rendered(op, tolerated=rendered)
+    assert parse_max_failed_instances(op.max_failed_instances) == expected
 
 
 def _rendered(op, **params):
