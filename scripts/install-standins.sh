@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=.standins
-stamp="$root/.bigquery-installed-v1"
+stamp="$root/.bigquery-installed-v2"
 if [[ -f "$stamp" ]]; then
     exit 0
 fi
@@ -33,7 +33,10 @@ mkdir -p "$root/bigquery-home"
 "$root/bigquery-venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
 "$root/bigquery-venv/bin/uv" pip install --quiet --python "$root/bigquery-venv/bin/python" "local-bigquery==0.4.0"
 "$root/bigquery-venv/bin/uv" pip install --quiet --python "$root/bigquery-venv/bin/python" --no-deps \
-    duckdb==1.5.5 duckdb-extensions==1.5.5 duckdb-extension-ducklake==1.5.5 duckdb-extension-icu==1.5.5
+    duckdb==1.5.5 duckdb-extensions==1.5.5 duckdb-extension-ducklake==1.5.5 duckdb-extension-icu==1.5.5 \
+    duckdb-extension-spatial==1.5.5
+# local-bigquery loads its geography functions with INSTALL spatial on first use; offline that
+# fails and poisons every later request, so the extension is imported here, once.
 HOME="$PWD/$root/bigquery-home" "$root/bigquery-venv/bin/python" -c \
-    "from duckdb_extensions import import_extension; import_extension('ducklake'); import_extension('icu')"
+    "from duckdb_extensions import import_extension; [import_extension(e) for e in ('ducklake', 'icu', 'spatial')]"
 touch "$stamp"

@@ -547,7 +547,8 @@ class InstanceConverter:
             "StudyInstanceUID": study,
             "SeriesInstanceUID": series,
             "SOPInstanceUID": sop,
-            "Metadata": encoded,
+            # An object, not a string holding JSON: a JSON column loads it as the object itself.
+            "Metadata": metadata,
             "StructuredStorageSize": len(encoded.encode()),
             "StorageClass": storage_class,
             "Type": "CREATE",

@@ -120,7 +120,7 @@ def _rank(name: str) -> tuple[int, int, str]:
     return rank
 
 
-def merge_field(existing: Field, incoming: Field, path: str = "") -> Field:
+def merge_field(existing: Field, incoming: Field, path: str = "", *, keep_order: bool = False) -> Field:
     """The union of two definitions of one column; raises SchemaConflictError when types differ."""
     where = f"{path}{existing.name}"
     if existing.type != incoming.type:
@@ -135,7 +135,10 @@ def merge_field(existing: Field, incoming: Field, path: str = "") -> Field:
         )
     if existing.type != RECORD or existing.fields == incoming.fields:
         return existing
-    return Field(existing.name, existing.type, mode, merge_fields(existing.fields, incoming.fields, where + "."))
+    return Field(
+        existing.name, existing.type, mode,
+        merge_fields(existing.fields, incoming.fields, where + ".", keep_order=keep_order),
+    )
 
 
 def merge_fields(
@@ -152,7 +155,7 @@ def merge_fields(
             by_name[item.name] = item
             added.append(item.name)
         elif current is not item and current != item:
-            by_name[item.name] = merge_field(current, item, path)
+            by_name[item.name] = merge_field(current, item, path, keep_order=keep_order)
     if keep_order:
         names = order + added
     else:
