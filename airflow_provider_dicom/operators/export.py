@@ -83,6 +83,9 @@ class DicomExportToBigQueryOperator(BaseOperator):
         a rendered ``"3"`` or ``"None"`` is understood. The failing
         task is not retried (retrying cannot fix a broken file and, with ``WRITE_APPEND``, would load
         the good instances twice); the result is still pushed to XCom as ``return_value``.
+        Other errors a retry cannot fix (a bad rendered argument, a destination table whose state
+        forbids the export) fail the task without retries too; BigQuery and network errors are
+        retried as usual.
     :param project_id: project the BigQuery load jobs run in and are billed to; defaults to the
         destination table's project.
     :param location: BigQuery location for the load jobs (e.g. ``EU``); defaults to the dataset's.
@@ -164,9 +167,13 @@ class DicomExportToBigQueryOperator(BaseOperator):
         return request
 
     def execute(self, context: Context) -> dict[str, Any]:
-        request = self._validate(skip_templated=False)
+        try:
+            request = self._validate(skip_templated=False)
+        except (ValueError, NotImplementedError) as exc:
+            # A rendered value that is wrong stays wrong: fail without burning retries.
+            raise AirflowFailException(str(exc)) from exc
         assert request.source and request.table and request.write and request.schema
-        from airflow_provider_dicom.export.bigquery import export_to_bigquery
+        from airflow_provider_dicom.export.bigquery import DestinationError, export_to_bigquery
 
         project = self.project_id or request.table.project
         client = self._bigquery_client(project)
@@ -179,18 +186,24 @@ class DicomExportToBigQueryOperator(BaseOperator):
             request.schema.value,
             f", filter {request.filter_config}" if request.filter_config else "",
         )
-        result = export_to_bigquery(
-            request.source.value,
-            request.table,
-            write_disposition=self.write_disposition,
-            force=self.force,
-            filter_config=request.filter_config,
-            schema=request.schema,
-            client=client,
-            project=project,
-            progress=ProgressLogger(self.log),
-            storage_client=storage_client,
-        )
+        try:
+            result = export_to_bigquery(
+                request.source.value,
+                request.table,
+                write_disposition=self.write_disposition,
+                force=self.force,
+                filter_config=request.filter_config,
+                schema=request.schema,
+                client=client,
+                project=project,
+                progress=ProgressLogger(self.log),
+                storage_client=storage_client,
+            )
+        except DestinationError as exc:
+            # The table's state forbids the export (exists, not empty, no dataset): a retry would
+            # meet the same table. Load-job and network errors stay retryable: the single load job
+            # is atomic, so a retry never duplicates rows.
+            raise AirflowFailException(str(exc)) from exc
         summary = result.to_dict()
         failures = list(result.failures)
         # Each failed file is already logged, with its reason, as the export meets it.

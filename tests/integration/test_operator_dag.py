@@ -19,8 +19,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-# A valid Google Cloud project id (6-30 characters): the stand-in serves any project.
-PROJECT = "dicom-test"
 EXAMPLE_DAG = Path(__file__).resolve().parents[2] / "example_dags" / "example_dicom_folder_to_bigquery.py"
 
 TEST_DAGS = '''
@@ -39,12 +37,14 @@ def export_dag(dag_id, **operator_kwargs):
         dag_id,
         schedule=None,
         start_date=datetime.datetime(2025, 1, 1),
-        params={"folder": "", "dataset": "", "table": "", "write_disposition": "WRITE_EMPTY", "record": ""},
+        params={
+            "folder": "", "project": "", "dataset": "", "table": "", "write_disposition": "WRITE_EMPTY", "record": "",
+        },
     ) as dag:
         export = DicomExportToBigQueryOperator(
             task_id="export",
             source="{{ params.folder }}",
-            destination_table_uri="bq://%(project)s.{{ params.dataset }}.{{ params.table }}",
+            destination_table_uri="bq://{{ params.project }}.{{ params.dataset }}.{{ params.table }}",
             write_disposition="{{ params.write_disposition }}",
             retries=2,
             retry_delay=datetime.timedelta(seconds=1),
@@ -62,7 +62,7 @@ def export_dag(dag_id, **operator_kwargs):
 
 strict = export_dag("dicom_export_strict")
 tolerant = export_dag("dicom_export_tolerant", max_failed_instances=1)
-''' % {"project": PROJECT}
+'''
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,9 @@ def load_dag(dags_folder: Path, dag_id: str):
 
 
 @pytest.fixture
-def dataset(bigquery_standin):
-    dataset_id = f"{PROJECT}.op_{uuid.uuid4().hex[:10]}"
-    bigquery_standin.create_dataset(dataset_id)
-    yield dataset_id
-    bigquery_standin.delete_dataset(dataset_id, delete_contents=True, not_found_ok=True)
+def dataset(bq_dataset) -> str:
+    """A fresh dataset on the BigQuery stand-in, as "project.dataset"."""
+    return bq_dataset
 
 
 @pytest.fixture
@@ -114,9 +112,13 @@ def sop_uids(pydicom_corpus: Path) -> set[str]:
     }
 
 
-def run(dag, tmp_path: Path, **conf):
+def run(dag, tmp_path: Path, dataset: str, **conf):
+    """One dag.test() run exporting into `dataset`; returns task instances by id, what the
+    downstream task received from the export (None when it got nothing) and the DAG run."""
     import json
 
+    project, dataset_name = dataset.split(".")
+    conf = {"project": project, "dataset": dataset_name, **conf}
     record = tmp_path / f"record-{uuid.uuid4().hex[:6]}.json"
     dag_run = dag.test(run_conf={**conf, "record": str(record)})
     states = {ti.task_id: ti for ti in dag_run.get_task_instances()}
@@ -146,7 +148,7 @@ def test_export_loads_rows_with_their_types_and_reports_counts(
 ):
     dag = load_dag(dags_folder, "dicom_export_strict")
     dataset_name = dataset.split(".")[1]
-    states, summary, dag_run = run(dag, tmp_path, folder=str(good_folder), dataset=dataset_name, table="instances")
+    states, summary, dag_run = run(dag, tmp_path, dataset, folder=str(good_folder), table="instances")
     assert states["export"].state == "success"
     assert summary["instances_exported"] == 2
     assert summary["failure_count"] == 0 and summary["failures"] == []
@@ -176,13 +178,13 @@ def test_write_empty_into_a_non_empty_table_fails_and_leaves_it_unchanged(
     dags_folder, dataset, good_folder, bigquery_standin, tmp_path, capfd
 ):
     dag = load_dag(dags_folder, "dicom_export_strict")
-    dataset_name = dataset.split(".")[1]
-    states, _, _ = run(dag, tmp_path, folder=str(good_folder), dataset=dataset_name, table="t")
+    states, _, _ = run(dag, tmp_path, dataset, folder=str(good_folder), table="t")
     assert states["export"].state == "success"
     capfd.readouterr()
-    states, summary, _ = run(dag, tmp_path, folder=str(good_folder), dataset=dataset_name, table="t")
+    states, summary, _ = run(dag, tmp_path, dataset, folder=str(good_folder), table="t")
     assert states["export"].state == "failed"
     assert summary is None  # no result: the export was refused before reading a file
+    assert states["export"].try_number == 1  # the table's state will not change on a retry
     out = "".join(capfd.readouterr())
     assert f"table bq://{dataset}.t is not empty (2 rows)" in out
     assert len(table_rows(bigquery_standin, f"{dataset}.t")) == 2
@@ -192,8 +194,7 @@ def test_bad_file_fails_the_task_only_after_the_good_instances_are_loaded(
     dags_folder, dataset, folder_with_bad_file, bigquery_standin, pydicom_corpus, tmp_path, capfd
 ):
     dag = load_dag(dags_folder, "dicom_export_strict")
-    dataset_name = dataset.split(".")[1]
-    states, summary, _ = run(dag, tmp_path, folder=str(folder_with_bad_file), dataset=dataset_name, table="t")
+    states, summary, _ = run(dag, tmp_path, dataset, folder=str(folder_with_bad_file), table="t")
     export = states["export"]
     assert export.state == "failed"
     assert export.try_number == 1  # not retried despite retries=2: a retry cannot fix a broken file
@@ -213,8 +214,7 @@ def test_tolerated_failures_let_the_task_succeed(
     dags_folder, dataset, folder_with_bad_file, bigquery_standin, tmp_path
 ):
     dag = load_dag(dags_folder, "dicom_export_tolerant")
-    dataset_name = dataset.split(".")[1]
-    states, summary, _ = run(dag, tmp_path, folder=str(folder_with_bad_file), dataset=dataset_name, table="t")
+    states, summary, _ = run(dag, tmp_path, dataset, folder=str(folder_with_bad_file), table="t")
     assert states["export"].state == "success"
     assert summary["instances_exported"] == 2 and summary["failure_count"] == 1
     assert len(table_rows(bigquery_standin, f"{dataset}.t")) == 2
@@ -226,11 +226,11 @@ def test_templated_argument_is_validated_after_rendering(
     from google.api_core.exceptions import NotFound
 
     dag = load_dag(dags_folder, "dicom_export_strict")
-    dataset_name = dataset.split(".")[1]
     states, summary, _ = run(
-        dag, tmp_path, folder=str(good_folder), dataset=dataset_name, table="t", write_disposition="sometimes"
+        dag, tmp_path, dataset, folder=str(good_folder), table="t", write_disposition="sometimes"
     )
     assert states["export"].state == "failed"
+    assert states["export"].try_number == 1  # a wrong rendered value is not retried
     assert summary is None
     assert "unknown write disposition 'sometimes'" in "".join(capfd.readouterr())
     with pytest.raises(NotFound):

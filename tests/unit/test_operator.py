@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom.links import DicomBigQueryTableLink
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
@@ -142,9 +143,11 @@ def test_templated_values_are_validated_after_rendering(params, error, named):
         write_disposition="{{ params.disposition }}",
     )
     _rendered(op, **params)
-    # execute() validates the rendered values before it imports or connects to anything.
-    with pytest.raises(error) as excinfo:
+    # execute() validates the rendered values before it imports or connects to anything, and
+    # fails the task without retries: a wrong rendered value stays wrong.
+    with pytest.raises(AirflowFailException) as excinfo:
         op.execute({})
+    assert isinstance(excinfo.value.__cause__, error)
     assert named in str(excinfo.value)
 
 
