@@ -206,9 +206,9 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
     source_path = Path(parsed.source.value)
     if not source_path.is_dir():
         raise UsageError(f"source folder {parsed.source.value!r} does not exist or is not a folder")
-    if parsed.filter_config and not parsed.filter_config.startswith("gs://"):
-        if not Path(parsed.filter_config).is_file():
-            raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
+    local_filter = parsed.filter_config and not parsed.filter_config.startswith("gs://")
+    if local_filter and not Path(parsed.filter_config).is_file():
+        raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
 
     from airflow_provider_dicom.export.bigquery import ExportError, export_to_bigquery
 
@@ -367,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             pass
         return EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - the command line promises one line, not a traceback
+    except Exception as exc:  # the command line promises one line, not a traceback
         first_line = (str(exc).strip().splitlines() or [""])[0]
         _err(f"error: {type(exc).__name__}: {first_line}" if first_line else f"error: {type(exc).__name__}")
         if os.environ.get("AIRFLOW_DICOM_TRACEBACK"):

@@ -72,7 +72,7 @@ def prepare_airflow(bigquery_url: str) -> None:
         BIGQUERY_EMULATOR_HOST=bigquery_url,
     )
     migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=False, capture_output=True, text=True, timeout=600
     )
     if migrate.returncode != 0:
         raise SystemExit(f"airflow db migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-2000:]}")
@@ -186,7 +186,7 @@ def main() -> int:
         prepare_airflow(standin.url)
         summary = run_example_dag(folder)
         print_summary(summary)
-        count = list(client.query(f"SELECT COUNT(*) AS n FROM `{PROJECT}.{DATASET}.{TABLE}`").result())[0]["n"]
+        count = next(iter(client.query(f"SELECT COUNT(*) AS n FROM `{PROJECT}.{DATASET}.{TABLE}`").result()))["n"]
         step(f"{TABLE_URI} holds {count} rows; running the guide's two queries")
         print()
         run_guide_queries(client)

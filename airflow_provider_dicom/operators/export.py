@@ -38,9 +38,13 @@ def _check_identifier(name: str, value: object, *, optional: bool) -> None:
 def _check_impersonation_chain(value: object) -> None:
     if value is None or (isinstance(value, str) and value.strip()):
         return
-    if isinstance(value, Sequence) and not isinstance(value, str) and value:
-        if all(isinstance(item, str) and item.strip() for item in value):
-            return
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        return
     raise ValueError(
         f"invalid impersonation_chain {value!r}: expected a service account email or a non-empty list of them"
     )

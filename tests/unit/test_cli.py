@@ -179,7 +179,7 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
     script = Path(sys.executable).parent / "airflow-dicom"
     assert script.exists(), "the airflow-dicom entry point is not installed"
     result = subprocess.run(
-        [str(script), "rows", str(CT), str(tmp_path / "missing.dcm")], capture_output=True, text=True, timeout=120
+        [str(script), "rows", str(CT), str(tmp_path / "missing.dcm")], check=False, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1
     assert json.loads(result.stdout)["SOPInstanceUID"] == sop_uid(CT)
