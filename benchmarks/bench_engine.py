@@ -51,10 +51,10 @@ class RunResult:
         return self.instances / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _baseline_step() -> Callable[[Path, object], None]:
+def _baseline_step() -> Callable[[str, object], None]:
     import pydicom
 
-    def step(path: Path, sink) -> None:
+    def step(path: str, sink) -> None:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         sink.write(json.dumps(ds.to_json_dict()))
         sink.write("\n")
@@ -62,7 +62,7 @@ def _baseline_step() -> Callable[[Path, object], None]:
     return step
 
 
-def _engine_step(schema: str) -> Callable[[Path, object], None]:
+def _engine_step(schema: str) -> Callable[[str, object], None]:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
     from airflow_provider_dicom.dicom.read import read_instance
     from airflow_provider_dicom.dicom.schema import TableSchema
@@ -70,7 +70,7 @@ def _engine_step(schema: str) -> Callable[[Path, object], None]:
     converter = InstanceConverter(schema=schema)
     table = TableSchema()
 
-    def step(path: Path, sink) -> None:
+    def step(path: str, sink) -> None:
         stat = os.stat(path)
         ds = read_instance(path)
         converted = converter.convert(
@@ -85,7 +85,7 @@ def _engine_step(schema: str) -> Callable[[Path, object], None]:
     return step
 
 
-def _run(name: str, step: Callable[[Path, object], None], paths: Sequence[Path]) -> RunResult:
+def _run(name: str, step: Callable[[str, object], None], paths: Sequence[str]) -> RunResult:
     """Time `step` over `paths`; a file that raises counts as a failure, not as a converted instance."""
     from airflow_provider_dicom.dicom.read import quiet_pydicom
 
@@ -107,7 +107,7 @@ def _run(name: str, step: Callable[[Path, object], None], paths: Sequence[Path])
     return RunResult(name, len(paths) - failures, failures, seconds)
 
 
-def _warm_page_cache(paths: Iterable[Path]) -> None:
+def _warm_page_cache(paths: Iterable[str | Path]) -> None:
     for path in paths:
         with open(path, "rb") as handle:
             while handle.read(1 << 20):
@@ -130,11 +130,10 @@ def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False)
 
     from airflow_provider_dicom.dicom.read import quiet_pydicom
 
-    paths = corpus.paths(count)
     step = _engine_step(schema)
-    failures = 0
+    instances = failures = 0
     with open(os.devnull, "w") as sink, quiet_pydicom():
-        for path in paths[:WARMUP]:
+        for path in corpus.iter_paths(WARMUP):
             try:
                 step(path, sink)
             except Exception:  # noqa: BLE001 - counted below
@@ -145,7 +144,9 @@ def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False)
         if trace:
             tracemalloc.start()
         started = time.perf_counter()
-        for path in paths:
+        # Paths are generated lazily: the run holds one path, one dataset, one row at a time.
+        for path in corpus.iter_paths(count):
+            instances += 1
             try:
                 step(path, sink)
             except Exception:  # noqa: BLE001
@@ -156,7 +157,7 @@ def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False)
         gc.collect()
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "instances": len(paths) - failures,
+        "instances": instances - failures,
         "failures": failures,
         "seconds": round(seconds, 3),
         "max_rss_bytes": max_rss,
@@ -248,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corpus = ensure_corpus(root, needed, args.templates)
         print(f"corpus ready ({corpus.count:,} instances, {_mb(corpus.bytes)}) in {time.perf_counter() - started:.1f} s",
               flush=True)
-        paths = corpus.paths(args.count)
+        paths = [str(path) for path in corpus.paths(args.count)]
         _warm_page_cache(paths)
         baseline = _run("baseline", _baseline_step(), paths)
         print(f"baseline done: {baseline.rate:,.0f} instances/s", flush=True)
@@ -256,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"engine done: {engine.rate:,.0f} instances/s", flush=True)
         memory = []
         for size in sizes:
-            _warm_page_cache(corpus.paths(size))
+            _warm_page_cache(corpus.iter_paths(size))
             memory.append(_memory_in_subprocess(root, size, args.schema, args.tracemalloc))
         print()
         print(format_report(corpus, args.count, baseline, engine, memory))

@@ -25,7 +25,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -237,6 +237,12 @@ class CorpusInfo:
         """The instance files, in generation order (the first N are a corpus of N)."""
         root, layout = Path(self.root), self.layout
         return [root / layout.relative_path(i) for i in range(min(limit or self.count, self.count))]
+
+    def iter_paths(self, limit: int | None = None) -> Iterator[str]:
+        """Like `paths`, lazily and as strings: memory measurements must not count a list of N paths."""
+        root, layout = self.root, self.layout
+        for i in range(min(limit or self.count, self.count)):
+            yield os.path.join(root, layout.relative_path(i))
 
 
 def resolve_templates(names: Sequence[str | os.PathLike] | None) -> list[Path]:
