@@ -19,6 +19,7 @@ def get_provider_info() -> dict:
                 "tags": ["gcp"],
             }
         ],
+        "extra-links": ["airflow_provider_dicom.links.DicomBigQueryTableLink"],
         "operators": [
             {
                 "integration-name": "DICOM",

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter
+from airflow_provider_dicom.redact import redact_quoted
 from airflow_provider_dicom.dicom.read import InvalidDicomError, NotDicomError, quiet_pydicom, read_instance
 
 OK = "ok"
@@ -71,7 +72,7 @@ def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: 
                 last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
             )
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
-        return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {exc}")
+        return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {redact_quoted(exc)}")
     if not converted.sop_uid:
         if converted.row.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
             return InstanceOutcome(name, NOT_DICOM, reason="a DICOMDIR (media storage directory), not an instance")

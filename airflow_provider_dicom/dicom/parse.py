@@ -40,6 +40,10 @@ class Unsupported(Exception):
     """Not a file for the lean parser; read it with pydicom."""
 
 
+class Truncated(Unsupported):
+    """The file ends inside an element: broken, whoever reads it (pydicom would keep a stub)."""
+
+
 class _Parser:
     __slots__ = ("buf", "end", "implicit", "little", "tag_len", "short", "long", "raw")
 
@@ -70,7 +74,7 @@ class _Parser:
         long_ = self.long
         while pos < end:
             if pos + 8 > end:
-                raise Unsupported("element header past the end")
+                self._past_end(pos + 8, "element header")
             group, element, length = tag_len.unpack_from(buf, pos)
             if stop_group is not None and group != stop_group:
                 return out, pos
@@ -90,7 +94,7 @@ class _Parser:
                     raise Unsupported(f"unknown VR {vr!r}")
                 if vr in _LONG_VRS:
                     if pos + 12 > end:
-                        raise Unsupported("element header past the end")
+                        self._past_end(pos + 12, "element header")
                     (length,) = long_.unpack_from(buf, pos + 8)
                     pos += 12
                 else:
@@ -109,14 +113,23 @@ class _Parser:
                 out[btag] = raw(btag, vr or "OB", length, None, pos, implicit, little)
                 pos = self._skip_fragments(pos, end)
                 continue
-            if pos + length > end:
-                raise Unsupported("value past the end")
             if top and tag in _PIXEL_TAGS:
+                # Pixel data is listed, never read; a file cut inside it still has its whole
+                # header, which is all a metadata export needs (a header-only read of a remote
+                # object could not tell either).
                 out[btag] = raw(btag, vr or "OW", length, None, pos, implicit, little)
-            else:
-                out[btag] = raw(btag, vr, length, buf[pos : pos + length], pos, implicit, little)
+                pos = min(pos + length, end)
+                continue
+            if pos + length > end:
+                self._past_end(pos + length, f"value of ({group:04X},{element:04X})")
+            out[btag] = raw(btag, vr, length, buf[pos : pos + length], pos, implicit, little)
             pos += length
         return out, pos
+
+    def _past_end(self, needed: int, what: str) -> None:
+        if needed > self.end:
+            raise Truncated(f"the {what} needs {needed} bytes but the file has {self.end}")
+        raise Unsupported(f"{what} runs past its item")
 
     def _implicit_sequence(self, tag: int, pos: int, length: int) -> bool:
         if length < 8:
@@ -177,7 +190,7 @@ class _Parser:
             if tag != _ITEM or length == _UNDEFINED:
                 raise Unsupported("bad encapsulated pixel data")
             pos += length
-        raise Unsupported("encapsulated pixel data without a delimiter")
+        return end  # cut inside the pixel data: the header is whole (see elements())
 
 
 def parse_part10(buf: bytes | memoryview, name: str | None = None) -> FileDataset:

@@ -17,6 +17,8 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from airflow_provider_dicom.redact import redact_quoted
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
@@ -38,14 +40,27 @@ class InvalidDicomError(Exception):
 def quiet_pydicom() -> Iterator[None]:
     """Keep pydicom from warning about invalid values: its warnings quote the values, which can be
     PHI, and the export reports bad values through OtherElements instead."""
+    import logging
+    import warnings
+
     from pydicom import config
 
     previous = config.settings.reading_validation_mode
     config.settings.reading_validation_mode = config.IGNORE
+    # Structural complaints ("Expected explicit VR, but found implicit VR") come once per file as
+    # both a warning and a log line: across a million files that drowns the task log, and the
+    # outcome of each file is reported by the export anyway.
+    pydicom_log = logging.getLogger("pydicom")
+    previous_level = pydicom_log.level
+    pydicom_log.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+            warnings.filterwarnings("ignore", category=UserWarning, message=r"(?s).*(VR|DICOM|tag|element|Expected)")
+            yield
     finally:
         config.settings.reading_validation_mode = previous
+        pydicom_log.setLevel(previous_level)
 
 
 def read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
@@ -53,25 +68,36 @@ def read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
 
     Well-formed files go through our lean parser over a memory map (pixel data pages are never
     touched); anything it does not handle is read by pydicom."""
-    from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+    with quiet_pydicom():
+        return _read_instance(source)
 
-    if isinstance(source, io.BytesIO):
-        try:
-            return parse_part10(source.getvalue())
-        except Unsupported:
-            source.seek(0)
-            return _read(source)
-    if hasattr(source, "read"):
-        return _read(source)  # type: ignore[arg-type]
-    with open(source, "rb") as fp:
-        size = os.fstat(fp.fileno()).st_size
-        if size >= 132:
-            with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                try:
-                    return parse_part10(mapped, os.fspath(source))
-                except Unsupported:
-                    pass
-        return _read(fp)
+
+def _read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
+    from airflow_provider_dicom.dicom.parse import Truncated, Unsupported, parse_part10
+
+    try:
+        if isinstance(source, io.BytesIO):
+            try:
+                return parse_part10(source.getvalue())
+            except Truncated:
+                raise
+            except Unsupported:
+                source.seek(0)
+                return _read(source)
+        if hasattr(source, "read"):
+            return _read(source)  # type: ignore[arg-type]
+        with open(source, "rb") as fp:
+            if os.fstat(fp.fileno()).st_size >= 132:
+                with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    try:
+                        return parse_part10(mapped, os.fspath(source))
+                    except Truncated:
+                        raise
+                    except Unsupported:
+                        pass
+            return _read(fp)
+    except Truncated as exc:
+        raise InvalidDicomError(f"truncated DICOM file: {exc}") from None
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -96,22 +122,21 @@ def _read(fp: BinaryIO) -> Dataset:
         raise NotDicomError("no 'DICM' prefix at byte 128")
     fp.seek(0)
     try:
-        with quiet_pydicom():
-            ds = dcmread(fp, stop_before_pixels=True)
-            if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
-                # pydicom inflated the body into memory; the file position means nothing here,
-                # so read the whole (small, deflated) dataset instead.
-                fp.seek(0)
-                ds = dcmread(fp, defer_size=1024)
-            else:
-                _read_pixel_data_and_after(fp, ds)
-            _check_not_truncated(ds)
+        ds = dcmread(fp, stop_before_pixels=True)
+        if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
+            # pydicom inflated the body into memory; the file position means nothing here,
+            # so read the whole (small, deflated) dataset instead.
+            fp.seek(0)
+            ds = dcmread(fp, defer_size=1024)
+        else:
+            _read_pixel_data_and_after(fp, ds)
+        _check_not_truncated(ds)
     except PydicomInvalid as exc:
-        raise InvalidDicomError(f"invalid DICOM: {exc}") from None
+        raise InvalidDicomError(f"invalid DICOM: {redact_quoted(exc)}") from None
     except (EOFError, struct.error) as exc:
-        raise InvalidDicomError(f"truncated DICOM file: {exc or type(exc).__name__}") from None
+        raise InvalidDicomError(f"truncated DICOM file: {redact_quoted(exc) or type(exc).__name__}") from None
     except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, LookupError) as exc:
-        raise InvalidDicomError(f"unreadable DICOM ({type(exc).__name__}): {exc}") from None
+        raise InvalidDicomError(f"unreadable DICOM ({type(exc).__name__}): {redact_quoted(exc)}") from None
     return ds
 
 
@@ -182,7 +207,7 @@ def _skip_encapsulated(fp: BinaryIO, endian: str) -> None:
     while True:
         header = fp.read(8)
         if len(header) < 8:
-            raise EOFError("encapsulated pixel data ends without a sequence delimiter")
+            return  # cut inside the pixel data: the header before it is whole
         group, element, length = struct.unpack(endian + "HHL", header)
         tag = group << 16 | element
         if tag == _SEQUENCE_DELIMITER:

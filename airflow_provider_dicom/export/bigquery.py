@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.redact import redact_quoted
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
 from airflow_provider_dicom.uris import BigQueryTableUri
 
@@ -340,17 +341,10 @@ def _load(
         job.result()
     except GoogleAPICallError as exc:
         job_id = job.job_id if job is not None else "not started"
-        details = "; ".join(_redact(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
+        details = "; ".join(redact_quoted(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
         raise ExportError(
             f"BigQuery load job {job_id} into {table} failed ({exc.code} {type(exc).__name__}): "
-            f"{_redact(exc.message)}{'; ' + details if details else ''}"
+            f"{redact_quoted(exc.message)}{'; ' + details if details else ''}"
         ) from None
     return job.job_id
 
-
-_QUOTED = re.compile(r'"[^"]*"|\'[^\']*\'')
-
-
-def _redact(message: str) -> str:
-    """BigQuery quotes the offending cell value in parse errors; values may be PHI, so drop them."""
-    return _QUOTED.sub('"…"', message or "")

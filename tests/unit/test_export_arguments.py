@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.export.bigquery import ExportResult, _redact, export_to_bigquery
+from airflow_provider_dicom.export.bigquery import ExportResult, export_to_bigquery
+from airflow_provider_dicom.redact import redact_quoted as _redact
 from airflow_provider_dicom.filters import FilterFileError
 from airflow_provider_dicom.sources import UnsupportedSourceError
 from airflow_provider_dicom.uris import InvalidUriError

@@ -55,3 +55,20 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(NotADirectoryError, match="nowhere"):
         list(iter_folder(tmp_path / "nowhere"))
+
+
+def test_file_cut_inside_an_element_header_is_reported_truncated(tmp_path):
+    data = to_file_bytes(make_dataset(Modality="CT", StudyDescription="x" * 300))
+    _write(tmp_path / "cut.dcm", data[:200])
+    (outcome,) = convert_folder(tmp_path, InstanceConverter())
+    assert outcome.status == FAILED
+    assert outcome.reason.startswith("truncated DICOM file")
+
+
+def test_reading_emits_no_pydicom_warnings(tmp_path, recwarn):
+    import pydicom
+
+    corpus = __import__("pathlib").Path(pydicom.__file__).parent / "data" / "test_files"
+    for outcome in convert_folder(corpus, InstanceConverter()):
+        assert outcome.status in (OK, FAILED, NOT_DICOM)
+    assert not [w for w in recwarn if "pydicom" in w.filename]
