@@ -8,7 +8,8 @@ corpus, in one run:
 - baseline: `pydicom.dcmread(path, stop_before_pixels=True)` -> `ds.to_json_dict()` -> `json.dumps`
 
 Lines go to /dev/null: nothing is kept. Before timing, the files are read once so both sides find
-them in the page cache, and both run under the same pydicom settings. The engine's memory is
+them in the page cache; both run under the same pydicom settings, in alternating chunks of the
+corpus so that other load on the machine hits both alike. The engine's memory is
 measured in a fresh process per corpus size (max RSS, RSS growth after warm-up, Python memory
 blocks still held at the end; tracemalloc's peak with --tracemalloc), at two sizes, to show it
 does not grow with the corpus.
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from benchmarks.corpus import CorpusInfo, ensure_corpus
 
 TARGET_RATIO = 3.0
 WARMUP = 20
+CHUNK = 250
 
 
 @dataclass
@@ -45,6 +47,8 @@ class RunResult:
     instances: int
     failures: int
     seconds: float
+    # label (template) -> [instances, seconds]
+    by_label: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -85,26 +89,49 @@ def _engine_step(schema: str) -> Callable[[str, object], None]:
     return step
 
 
-def _run(name: str, step: Callable[[str, object], None], paths: Sequence[str]) -> RunResult:
-    """Time `step` over `paths`; a file that raises counts as a failure, not as a converted instance."""
+def run_side_by_side(
+    sides: dict[str, Callable[[str, object], None]],
+    paths: Sequence[str],
+    labels: Sequence[str] | None = None,
+    chunk: int = CHUNK,
+) -> dict[str, RunResult]:
+    """Time each side over `paths`, alternating chunks (A B, B A, A B, ...) so that load from other
+    processes on a shared machine, and any drift, fall on both sides alike.
+
+    A file that raises counts as a failure, not as a converted instance.
+    """
     from airflow_provider_dicom.dicom.read import quiet_pydicom
 
-    failures = 0
+    names = list(sides)
+    labels = labels or ["all"] * len(paths)
+    results = {name: RunResult(name, 0, 0, 0.0) for name in names}
     with open(os.devnull, "w") as sink, quiet_pydicom():
-        for path in paths[:WARMUP]:  # imports, dictionary caches, first-call costs
-            try:
-                step(path, sink)
-            except Exception:  # noqa: BLE001 - counted below in the timed loop
-                pass
+        for name in names:  # imports, dictionary caches, first-call costs
+            for path in paths[:WARMUP]:
+                try:
+                    sides[name](path, sink)
+                except Exception:  # noqa: BLE001 - counted in the timed loop
+                    pass
         gc.collect()
-        started = time.perf_counter()
-        for path in paths:
-            try:
-                step(path, sink)
-            except Exception:  # noqa: BLE001 - a benchmark reports failures, it does not stop
-                failures += 1
-        seconds = time.perf_counter() - started
-    return RunResult(name, len(paths) - failures, failures, seconds)
+        clock = time.perf_counter
+        for round_index, start in enumerate(range(0, len(paths), chunk)):
+            block = range(start, min(start + chunk, len(paths)))
+            for name in names if round_index % 2 == 0 else reversed(names):
+                step, result = sides[name], results[name]
+                for index in block:
+                    began = clock()
+                    try:
+                        step(paths[index], sink)
+                    except Exception:  # noqa: BLE001 - a benchmark reports failures, it does not stop
+                        result.failures += 1
+                        continue
+                    spent = clock() - began
+                    result.instances += 1
+                    result.seconds += spent
+                    tally = result.by_label.setdefault(labels[index], [0, 0.0])
+                    tally[0] += 1
+                    tally[1] += spent
+    return results
 
 
 def _warm_page_cache(paths: Iterable[str | Path]) -> None:
@@ -187,7 +214,8 @@ def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: R
     ratio = engine.rate / baseline.rate
     lines = [
         f"corpus: {corpus.count:,} instances at {corpus.root} from {', '.join(corpus.templates)}",
-        f"timed on the first {count:,} instances, one core, lines written to /dev/null",
+        f"timed on the first {count:,} instances, one core, alternating {CHUNK}-instance chunks, "
+        "lines written to /dev/null",
         "",
         f"{'run':<58} {'instances':>9} {'failed':>6} {'seconds':>8} {'inst/s':>8}",
     ]
@@ -198,6 +226,13 @@ def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: R
         lines.append(f"{label:<58} {run.instances:>9,} {run.failures:>6} {run.seconds:>8.2f} {run.rate:>8,.0f}")
     verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
     lines += ["", f"ratio engine / baseline: {ratio:.2f}x ({verdict} the {TARGET_RATIO:.0f}x target)"]
+    if len(engine.by_label) > 1:
+        lines += ["", f"  {'template':<20} {'instances':>9} {'baseline/s':>10} {'engine/s':>9} {'ratio':>6}"]
+        for label, (count_e, seconds_e) in sorted(engine.by_label.items()):
+            count_b, seconds_b = baseline.by_label.get(label, (0, 0.0))
+            rate_b = count_b / seconds_b if seconds_b else float("nan")
+            rate_e = count_e / seconds_e if seconds_e else float("nan")
+            lines.append(f"  {label:<20} {count_e:>9,} {rate_b:>10,.0f} {rate_e:>9,.0f} {rate_e / rate_b:>5.1f}x")
     if memory:
         lines += ["", "engine memory, a fresh process per corpus size (lines are not kept):",
                   f"  {'instances':>9} {'max RSS':>10} {'RSS growth':>11} {'blocks held':>12} {'tracemalloc peak':>17}"]
@@ -251,10 +286,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               flush=True)
         paths = [str(path) for path in corpus.paths(args.count)]
         _warm_page_cache(paths)
-        baseline = _run("baseline", _baseline_step(), paths)
-        print(f"baseline done: {baseline.rate:,.0f} instances/s", flush=True)
-        engine = _run("engine", _engine_step(args.schema), paths)
-        print(f"engine done: {engine.rate:,.0f} instances/s", flush=True)
+        labels = [corpus.template_of(index) for index in range(len(paths))]
+        sides = {"baseline": _baseline_step(), "engine": _engine_step(args.schema)}
+        runs = run_side_by_side(sides, paths, labels)
+        baseline, engine = runs["baseline"], runs["engine"]
         memory = []
         for size in sizes:
             _warm_page_cache(corpus.iter_paths(size))

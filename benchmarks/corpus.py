@@ -238,6 +238,11 @@ class CorpusInfo:
         root, layout = Path(self.root), self.layout
         return [root / layout.relative_path(i) for i in range(min(limit or self.count, self.count))]
 
+    def template_of(self, index: int) -> str:
+        """The template instance `index` was made from (each study comes from one template)."""
+        study, _, _ = self.layout.position(index)
+        return self.templates[study % len(self.templates)]
+
     def iter_paths(self, limit: int | None = None) -> Iterator[str]:
         """Like `paths`, lazily and as strings: memory measurements must not count a list of N paths."""
         root, layout = self.root, self.layout
