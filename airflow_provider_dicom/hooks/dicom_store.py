@@ -1,0 +1,371 @@
+"""Hooks for Cloud Healthcare API DICOM stores: start exports, and watch, list and cancel their operations.
+
+`DicomStoreHook` is a `GoogleBaseHook`, so credentials come from the Airflow connection exactly as
+for the Google provider's hooks (key file, ADC, `is_anonymous` for emulators, impersonation
+chain). The client is built from the discovery document shipped in google-api-python-client
+(`static_discovery=True`): no network call to fetch it, and the request shapes are the ones the
+contract test checks. The endpoint is healthcare.googleapis.com unless `api_endpoint` or
+$HEALTHCARE_EMULATOR_HOST names another server (see `airflow_provider_dicom.hooks.endpoint`).
+
+Retries: every call is retried with exponential backoff and jitter on 429 and 503 (the server
+says it did not do the work) and, for calls that are safe to repeat (get, list, cancel), on the
+other 5xx and on network errors too. Starting an export is not safe to repeat blindly: a 500 or
+a dropped connection after the server accepted it would start a second export, so those errors
+are raised for the caller to resolve (see `find_export_operations`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHook, GoogleBaseHook
+
+from airflow_provider_dicom.hooks import export_requests
+from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.hooks.operations import (
+    EXPORT_DICOM_DATA_METHOD,
+    RETRY_ALWAYS_STATUSES,
+    RETRY_IF_IDEMPOTENT_STATUSES,
+    HealthcareApiError,
+    OperationName,
+    OperationStatus,
+    OperationTimeoutError,
+    check_dataset_name,
+    parse_timestamp,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from googleapiclient.discovery import Resource
+    from googleapiclient.http import HttpRequest
+
+    from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition
+    from airflow_provider_dicom.uris import BigQueryTableUri, DicomStoreName
+
+API_SERVICE = "healthcare"
+API_VERSION = "v1"
+DEFAULT_POLL_INTERVAL = 10.0
+MAX_RETRY_AFTER = 60.0
+
+
+class DicomStoreHook(GoogleBaseHook):
+    """Cloud Healthcare API calls on DICOM stores and their datasets' long-running operations.
+
+    :param gcp_conn_id: Airflow connection to Google Cloud (``google_cloud_platform``).
+    :param impersonation_chain: service account, or chain of them, to impersonate.
+    :param api_endpoint: base URL of the API, e.g. ``http://127.0.0.1:8090`` for the local emulator;
+        default: ``$HEALTHCARE_EMULATOR_HOST`` if set, else healthcare.googleapis.com.
+    :param retry_delay: first backoff delay in seconds; doubled on every retry, with full jitter,
+        up to ``max_retry_delay``. The number of retries is the connection's ``num_retries`` (default 5).
+    """
+
+    conn_name_attr = "gcp_conn_id"
+    default_conn_name = "google_cloud_default"
+    hook_name = "Cloud Healthcare DICOM store"
+
+    def __init__(
+        self,
+        gcp_conn_id: str = default_conn_name,
+        impersonation_chain: str | Sequence[str] | None = None,
+        *,
+        api_endpoint: str | None = None,
+        api_version: str = API_VERSION,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = 32.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
+        self.api_endpoint = resolve_api_endpoint(api_endpoint)
+        self.api_version = api_version
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self._conn: Resource | None = None
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # -- client -------------------------------------------------------------------------------
+
+    def get_conn(self) -> Resource:
+        """The discovery-based client, built once per hook."""
+        if self._conn is None:
+            from googleapiclient.discovery import build
+
+            self._conn = build(
+                API_SERVICE,
+                self.api_version,
+                http=self._authorize(),
+                cache_discovery=False,
+                static_discovery=True,
+                client_options=self._client_options(),
+            )
+        return self._conn
+
+    def _client_options(self):
+        if hasattr(self, "get_client_options"):  # provider >= 16: also honours the universe domain
+            return self.get_client_options(self.api_endpoint)
+        from google.api_core.client_options import ClientOptions
+
+        return ClientOptions(api_endpoint=self.api_endpoint) if self.api_endpoint else ClientOptions()
+
+    def _datasets(self):
+        return self.get_conn().projects().locations().datasets()
+
+    def _execute(self, request: HttpRequest, what: str, *, idempotent: bool) -> Any:
+        """Run `request`, retrying throttling and server errors with exponential backoff."""
+        from googleapiclient.errors import HttpError
+        from httplib2 import HttpLib2Error, ServerNotFoundError
+
+        retries = max(0, int(self.num_retries))
+        attempt = 0
+        while True:
+            try:
+                return request.execute(num_retries=0)
+            except HttpError as exc:
+                status = int(exc.resp.status)
+                retryable = status in RETRY_ALWAYS_STATUSES or (
+                    idempotent and status in RETRY_IF_IDEMPOTENT_STATUSES
+                )
+                if not retryable or attempt >= retries:
+                    raise _api_error(what, exc) from exc
+                delay = self._backoff(attempt, exc.resp.get("retry-after"))
+                reason = f"HTTP {status}"
+            except (OSError, HttpLib2Error) as exc:
+                # A refused connection or an unknown host means the request never reached the
+                # server: safe to repeat even for an export. A reset or a timeout may have.
+                never_sent = isinstance(exc, (ConnectionRefusedError, ServerNotFoundError))
+                if not (idempotent or never_sent) or attempt >= retries:
+                    raise
+                delay = self._backoff(attempt, None)
+                reason = type(exc).__name__
+            attempt += 1
+            self.log.warning("%s: %s; retry %d of %d in %.1f s", what, reason, attempt, retries, delay)
+            self._sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), MAX_RETRY_AFTER)
+            except ValueError:
+                pass
+        ceiling = min(self.max_retry_delay, self.retry_delay * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+    # -- stores -------------------------------------------------------------------------------
+
+    def get_dicom_store(self, store: str | DicomStoreName) -> dict[str, Any]:
+        name = str(export_requests.check_store_name(store))
+        request = self._datasets().dicomStores().get(name=name)
+        return self._execute(request, f"dicomStores.get {name}", idempotent=True)
+
+    # -- exports ------------------------------------------------------------------------------
+
+    def export_dicom_to_bigquery(
+        self,
+        store: str | DicomStoreName,
+        table_uri: str | BigQueryTableUri,
+        *,
+        write_disposition: str | WriteDisposition | None = None,
+        force: bool | None = None,
+        include_source_store: bool | None = None,
+        schema: str | SchemaVariant | None = None,
+        filter_gcs_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """Start `dicomStores.export` to a BigQuery table; returns the Operation as the API sent it.
+
+        Arguments are validated (ValueError naming the value) before any call; see
+        `export_requests.bigquery_export_request` for their meaning.
+        """
+        name = str(export_requests.check_store_name(store))
+        body = export_requests.bigquery_export_request(
+            table_uri,
+            write_disposition=write_disposition,
+            force=force,
+            include_source_store=include_source_store,
+            schema=schema,
+            filter_gcs_uri=filter_gcs_uri,
+        )
+        return self._start_export(name, body, body["bigqueryDestination"]["tableUri"])
+
+    def export_dicom_to_gcs(
+        self,
+        store: str | DicomStoreName,
+        uri_prefix: str,
+        *,
+        mime_type: str | None = None,
+        filter_gcs_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """Start `dicomStores.export` of the instance files to `uri_prefix` (`gs://bucket/dir`);
+        files land at `{uri_prefix}/{study}/{series}/{instance}.dcm`."""
+        name = str(export_requests.check_store_name(store))
+        body = export_requests.gcs_export_request(uri_prefix, mime_type=mime_type, filter_gcs_uri=filter_gcs_uri)
+        return self._start_export(name, body, body["gcsDestination"]["uriPrefix"])
+
+    def _start_export(self, store: str, body: dict[str, Any], destination: str) -> dict[str, Any]:
+        request = self._datasets().dicomStores().export(name=store, body=body)
+        operation = self._execute(request, f"dicomStores.export of {store}", idempotent=False)
+        self.log.info("Started export of %s to %s: operation %s", store, destination, operation.get("name"))
+        return operation
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def get_operation(self, name: str) -> dict[str, Any]:
+        name = str(OperationName.parse(name))
+        request = self._datasets().operations().get(name=name)
+        return self._execute(request, f"operations.get {name}", idempotent=True)
+
+    def get_operation_status(self, name: str) -> OperationStatus:
+        return OperationStatus.from_api(self.get_operation(name))
+
+    def list_operations(
+        self, dataset: str, *, page_size: int = 100, api_filter: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every operation of `dataset` (`projects/P/locations/L/datasets/D`), all pages.
+
+        `api_filter` is passed to the API as is; Google documents only "the standard list
+        filter", so prefer filtering the result (see `find_export_operations`).
+        """
+        dataset = check_dataset_name(dataset)
+        operations: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"name": dataset, "pageSize": page_size}
+            if token:
+                kwargs["pageToken"] = token
+            if api_filter:
+                kwargs["filter"] = api_filter
+            request = self._datasets().operations().list(**kwargs)
+            page = self._execute(request, f"operations.list {dataset}", idempotent=True)
+            operations.extend(page.get("operations", []))
+            token = page.get("nextPageToken")
+            if not token:
+                return operations
+
+    def cancel_operation(self, name: str) -> None:
+        """Ask the API to cancel (best effort): a cancelled operation ends with error code 1."""
+        name = str(OperationName.parse(name))
+        request = self._datasets().operations().cancel(name=name, body={})
+        self._execute(request, f"operations.cancel {name}", idempotent=True)
+        self.log.info("Requested cancellation of operation %s", name)
+
+    def wait_for_operation(
+        self,
+        name: str,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float | None = None,
+        on_progress: Callable[[OperationStatus], None] | None = None,
+    ) -> OperationStatus:
+        """Poll until the operation is done and return its final status (failed ones included:
+        the caller decides, e.g. with `OperationStatus.check`). Raises OperationTimeoutError
+        after `timeout` seconds; the operation keeps running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_progress: tuple[int, int, int] | None = None
+        while True:
+            status = self.get_operation_status(name)
+            progress = (status.success, status.failure, status.pending)
+            if status.done:
+                self.log.info("Operation %s %s", name, status.describe())
+                return status
+            if progress != last_progress:
+                self.log.info("Operation %s %s", name, status.describe())
+                last_progress = progress
+            if on_progress is not None:
+                on_progress(status)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OperationTimeoutError(name, timeout, status)  # type: ignore[arg-type]
+                self._sleep(min(poll_interval, remaining))
+            else:
+                self._sleep(poll_interval)
+
+    def find_export_operations(
+        self,
+        store: str | DicomStoreName,
+        *,
+        created_after: datetime | None = None,
+        running_only: bool = False,
+    ) -> list[OperationStatus]:
+        """Export operations in the store's dataset, oldest first, for reattaching after a retry.
+
+        The API records neither the store nor the destination in an operation's metadata, so this
+        can only narrow by method (`ExportDicomData`), creation time and state; a caller that
+        finds exactly one candidate created after its first try started can reattach to it, and
+        must otherwise decide (several exports of one dataset may run at once). The reliable way
+        is to remember the operation name the export returned (task state or XCom) and use this
+        only when that name was lost.
+        """
+        name = export_requests.check_store_name(store)
+        dataset = f"projects/{name.project}/locations/{name.location}/datasets/{name.dataset}"
+        found = []
+        for operation in self.list_operations(dataset):
+            status = OperationStatus.from_api(operation)
+            if status.api_method_name != EXPORT_DICOM_DATA_METHOD:
+                continue
+            if running_only and status.done:
+                continue
+            created = status.created_at
+            if created_after is not None and (created is None or created < created_after):
+                continue
+            found.append(status)
+        found.sort(key=lambda s: (parse_timestamp(s.create_time) is None, s.create_time or ""))
+        return found
+
+
+def _api_error(what: str, exc: Any) -> HealthcareApiError:
+    """Google's error body `{"error": {"code", "message", "status"}}` as a HealthcareApiError."""
+    status_code = int(exc.resp.status)
+    status = None
+    message = ""
+    try:
+        content = exc.content.decode("utf-8") if isinstance(exc.content, bytes) else str(exc.content)
+        error = json.loads(content).get("error", {})
+        status = error.get("status")
+        message = error.get("message") or ""
+    except (ValueError, AttributeError):
+        message = ""
+    if not message:
+        message = getattr(exc, "reason", "") or str(exc)
+    return HealthcareApiError(what, status_code, status, message)
+
+
+class DicomStoreAsyncHook(GoogleBaseAsyncHook):
+    """The trigger's side: the same calls, off the event loop, with the same credentials.
+
+    Calls run the sync hook (built from `gcp_conn_id` / `impersonation_chain`, never bare default
+    credentials) in a worker thread, so its retries and sleeps never block the triggerer's loop.
+    """
+
+    sync_hook_class = DicomStoreHook
+
+    def __init__(
+        self,
+        gcp_conn_id: str = DicomStoreHook.default_conn_name,
+        impersonation_chain: str | Sequence[str] | None = None,
+        api_endpoint: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+            api_endpoint=api_endpoint,
+            **kwargs,
+        )
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        from asgiref.sync import sync_to_async
+
+        hook = await self.get_sync_hook()
+        # Not thread-sensitive: a slow call (retries sleep) must not hold the triggerer's one
+        # shared sync thread; a hook is used by one trigger at a time, so no sharing races.
+        return await sync_to_async(getattr(hook, method), thread_sensitive=False)(*args)
+
+    async def get_operation(self, name: str) -> dict[str, Any]:
+        return await self._call("get_operation", name)
+
+    async def cancel_operation(self, name: str) -> None:
+        await self._call("cancel_operation", name)
