@@ -44,21 +44,32 @@ class Truncated(Unsupported):
     """The file ends inside an element: broken, whoever reads it (pydicom would keep a stub)."""
 
 
-class _Parser:
-    __slots__ = ("buf", "end", "implicit", "little", "tag_len", "short", "long", "raw")
+class NeedMoreData(Unsupported):
+    """Parsing a prefix of an object: the header goes on past the prefix. `needed` is the
+    smallest prefix length that could hold it, so a remote reader can fetch the next range."""
 
-    def __init__(self, buf, implicit: bool, little: bool) -> None:
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"the header goes on past the first {needed} bytes read")
+        self.needed = needed
+
+
+class _Parser:
+    __slots__ = ("buf", "end", "implicit", "little", "tag_len", "short", "long", "raw", "prefix")
+
+    def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:
         from pydicom.dataelem import RawDataElement
 
         self.buf = buf
         self.end = len(buf)
         self.implicit = implicit
         self.little = little
-        prefix = "<" if little else ">"
-        self.tag_len = Struct(prefix + "HHL")
-        self.short = Struct(prefix + "HH2sH")
-        self.long = Struct(prefix + "L")
+        order = "<" if little else ">"
+        self.tag_len = Struct(order + "HHL")
+        self.short = Struct(order + "HH2sH")
+        self.long = Struct(order + "L")
         self.raw = RawDataElement
+        # True when `buf` is only the start of the object: its end is not the object's end.
+        self.prefix = prefix
 
     def elements(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[dict, int]:
         """Elements from `pos` up to `end` (or an item delimiter); returns them and the end offset."""
@@ -107,29 +118,33 @@ class _Parser:
                 items, pos = self.sequence(pos, length, end)
                 out[btag] = self._sequence_element(btag, items, length)
                 continue
-            if length == _UNDEFINED:
-                if not (top and tag in _PIXEL_TAGS):
-                    raise Unsupported("undefined length outside pixel data")
-                out[btag] = raw(btag, vr or "OB", length, None, pos, implicit, little)
-                pos = self._skip_fragments(pos, end)
-                continue
             if top and tag in _PIXEL_TAGS:
                 # Pixel data is listed, never read; a file cut inside it still has its whole
                 # header, which is all a metadata export needs (a header-only read of a remote
                 # object could not tell either).
-                out[btag] = raw(btag, vr or "OW", length, None, pos, implicit, little)
-                pos = min(pos + length, end)
+                out[btag] = raw(btag, vr or ("OB" if length == _UNDEFINED else "OW"), length, None, pos, implicit, little)
+                if self.prefix:
+                    return out, pos  # a prefix read stops here: the pixels are not fetched
+                pos = self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
                 continue
+            if length == _UNDEFINED:
+                raise Unsupported("undefined length outside pixel data")
             if pos + length > end:
                 self._past_end(pos + length, f"value of ({group:04X},{element:04X})")
             out[btag] = raw(btag, vr, length, buf[pos : pos + length], pos, implicit, little)
             pos += length
+        if top and self.prefix:
+            raise NeedMoreData(self.end + 1)  # no pixel data yet: the header may go on
         return out, pos
 
-    def _past_end(self, needed: int, what: str) -> None:
-        if needed > self.end:
+    def _past_end(self, needed: int, what: str, nested: bool = False) -> None:
+        if needed > self.end and self.prefix:
+            raise NeedMoreData(needed)
+        if needed > self.end and not nested:
             raise Truncated(f"the {what} needs {needed} bytes but the file has {self.end}")
-        raise Unsupported(f"{what} runs past its item")
+        # An item or sequence whose declared length overruns is often a writer's mistake that
+        # pydicom reads through; let it judge.
+        raise Unsupported(f"{what} runs past its container")
 
     def _implicit_sequence(self, tag: int, pos: int, length: int) -> bool:
         if length < 8:
@@ -148,11 +163,11 @@ class _Parser:
 
         limit = end if length == _UNDEFINED else pos + length
         if limit > end:
-            raise Unsupported("sequence past the end")
+            self._past_end(limit, "sequence", nested=True)
         items = []
         while pos < limit:
             if pos + 8 > limit:
-                raise Unsupported("item header past the end")
+                self._past_end(pos + 8, "item header", nested=True)
             group, element, item_length = self.tag_len.unpack_from(self.buf, pos)
             tag = group << 16 | element
             pos += 8
@@ -164,7 +179,7 @@ class _Parser:
                 elements, pos = self.elements(pos, limit, False)
             else:
                 if pos + item_length > limit:
-                    raise Unsupported("item past the end")
+                    self._past_end(pos + item_length, "item", nested=True)
                 elements, _ = self.elements(pos, pos + item_length, False)
                 pos += item_length
             item = Dataset(elements)
@@ -193,13 +208,22 @@ class _Parser:
         return end  # cut inside the pixel data: the header is whole (see elements())
 
 
-def parse_part10(buf: bytes | memoryview, name: str | None = None) -> FileDataset:
-    """Parse a whole Part 10 file held in `buf` (bytes, or an mmap of the file)."""
+def parse_part10(buf: bytes | memoryview, name: str | None = None, *, object_size: int | None = None) -> FileDataset:
+    """Parse a Part 10 file held in `buf` (bytes, or an mmap of the file).
+
+    With `object_size` larger than `buf`, `buf` is the first bytes of a remote object: parsing
+    stops at the pixel data, and NeedMoreData says how many bytes to fetch when the header goes
+    on past the prefix (a whole header is never silently cut short)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
 
-    if len(buf) < 132 or bytes(buf[128:132]) != b"DICM":
+    prefix = object_size is not None and len(buf) < object_size
+    if len(buf) < 132:
+        if prefix:
+            raise NeedMoreData(132)
         raise Unsupported("no DICM prefix")
-    meta_parser = _Parser(buf, implicit=False, little=True)
+    if bytes(buf[128:132]) != b"DICM":
+        raise Unsupported("no DICM prefix")
+    meta_parser = _Parser(buf, implicit=False, little=True, prefix=prefix)
     meta_elements, pos = meta_parser.elements(132, len(buf), False, stop_group=0x0002)
     syntax_element = meta_elements.get(0x00020010)
     if syntax_element is None or syntax_element.value is None:
@@ -208,7 +232,7 @@ def parse_part10(buf: bytes | memoryview, name: str | None = None) -> FileDatase
     if syntax in _DEFLATED:
         raise Unsupported("deflated")
     implicit, little = _SYNTAXES.get(syntax, (False, True))
-    body = _Parser(buf, implicit, little)
+    body = _Parser(buf, implicit, little, prefix=prefix)
     # A body that is implicit despite an explicit syntax fails the VR check: pydicom handles those.
     elements, _ = body.elements(pos, len(buf), True)
     file_meta = FileMetaDataset(meta_elements)

@@ -52,14 +52,18 @@ def test_lean_parser_matches_pydicom_on_the_whole_corpus():
 @pytest.mark.parametrize(
     "mutilate",
     [
-        lambda data: data[:-3],  # cut inside the last value
+        lambda data: data[: _pixel_start(data) - 12 - 3],  # cut inside the last value before the pixels
         lambda data: data[:140],  # cut inside the file meta
         lambda data: data[:132] + b"\x02\x00\x10\x00UIxx",  # header cut short
     ],
 )
 def test_lean_parser_refuses_what_it_cannot_vouch_for(mutilate):
+    from airflow_provider_dicom.dicom.parse import Truncated
+
     data = (CORPUS / "CT_small.dcm").read_bytes()
     with pytest.raises(Unsupported):
+        parse_part10(mutilate(data))
+    with pytest.raises(Truncated):
         parse_part10(mutilate(data))
 
 
@@ -68,3 +72,47 @@ def test_pixel_data_is_recorded_but_not_copied():
     ds = parse_part10(data)
     pixel = ds._dict[0x7FE00010]
     assert pixel.value is None and pixel.length == 128 * 128 * 2
+
+
+def test_a_cut_inside_the_pixel_data_still_gives_the_whole_header():
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    whole = InstanceConverter().convert(parse_part10(data)).row
+    cut = InstanceConverter().convert(parse_part10(data[: _pixel_start(data) + 1000])).row
+    # Everything but what followed the pixels (CT_small ends with trailing padding).
+    assert cut["DroppedTags"] == [d for d in whole["DroppedTags"] if d["TagName"] != "DataSetTrailingPadding"]
+    assert {k: v for k, v in cut.items() if k != "DroppedTags"} == {k: v for k, v in whole.items() if k != "DroppedTags"}
+
+
+def test_prefix_reads_ask_for_more_until_the_header_is_whole():
+    from airflow_provider_dicom.dicom.parse import NeedMoreData
+
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    whole = InstanceConverter().convert(parse_part10(data)).row
+    size = 500
+    asked = []
+    while True:
+        try:
+            ds = parse_part10(data[:size], object_size=len(data))
+            break
+        except NeedMoreData as more:
+            assert more.needed > size
+            asked.append(more.needed)
+            size = max(more.needed, size * 2)
+    assert asked, "a 500-byte prefix cannot hold CT_small's header"
+    assert size < len(data) - 128 * 128 * 2 + 2048  # never fetched the pixels
+    row = InstanceConverter().convert(ds).row
+    assert {k: v for k, v in row.items() if k != "DroppedTags"} == {k: v for k, v in whole.items() if k != "DroppedTags"}
+
+
+def test_prefix_ending_on_an_element_boundary_is_not_taken_for_the_whole_header():
+    from airflow_provider_dicom.dicom.parse import NeedMoreData
+
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    whole = parse_part10(data)
+    boundary = list(whole._dict.values())[10].value_tell + list(whole._dict.values())[10].length
+    with pytest.raises(NeedMoreData):
+        parse_part10(data[:boundary], object_size=len(data))
+
+
+def _pixel_start(data: bytes) -> int:
+    return parse_part10(data)._dict[0x7FE00010].value_tell
