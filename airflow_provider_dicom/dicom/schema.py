@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from dataclasses import field as dc_field
 from typing import Any
 
 STRING = "STRING"
@@ -51,6 +52,20 @@ class Field:
     type: str
     mode: str = NULLABLE
     fields: tuple[Field, ...] = ()
+    # Every instance's schema is looked up in a set of schemas already merged; a dataclass hash
+    # would walk the whole nested tree each time, so it is computed once here.
+    _hash: int = dc_field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.name, self.type, self.mode, self.fields)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        # Rebuild through __init__ so the hash is computed by the receiving process: string
+        # hashes differ between processes, and fields travel back from worker processes.
+        return (Field, (self.name, self.type, self.mode, self.fields))
 
     def to_api_repr(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "mode": self.mode}

@@ -43,3 +43,20 @@ def test_table_schema_round_trips_through_the_api_representation():
     assert schema.column_count() == 3
     bq = schema.to_bigquery()
     assert [(f.name, f.field_type, f.mode) for f in bq] == [("Rows", "INTEGER", "NULLABLE"), ("Seq", "RECORD", "REPEATED")]
+
+
+def test_fields_from_another_process_hash_like_local_ones():
+    import subprocess
+    import sys
+
+    code = (
+        "import pickle, sys; from airflow_provider_dicom.dicom.schema import Field; "
+        "sys.stdout.buffer.write(pickle.dumps(Field('Seq', 'RECORD', 'REPEATED', (Field('CodeValue', 'STRING'),))))"
+    )
+    data = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    import pickle
+
+    remote = pickle.loads(data)
+    local = Field("Seq", "RECORD", "REPEATED", (Field("CodeValue", "STRING"),))
+    assert remote == local and hash(remote) == hash(local)
+    assert remote in {local}
