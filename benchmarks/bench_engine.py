@@ -21,6 +21,7 @@ does not grow with the corpus.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -31,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.corpus import CorpusInfo, ensure_corpus
@@ -80,7 +81,7 @@ def _engine_step(schema: str) -> Callable[[str, object], None]:
         converted = converter.convert(
             ds,
             blob_storage_size=stat.st_size,
-            last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            last_updated=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
         )
         table.add(converted.fields)
         sink.write(json.dumps(converted.row))
@@ -108,10 +109,8 @@ def run_side_by_side(
     with open(os.devnull, "w") as sink, quiet_pydicom():
         for name in names:  # imports, dictionary caches, first-call costs
             for path in paths[:WARMUP]:
-                try:
+                with contextlib.suppress(Exception):  # failures are counted in the timed loop
                     sides[name](path, sink)
-                except Exception:  # noqa: BLE001 - counted in the timed loop
-                    pass
         gc.collect()
         clock = time.perf_counter
         for round_index, start in enumerate(range(0, len(paths), chunk)):
@@ -161,10 +160,8 @@ def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False)
     instances = failures = 0
     with open(os.devnull, "w") as sink, quiet_pydicom():
         for path in corpus.iter_paths(WARMUP):
-            try:
+            with contextlib.suppress(Exception):  # failures are counted in the measured loop
                 step(path, sink)
-            except Exception:  # noqa: BLE001 - counted below
-                pass
         gc.collect()
         rss_start = _current_rss_bytes()
         blocks_start = sys.getallocatedblocks()
@@ -196,8 +193,18 @@ def memory_run(corpus: CorpusInfo, count: int, schema: str, trace: bool = False)
 
 def _memory_in_subprocess(corpus_root: str, count: int, schema: str, trace: bool) -> dict:
     repo_root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "benchmarks.bench_engine", "--memory-run",
-               "--corpus", corpus_root, "--count", str(count), "--schema", schema]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_engine",
+        "--memory-run",
+        "--corpus",
+        corpus_root,
+        "--count",
+        str(count),
+        "--schema",
+        schema,
+    ]
     if trace:
         command.append("--tracemalloc")
     done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, check=False)
@@ -210,12 +217,16 @@ def _mb(value: float) -> str:
     return f"{value / 1e6:,.1f} MB"
 
 
-def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: RunResult, memory: list[dict]) -> str:
+def format_report(
+    corpus: CorpusInfo, count: int, baseline: RunResult, engine: RunResult, memory: list[dict]
+) -> str:
     ratio = engine.rate / baseline.rate
     lines = [
         f"corpus: {corpus.count:,} instances at {corpus.root} from {', '.join(corpus.templates)}",
-        f"timed on the first {count:,} instances, one core, alternating {CHUNK}-instance chunks, "
-        "lines written to /dev/null",
+        (
+            f"timed on the first {count:,} instances, one core, alternating {CHUNK}-instance chunks, "
+            "lines written to /dev/null"
+        ),
         "",
         f"{'run':<58} {'instances':>9} {'failed':>6} {'seconds':>8} {'inst/s':>8}",
     ]
@@ -223,7 +234,9 @@ def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: R
         ("baseline  dcmread(stop_before_pixels) + to_json_dict + dumps", baseline),
         ("engine    read_instance + convert + dumps (+ schema union)", engine),
     ):
-        lines.append(f"{label:<58} {run.instances:>9,} {run.failures:>6} {run.seconds:>8.2f} {run.rate:>8,.0f}")
+        lines.append(
+            f"{label:<58} {run.instances:>9,} {run.failures:>6} {run.seconds:>8.2f} {run.rate:>8,.0f}"
+        )
     verdict = "meets" if ratio >= TARGET_RATIO else "BELOW"
     lines += ["", f"ratio engine / baseline: {ratio:.2f}x ({verdict} the {TARGET_RATIO:.0f}x target)"]
     if len(engine.by_label) > 1:
@@ -232,10 +245,15 @@ def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: R
             count_b, seconds_b = baseline.by_label.get(label, (0, 0.0))
             rate_b = count_b / seconds_b if seconds_b else float("nan")
             rate_e = count_e / seconds_e if seconds_e else float("nan")
-            lines.append(f"  {label:<20} {count_e:>9,} {rate_b:>10,.0f} {rate_e:>9,.0f} {rate_e / rate_b:>5.1f}x")
+            lines.append(
+                f"  {label:<20} {count_e:>9,} {rate_b:>10,.0f} {rate_e:>9,.0f} {rate_e / rate_b:>5.1f}x"
+            )
     if memory:
-        lines += ["", "engine memory, a fresh process per corpus size (lines are not kept):",
-                  f"  {'instances':>9} {'max RSS':>10} {'RSS growth':>11} {'blocks held':>12} {'tracemalloc peak':>17}"]
+        lines += [
+            "",
+            "engine memory, a fresh process per corpus size (lines are not kept):",
+            f"  {'instances':>9} {'max RSS':>10} {'RSS growth':>11} {'blocks held':>12} {'tracemalloc peak':>17}",
+        ]
         for item in memory:
             peak = item.get("tracemalloc_peak_bytes")
             lines.append(
@@ -246,16 +264,24 @@ def format_report(corpus: CorpusInfo, count: int, baseline: RunResult, engine: R
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_engine", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_engine", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--count", type=int, default=10_000, help="instances to time (default 10000)")
-    parser.add_argument("--memory-sizes", default="10000,20000",
-                        help="comma-separated corpus sizes for the memory runs; empty to skip")
+    parser.add_argument(
+        "--memory-sizes",
+        default="10000,20000",
+        help="comma-separated corpus sizes for the memory runs; empty to skip",
+    )
     parser.add_argument("--corpus", help="corpus directory to reuse or create (default: a temporary one)")
     parser.add_argument("--template", action="append", dest="templates", help="corpus template (repeatable)")
     parser.add_argument("--schema", default="flattened", choices=("flattened", "json"))
     parser.add_argument("--json", dest="json_out", help="also write the figures as JSON to this file")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="also report tracemalloc's peak in the memory runs (exact, ~7x slower)")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also report tracemalloc's peak in the memory runs (exact, ~7x slower)",
+    )
     parser.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -282,8 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         needed = max([args.count, *sizes])
         started = time.perf_counter()
         corpus = ensure_corpus(root, needed, args.templates)
-        print(f"corpus ready ({corpus.count:,} instances, {_mb(corpus.bytes)}) in {time.perf_counter() - started:.1f} s",
-              flush=True)
+        print(
+            f"corpus ready ({corpus.count:,} instances, {_mb(corpus.bytes)}) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         paths = [str(path) for path in corpus.paths(args.count)]
         _warm_page_cache(paths)
         labels = [corpus.template_of(index) for index in range(len(paths))]

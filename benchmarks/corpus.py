@@ -151,10 +151,17 @@ def load_template(path: Path, uids: UidFactory) -> Template:
     return template
 
 
-def _new_values(template: Template, uids: UidFactory, study: int, series: int, instance: int) -> dict[int, str]:
+def _new_values(
+    template: Template, uids: UidFactory, study: int, series: int, instance: int
+) -> dict[int, str]:
     """The new UID of each span; the file meta's SOP instance UID equals the dataset's."""
-    indices = {STUDY_UID: ("study", study), SERIES_UID: ("series", series), SOP_UID: ("instance", instance),
-               FRAME_OF_REFERENCE_UID: ("frame", study), MEDIA_SOP_UID: ("instance", instance)}
+    indices = {
+        STUDY_UID: ("study", study),
+        SERIES_UID: ("series", series),
+        SOP_UID: ("instance", instance),
+        FRAME_OF_REFERENCE_UID: ("frame", study),
+        MEDIA_SOP_UID: ("instance", instance),
+    }
     out = {}
     for tag, span in template.spans.items():
         kind, index = indices[tag]
@@ -180,12 +187,16 @@ def _verify_patching(template: Template, uids: UidFactory) -> bool:
     try:
         ds = dcmread(io.BytesIO(bytes(_patched(template, values))), force=False)
         original = template.dataset
-        checks = [ds.StudyInstanceUID == values[STUDY_UID], ds.SeriesInstanceUID == values[SERIES_UID],
-                  ds.SOPInstanceUID == values[SOP_UID], len(ds) == len(original)]
+        checks = [
+            ds.StudyInstanceUID == values[STUDY_UID],
+            ds.SeriesInstanceUID == values[SERIES_UID],
+            ds.SOPInstanceUID == values[SOP_UID],
+            len(ds) == len(original),
+        ]
         if MEDIA_SOP_UID in values:
             checks.append(ds.file_meta.MediaStorageSOPInstanceUID == values[SOP_UID])
         return all(checks)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to read it back means: do not patch this template
         return False
 
 
@@ -283,16 +294,19 @@ def generate_corpus(
     total = 0
     made_dirs: set[Path] = set()
     for index in range(count):
-        study, series, instance = layout.position(index)
+        study, series, _ = layout.position(index)
         template = loaded[study % len(loaded)]
         if template.patchable:
             data = _patched(template, _new_values(template, uids, study, series, index))
         else:
-            data = _written_with_pydicom(template, {
-                "StudyInstanceUID": uids.make(44, "study", study),
-                "SeriesInstanceUID": uids.make(44, "series", series),
-                "SOPInstanceUID": uids.make(44, "instance", index),
-            })
+            data = _written_with_pydicom(
+                template,
+                {
+                    "StudyInstanceUID": uids.make(44, "study", study),
+                    "SeriesInstanceUID": uids.make(44, "series", series),
+                    "SOPInstanceUID": uids.make(44, "instance", index),
+                },
+            )
         path = root / layout.relative_path(index)
         if path.parent not in made_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -337,15 +351,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=10_000, help="instances to generate (default 10000)")
     parser.add_argument("--out", required=True, help="directory to write the corpus into")
-    parser.add_argument("--template", action="append", dest="templates",
-                        help="template file (path, or name in pydicom's test files); repeat for several")
+    parser.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        help="template file (path, or name in pydicom's test files); repeat for several",
+    )
     parser.add_argument("--instances-per-series", type=int, default=10)
     parser.add_argument("--series-per-study", type=int, default=3)
     parser.add_argument("--seed", type=int, default=None, help="make the UIDs reproducible")
     args = parser.parse_args(argv)
     try:
-        info = generate_corpus(args.out, args.count, args.templates, instances_per_series=args.instances_per_series,
-                               series_per_study=args.series_per_study, seed=args.seed)
+        info = generate_corpus(
+            args.out,
+            args.count,
+            args.templates,
+            instances_per_series=args.instances_per_series,
+            series_per_study=args.series_per_study,
+            seed=args.seed,
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

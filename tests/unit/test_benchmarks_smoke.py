@@ -23,8 +23,10 @@ from benchmarks.corpus import (
     ensure_corpus,
     existing_corpus,
     generate_corpus,
-    main as corpus_main,
     resolve_templates,
+)
+from benchmarks.corpus import (
+    main as corpus_main,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +40,7 @@ def test_generated_corpus_has_fresh_consistent_uids(tmp_path) -> None:
     assert set(info.fast_templates) == set(DEFAULT_TEMPLATES), "a default template fell back to slow writing"
 
     template_uids = {
-        str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-        for path in resolve_templates(None)
+        str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in resolve_templates(None)
     }
     studies, series_of_study, sops = {}, {}, Counter()
     for path in files:
@@ -93,9 +94,24 @@ def test_corpus_cli(tmp_path, capsys) -> None:
 def test_engine_benchmark_runs_on_a_tiny_corpus(tmp_path) -> None:
     result_file = tmp_path / "result.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_engine", "--count", "20", "--memory-sizes", "10,20",
-         "--corpus", str(tmp_path / "corpus"), "--json", str(result_file)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_engine",
+            "--count",
+            "20",
+            "--memory-sizes",
+            "10,20",
+            "--corpus",
+            str(tmp_path / "corpus"),
+            "--json",
+            str(result_file),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout

@@ -30,7 +30,9 @@ from pydicom.sequence import Sequence
 from airflow_provider_dicom.dicom.schema import Field
 from tests.helpers.schema_check import assert_row_fits
 
-REFERENCE_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "idc_dicom_all_schema.json"
+REFERENCE_PATH = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "idc_dicom_all_schema.json"
+)
 MISSING_REFERENCE = f"reference schema {REFERENCE_PATH} is absent (CI keeps shared/ beside the clone)"
 
 _PRIVATE_COLUMN = re.compile(r"^Tag_([0-9A-F]{4})([0-9A-F]{4})$")
@@ -128,7 +130,9 @@ def _kind_of(name: str) -> str | None:
     return None
 
 
-def _collect(fields: tuple[Field, ...], prefix: tuple[str, ...], cases: list[Case], skipped: list[str]) -> None:
+def _collect(
+    fields: tuple[Field, ...], prefix: tuple[str, ...], cases: list[Case], skipped: list[str]
+) -> None:
     for field in fields:
         path = prefix + (field.name,)
         kind = _kind_of(field.name)
@@ -312,9 +316,7 @@ def _find(fields: tuple[Field, ...], path: tuple[str, ...]) -> Field:
         by_name = {f.name: f for f in fields}
         if name not in by_name:
             where = ".".join(path[:depth]) or "<top level>"
-            raise AssertionError(
-                f"no column {'.'.join(path[: depth + 1])!r}; {where} has {sorted(by_name)}"
-            )
+            raise AssertionError(f"no column {'.'.join(path[: depth + 1])!r}; {where} has {sorted(by_name)}")
         field = by_name[name]
         fields = field.fields
     return field
@@ -373,9 +375,13 @@ def test_private_sequence_column_matches_reference(case: Case) -> None:
     for via in VIAS:
         converted = converted_root(case.path[0], via)
         got = _find(converted.fields, case.path)
-        assert (got.type, got.mode) == ("RECORD", "REPEATED"), f"{case.id} ({via}): engine {got.type} {got.mode}"
+        assert (got.type, got.mode) == ("RECORD", "REPEATED"), (
+            f"{case.id} ({via}): engine {got.type} {got.mode}"
+        )
         value = _value_at(converted.row, case.path)
-        assert isinstance(value, list) and value, f"{case.id} ({via}): expected a list of items, got {value!r}"
+        assert isinstance(value, list) and value, (
+            f"{case.id} ({via}): expected a list of items, got {value!r}"
+        )
 
 
 @pytest.mark.parametrize("case", _params({"other_elements"}))
@@ -392,7 +398,9 @@ def test_other_elements_column_matches_reference(case: Case) -> None:
         )
 
 
-@pytest.mark.parametrize("case", _params({"keyword", "repeating_group", "private_sequence", "other_elements"}, True))
+@pytest.mark.parametrize(
+    "case", _params({"keyword", "repeating_group", "private_sequence", "other_elements"}, True)
+)
 def test_row_fits_declared_schema(case: Case) -> None:
     """The row built for each top-level field loads under the schema the engine declared for it."""
     for via in VIAS:
@@ -407,7 +415,10 @@ def test_reference_has_fields_to_check() -> None:
     if not REFERENCE_PATH.exists():
         pytest.skip(MISSING_REFERENCE)
     cases, skipped = reference_cases()
-    kinds = {kind: sum(1 for c in cases if c.kind == kind) for kind in ("keyword", "repeating_group", "private_sequence", "other_elements")}
+    kinds = {
+        kind: sum(1 for c in cases if c.kind == kind)
+        for kind in ("keyword", "repeating_group", "private_sequence", "other_elements")
+    }
     assert kinds["keyword"] > 1500, kinds
     assert kinds["repeating_group"] >= 14, kinds
     assert kinds["private_sequence"] >= 25, kinds

@@ -198,8 +198,13 @@ _SCHEMA = (
 
 def test_schema_check_accepts_good_rows() -> None:
     row = {
-        "S": "x", "I": 3, "F": [1.5, 2], "D": "2024-01-31", "T": "12:34:56.123456",
-        "TS": "2024-01-31T12:34:56.5+01:00", "R": [{"Tag": "Tag_00091001", "Data": ["a"]}],
+        "S": "x",
+        "I": 3,
+        "F": [1.5, 2],
+        "D": "2024-01-31",
+        "T": "12:34:56.123456",
+        "TS": "2024-01-31T12:34:56.5+01:00",
+        "R": [{"Tag": "Tag_00091001", "Data": ["a"]}],
     }
     assert row_problems(row, _SCHEMA) == []
     assert row_problems({"S": None, "R": None}, _SCHEMA) == []
