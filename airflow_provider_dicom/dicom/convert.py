@@ -485,7 +485,9 @@ class InstanceConverter:
             item_other: list[dict[str, Any]] = []
             # pydicom decodes an item's text with its parent's character set; say what that is,
             # whoever parsed the file.
-            item._parent_encoding = encodings
+            inherited = item._parent_encoding
+            if (inherited if isinstance(inherited, list) else [inherited]) != encodings:
+                item._parent_encoding = encodings
             item_encodings = _encodings_of(item, encodings)
             self._convert_into(
                 item, item_row, these, item_other, item_encodings, depth + 1, f"{child_path}{index}/", state

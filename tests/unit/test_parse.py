@@ -116,3 +116,22 @@ def test_prefix_ending_on_an_element_boundary_is_not_taken_for_the_whole_header(
 
 def _pixel_start(data: bytes) -> int:
     return parse_part10(data)._dict[0x7FE00010].value_tell
+
+
+def test_sequence_items_are_real_datasets_with_pydicoms_own_state():
+    from pydicom.dataset import Dataset
+
+    data = (CORPUS / "rtplan.dcm").read_bytes()
+    fast = parse_part10(data)
+    sequences = [e for e in fast._dict.values() if getattr(e, "VR", None) == "SQ"]
+    assert sequences
+    item = sequences[0].value[0]
+    reference = Dataset({})
+    reference.set_original_encoding(*fast.original_encoding[:2], None)
+    assert type(item) is Dataset
+    assert set(item.__dict__) == set(reference.__dict__)
+    # Per-item mutable state is not shared between items.
+    other = sequences[0].value[-1] if len(sequences[0].value) > 1 else sequences[1].value[0]
+    assert item._private_blocks is not other._private_blocks
+    # pydicom's own API works on them.
+    assert list(item.keys()) and item[next(iter(item.keys()))] is not None
