@@ -73,11 +73,12 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str]
         if chunk.startswith(b"--"):
             break  # the close delimiter
         chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        head, sep, payload = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            if head.strip() == b"":
-                continue
-            raise invalid("malformed multipart part: no blank line after its headers")
+        if chunk.startswith(b"\r\n"):
+            head, payload = b"", chunk[2:]  # a part without headers
+        else:
+            head, sep, payload = chunk.partition(b"\r\n\r\n")
+            if not sep:
+                raise invalid("malformed multipart part: no blank line after its headers")
         headers = {}
         for line in head.decode("latin-1").split("\r\n"):
             if ":" in line:
