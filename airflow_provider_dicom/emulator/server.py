@@ -451,9 +451,7 @@ def check_export_request(body: dict[str, Any]) -> None:
             if destination.get("mimeType"):
                 parse_mime_type(destination["mimeType"])
         check_filter_gcs_uri((body.get("filterConfig") or {}).get("resourcePathsGcsUri") or None)
-    except (InvalidUriError, ValueError) as exc:
-        if isinstance(exc, ApiError):
-            raise
+    except (InvalidUriError, ValueError) as exc:  # InvalidUriError is a ValueError; named for the reader
         raise invalid(str(exc)) from None
 
 
