@@ -20,6 +20,24 @@ def get_provider_info() -> dict:
             }
         ],
         "extra-links": ["airflow_provider_dicom.links.DicomBigQueryTableLink"],
+        "hooks": [
+            {
+                "integration-name": "DICOM",
+                "python-modules": ["airflow_provider_dicom.hooks.dicom_store"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "DICOM",
+                "python-modules": ["airflow_provider_dicom.sensors.operation"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "DICOM",
+                "python-modules": ["airflow_provider_dicom.triggers.operation"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": "DICOM",

@@ -162,6 +162,10 @@ def merge_fields(
     """Union of two field lists. New fields take their canonical place unless `keep_order`, which
     appends them after the existing ones (what an existing BigQuery table does on ALLOW_FIELD_ADDITION)."""
     by_name: dict[str, Field] = {f.name: f for f in existing}
+    if not by_name:
+        # The union with nothing is the incoming schema as it is: the converter already gives
+        # its canonical order, and the JSON variant's fixed column order is not a tag order.
+        return tuple(incoming)
     order = list(by_name)
     added = []
     for item in incoming:

@@ -60,3 +60,12 @@ def test_fields_from_another_process_hash_like_local_ones():
     local = Field("Seq", "RECORD", "REPEATED", (Field("CodeValue", "STRING"),))
     assert remote == local and hash(remote) == hash(local)
     assert remote in {local}
+
+
+def test_json_variant_keeps_googles_column_order():
+    from tests.unit.dicom_factory import convert, make_dataset
+
+    schema = TableSchema()
+    for _ in range(2):
+        schema.add(convert(make_dataset(Modality="CT"), schema="json").fields)
+    assert [f.name for f in schema.fields][:4] == ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Metadata"]
