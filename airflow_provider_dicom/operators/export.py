@@ -12,11 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom import uris
 from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
+from airflow_provider_dicom.healthcare_links import DicomOperationLogsLink, DicomStoreLink
 from airflow_provider_dicom.links import DicomBigQueryTableLink
+from airflow_provider_dicom.operators.store_export import BigQueryStoreExportBase, store_template_fields
+from airflow_provider_dicom.sources import SourceKind
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -64,13 +67,16 @@ def parse_max_failed_instances(value: object) -> int | None:
     raise ValueError(f"invalid max_failed_instances {value!r}: expected an integer >= 0, or None")
 
 
-class DicomExportToBigQueryOperator(BaseOperator):
+class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
     """Export DICOM metadata into a BigQuery table shaped exactly like the Cloud Healthcare export's.
 
     :param source: where the DICOM instances are. Today a local folder (a path, or ``file:///path``),
         read recursively; files that are not DICOM are skipped and counted. A Cloud Healthcare store
-        (``projects/P/locations/L/datasets/D/dicomStores/S``), a ``gs://`` prefix and a DICOMweb URL
-        are recognised and rejected as not supported yet.
+        (``projects/P/locations/L/datasets/D/dicomStores/S``) is exported by the API itself
+        (``dicomStores.export``; the task waits on its operation: see `DicomStoreExportBase` for
+        ``deferrable``, ``wait_for_completion``, ``poll_interval``, ``cancel_on_kill``,
+        ``api_endpoint`` and ``include_source_store``; the filter file must then be on ``gs://``).
+        A ``gs://`` prefix and a DICOMweb URL are recognised and rejected as not supported yet.
     :param destination_table_uri: ``bq://PROJECT.DATASET.TABLE``. The dataset must exist.
     :param write_disposition: ``WRITE_EMPTY`` (an existing empty table is fine, a non-empty one is an
         error), ``WRITE_TRUNCATE`` (replace atomically) or ``WRITE_APPEND`` (add rows, add new columns);
@@ -102,7 +108,7 @@ class DicomExportToBigQueryOperator(BaseOperator):
     files, and each failure's path and reason.
     """
 
-    template_fields: Sequence[str] = (
+    template_fields: Sequence[str] = store_template_fields((
         "source",
         "destination_table_uri",
         "write_disposition",
@@ -113,9 +119,9 @@ class DicomExportToBigQueryOperator(BaseOperator):
         "gcp_conn_id",
         "impersonation_chain",
         "max_failed_instances",
-    )
+    ))
     ui_color = "#e8f0fe"
-    operator_extra_links = (DicomBigQueryTableLink(),)
+    operator_extra_links = (DicomBigQueryTableLink(), DicomStoreLink(), DicomOperationLogsLink())
 
     def __init__(
         self,
@@ -157,9 +163,11 @@ class DicomExportToBigQueryOperator(BaseOperator):
             filter_config=self.filter_config,
             skip_templated=skip_templated,
         )
-        if request.source is not None:
+        if request.source is not None and request.source.kind is not SourceKind.DICOM_STORE:
             # A literal store name or URL fails the DAG at parse time, not hours later in a task.
+            # (Stores are exported by the Healthcare API: see execute_store_export.)
             request.source.require_supported()
+        self.validate_source_options(request.source.kind if request.source else None, skip_templated=skip_templated)
         for name in ("project_id", "location", "gcp_conn_id"):
             value = getattr(self, name)
             if not (skip_templated and uris.is_templated(value)):
@@ -177,6 +185,8 @@ class DicomExportToBigQueryOperator(BaseOperator):
             # A rendered value that is wrong stays wrong: fail without burning retries.
             raise AirflowFailException(str(exc)) from exc
         assert request.source and request.table and request.write and request.schema
+        if request.source.kind is SourceKind.DICOM_STORE:
+            return self.execute_store_export(context)  # Google exports; the task waits on the operation
         from airflow_provider_dicom.export.bigquery import DestinationError, export_to_bigquery
 
         project = self.project_id or request.table.project

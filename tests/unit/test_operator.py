@@ -70,7 +70,7 @@ def test_both_force_and_disposition_is_an_error_even_when_the_disposition_is_tem
 
 @pytest.mark.parametrize(
     "source",
-    [STORE, "gs://bucket/dicom/", "https://pacs.example.org/dicom-web"],
+    ["gs://bucket/dicom/", "https://pacs.example.org/dicom-web"],
 )
 def test_sources_that_are_not_supported_yet_fail_at_construction_naming_the_source(source):
     with pytest.raises(UnsupportedSourceError) as excinfo:
@@ -132,8 +132,8 @@ def _rendered(op, **params):
     [
         ({"project": "Bad_Project", "table": "t", "disposition": "WRITE_APPEND"}, ValueError, "bq://Bad_Project.dicom.t"),
         ({"project": "my-project", "table": "t", "disposition": "sometimes"}, ValueError, "sometimes"),
-        ({"project": "my-project", "table": "t", "disposition": "write-empty", "folder": STORE},
-         NotImplementedError, STORE),
+        ({"project": "my-project", "table": "t", "disposition": "write-empty", "folder": STORE + "/x"},
+         ValueError, STORE + "/x"),
     ],
 )
 def test_templated_values_are_validated_after_rendering(params, error, named):

@@ -1,0 +1,116 @@
+"""Operator exporting the DICOM instance files of a Cloud Healthcare store to Cloud Storage.
+
+A thin front on `dicomStores.export` with a `gcsDestination`: Google writes each instance to
+`{uri_prefix}/{study}/{series}/{instance}.dcm` (or `.jpg`/`.png`, per `mime_type`). Typically the
+last step of "export metadata -> query UIDs -> write a filter file -> export the subset".
+The waiting, retry safety, failure policy and links are `DicomStoreExportBase`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_dicom import uris
+from airflow_provider_dicom.healthcare_links import DicomGcsDestinationLink, DicomOperationLogsLink, DicomStoreLink
+from airflow_provider_dicom.hooks import export_requests
+from airflow_provider_dicom.operators.store_export import (
+    DicomStoreExportBase,
+    StoreExport,
+    check_filter_for_store,
+    gcs_store_export,
+    store_template_fields,
+)
+
+
+class DicomExportToGcsOperator(DicomStoreExportBase):
+    """Export the instances of a Cloud Healthcare DICOM store (all, or those a filter file lists) to Cloud Storage.
+
+    :param source: the store, ``projects/P/locations/L/datasets/D/dicomStores/S``; templated, so
+        any piece may be a template (``projects/{{ var.value.gcp_project }}/locations/...``).
+    :param uri_prefix: ``gs://BUCKET[/DIR]``; files land at ``{uri_prefix}/{study}/{series}/{instance}.dcm``.
+    :param mime_type: output format, as the API documents it: ``application/dicom; transfer-syntax=*``
+        (as stored), ``application/dicom; transfer-syntax=UID`` (transcoded), ``application/octet-stream;
+        transfer-syntax=*`` (raw pixel data), ``image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50`` or
+        ``image/png``. Default: the API's (DICOM as stored).
+    :param filter_config: optional ``gs://BUCKET/OBJECT`` filter file of ``/studies/S[/series/SE[/instances/I]]``
+        lines; only those resources are exported.
+    :param max_failed_instances: instances the operation may count as failed before the task fails
+        (default 0; None: never for that reason). The message carries the count and the logs link.
+    :param gcp_conn_id: Airflow connection to Google Cloud.
+    :param impersonation_chain: service account (or chain) to impersonate.
+
+    ``deferrable``, ``wait_for_completion``, ``poll_interval``, ``cancel_on_kill`` and
+    ``api_endpoint``: see `DicomStoreExportBase`. Returns (XCom) the operation's summary.
+    """
+
+    template_fields: Sequence[str] = store_template_fields(
+        ("source", "uri_prefix", "mime_type", "filter_config", "gcp_conn_id", "impersonation_chain",
+         "max_failed_instances")
+    )
+    ui_color = "#e8f0fe"
+    operator_extra_links = (DicomStoreLink(), DicomOperationLogsLink(), DicomGcsDestinationLink())
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        uri_prefix: str,
+        mime_type: str | None = None,
+        filter_config: str | None = None,
+        max_failed_instances: int | str | None = 0,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.uri_prefix = uri_prefix
+        self.mime_type = mime_type
+        self.filter_config = filter_config
+        self.max_failed_instances = max_failed_instances
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        if self.include_source_store is not None:
+            raise ValueError("include_source_store applies to BigQuery exports only, not to DicomExportToGcsOperator")
+        self._validate(skip_templated=True)
+
+    def _validate(self, *, skip_templated: bool) -> None:
+        """Literal bad values fail the DAG at parse time; templated ones after rendering."""
+        from airflow_provider_dicom.operators.export import _check_impersonation_chain, parse_max_failed_instances
+
+        def pending(value: object) -> bool:
+            return skip_templated and uris.is_templated(value)
+
+        if not pending(self.source):
+            export_requests.check_store_name(self.source)
+        if not pending(self.uri_prefix):
+            export_requests.check_uri_prefix(self.uri_prefix)
+        if self.mime_type is not None and not pending(self.mime_type):
+            export_requests.parse_mime_type(self.mime_type)
+        if not pending(self.filter_config):
+            check_filter_for_store(self.filter_config)
+        if not pending(self.max_failed_instances):
+            parse_max_failed_instances(self.max_failed_instances)
+        if not pending(self.impersonation_chain):
+            _check_impersonation_chain(self.impersonation_chain)
+        if not pending(self.gcp_conn_id) and (not isinstance(self.gcp_conn_id, str) or not self.gcp_conn_id.strip()):
+            raise ValueError(f"invalid gcp_conn_id {self.gcp_conn_id!r}: expected a non-empty string")
+
+    def store_export(self) -> StoreExport:
+        self._validate(skip_templated=False)
+        return gcs_store_export(
+            self.source,
+            self.uri_prefix,
+            mime_type=self.mime_type,
+            filter_gcs_uri=check_filter_for_store(self.filter_config),
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return self.execute_store_export(context)
+
+    def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        from airflow_provider_dicom.lineage import gcs_dataset_name
+
+        inputs, _ = super().lineage_datasets()
+        return inputs, [gcs_dataset_name(self.uri_prefix)]

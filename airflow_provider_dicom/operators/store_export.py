@@ -1,0 +1,472 @@
+"""Exports from Cloud Healthcare API DICOM stores: start `dicomStores.export`, wait, judge the outcome.
+
+`DicomStoreExportBase` is the part the BigQuery and Cloud Storage export operators share when the
+source is a store (`projects/P/locations/L/datasets/D/dicomStores/S`): Google does the export,
+the task starts it through `DicomStoreHook` and waits on the long-running operation, in the
+worker (`deferrable=False`) or in the triggerer (`DicomOperationTrigger`), or not at all
+(`wait_for_completion=False`, e.g. to wait with `DicomOperationSensor` later).
+
+What it guarantees:
+
+- Retry safety: the operation's name is recorded in the task state store before any wait
+  (`operation_ledger`); a retried, resumed or timed-out task reattaches to that operation, reuses
+  its result if it already succeeded, and starts a new export only when it finished with an error.
+- Failure policy: an operation that failed or was cancelled fails the task with the API's error
+  and the logs link; instances the operation counts as failed fail it when more than
+  `max_failed_instances`. Outcomes a retry cannot change (cancellation, a bad request, the
+  destination's state, failed instances) fail without retries; transient server errors retry.
+- `on_kill` (and, while deferred on Airflow 3.3, the trigger's `on_kill`) cancels the operation
+  when `cancel_on_kill`.
+- XCom `return_value`: operation name, state, success/failure/pending counts, create/end time,
+  logs URL, source and destination; pushed even when the task fails on the outcome.
+
+Nothing heavy is imported at module level: the hook (googleapiclient) and the trigger load when
+the task runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
+
+from airflow_provider_dicom import uris
+from airflow_provider_dicom.healthcare_links import (
+    OPERATION_ATTRIBUTE,
+    OPERATION_XCOM_KEY,
+    DicomOperationLogsLink,
+    DicomStoreLink,
+)
+from airflow_provider_dicom.hooks import export_requests
+from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.hooks.operations import HealthcareApiError, OperationFailedError, OperationStatus
+from airflow_provider_dicom.operators.operation_ledger import (
+    OperationLedger,
+    choose_reattach_candidate,
+    request_fingerprint,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
+
+DEFAULT_POLL_INTERVAL = 30.0
+STORE_TEMPLATE_FIELDS = ("api_endpoint",)
+_STORE_ONLY_LINKS = (DicomStoreLink, DicomOperationLogsLink)
+
+# google.rpc codes an operation can end with that a new export may not meet again (server
+# trouble, quota, an aborted transaction). Every other code (cancelled, invalid argument, not
+# found, permission denied, failed precondition such as a non-empty table, ...) would fail the
+# same way on every retry.
+RETRYABLE_OPERATION_CODES = frozenset({2, 4, 8, 10, 13, 14})
+
+
+@dataclass(frozen=True)
+class StoreExport:
+    """One `dicomStores.export` call, validated: the store, the request body the API receives,
+    and the hook method (with its arguments) that sends exactly that body."""
+
+    store: str
+    destination: str
+    body: dict[str, Any]
+    hook_method: str
+    hook_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return request_fingerprint(self.store, self.body)
+
+    def start(self, hook: DicomStoreHook) -> dict[str, Any]:
+        return getattr(hook, self.hook_method)(self.store, **self.hook_kwargs)
+
+
+def bigquery_store_export(
+    store: str,
+    table_uri: str,
+    *,
+    write_disposition: str | None = None,
+    force: bool | None = None,
+    include_source_store: bool | None = None,
+    schema: str | None = None,
+    filter_gcs_uri: str | None = None,
+) -> StoreExport:
+    """A store export to BigQuery; raises ValueError naming the bad value.
+
+    `schema` "json" sends `schemaJson {}`; "flattened" (the operator's default) sends nothing, which
+    is the API's flattened default and works on every API revision.
+    """
+    name = str(export_requests.check_store_name(store))
+    from airflow_provider_dicom.export.options import SchemaVariant
+
+    variant = SchemaVariant.parse(schema) if schema is not None else None
+    kwargs: dict[str, Any] = {
+        "write_disposition": write_disposition,
+        "force": force,
+        "include_source_store": include_source_store,
+        "schema": variant.value if variant is SchemaVariant.JSON else None,
+        "filter_gcs_uri": filter_gcs_uri,
+    }
+    body = export_requests.bigquery_export_request(table_uri, **kwargs)
+    return StoreExport(name, body["bigqueryDestination"]["tableUri"], body, "export_dicom_to_bigquery",
+                       {"table_uri": table_uri, **kwargs})
+
+
+def gcs_store_export(
+    store: str, uri_prefix: str, *, mime_type: str | None = None, filter_gcs_uri: str | None = None
+) -> StoreExport:
+    """A store export of the instance files to Cloud Storage; raises ValueError naming the bad value."""
+    name = str(export_requests.check_store_name(store))
+    kwargs: dict[str, Any] = {"mime_type": mime_type, "filter_gcs_uri": filter_gcs_uri}
+    body = export_requests.gcs_export_request(uri_prefix, **kwargs)
+    return StoreExport(name, body["gcsDestination"]["uriPrefix"], body, "export_dicom_to_gcs",
+                       {"uri_prefix": uri_prefix, **kwargs})
+
+
+def check_filter_for_store(value: object) -> str | None:
+    """The API reads filter files from Cloud Storage only: a local path fails here, naming it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"invalid filter_config {value!r}: expected gs://BUCKET/OBJECT")
+    return export_requests.check_filter_gcs_uri(value)
+
+
+def summarize(status: OperationStatus, export: StoreExport) -> dict[str, Any]:
+    """The task's XCom result: JSON-ready, counts as ints, no instance content."""
+    return {
+        "name": status.name,
+        "state": status.state,
+        "done": status.done,
+        "success": status.success,
+        "failure": status.failure,
+        "pending": status.pending,
+        "create_time": status.create_time,
+        "end_time": status.end_time,
+        "logs_url": status.logs_url,
+        "error_code": status.error_code,
+        "error_message": status.error_message,
+        "source": export.store,
+        "destination": export.destination,
+    }
+
+
+def _check_bool(name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if not isinstance(value, bool):
+        raise ValueError(f"invalid {name} {value!r}: expected True or False")
+
+
+def check_poll_interval(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"invalid poll_interval {value!r}: expected a number of seconds > 0")
+    return float(value)
+
+
+class DicomStoreExportBase(BaseOperator):
+    """What export operators do when their source is a Cloud Healthcare DICOM store.
+
+    Subclasses provide `source`, `gcp_conn_id`, `impersonation_chain`, `max_failed_instances`
+    and `store_export()` (the validated request).
+
+    :param deferrable: wait for the operation in the triggerer, freeing the worker slot (default:
+        ``[operators] default_deferrable``). ``execution_timeout`` bounds the deferred wait too.
+    :param wait_for_completion: False returns as soon as the export started, with the operation's
+        name in the result, for a `DicomOperationSensor` or another DAG to wait on.
+    :param poll_interval: seconds between `operations.get` calls.
+    :param cancel_on_kill: cancel the operation when the task is killed (a user marks it failed
+        or success or clears it, or ``execution_timeout`` is reached); False lets it run on, and a
+        retry then reattaches to it.
+    :param api_endpoint: Cloud Healthcare API base URL (default ``$HEALTHCARE_EMULATOR_HOST``, else
+        Google's), e.g. the local emulator's ``http://127.0.0.1:8090``.
+    :param include_source_store: BigQuery exports only: add the store's name as a column.
+    """
+
+    operation_ledger_key = "dicom_export_operation"
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        wait_for_completion: bool = True,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        cancel_on_kill: bool = True,
+        api_endpoint: str | None = None,
+        include_source_store: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.cancel_on_kill = cancel_on_kill
+        self.api_endpoint = api_endpoint
+        self.include_source_store = include_source_store
+        self._waiting_on: str | None = None
+        for name in ("deferrable", "wait_for_completion", "cancel_on_kill"):
+            _check_bool(name, getattr(self, name))
+        _check_bool("include_source_store", include_source_store, optional=True)
+        check_poll_interval(poll_interval)
+        if not uris.is_templated(api_endpoint):
+            resolve_api_endpoint(api_endpoint)
+
+    # -- what subclasses provide ----------------------------------------------------------------
+
+    def store_export(self) -> StoreExport:
+        """The validated export request of this (rendered) task."""
+        raise NotImplementedError
+
+    def _tolerated_failures(self) -> int | None:
+        from airflow_provider_dicom.operators.export import parse_max_failed_instances
+
+        return parse_max_failed_instances(getattr(self, "max_failed_instances", 0))
+
+    # -- running --------------------------------------------------------------------------------
+
+    def _store_hook(self) -> DicomStoreHook:
+        from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
+
+        return DicomStoreHook(
+            gcp_conn_id=self.gcp_conn_id,  # type: ignore[attr-defined]
+            impersonation_chain=self.impersonation_chain,  # type: ignore[attr-defined]
+            api_endpoint=self.api_endpoint,
+        )
+
+    def _rendered_export(self) -> StoreExport:
+        try:
+            if not uris.is_templated(self.api_endpoint):
+                resolve_api_endpoint(self.api_endpoint)
+            return self.store_export()
+        except ValueError as exc:
+            # A rendered value that is wrong stays wrong: fail without burning retries.
+            raise AirflowFailException(str(exc)) from exc
+
+    def execute_store_export(self, context: Context) -> dict[str, Any]:
+        """Start the export, or reattach to the one an earlier try started, and see it through."""
+        export = self._rendered_export()
+        hook = self._store_hook()
+        ledger = OperationLedger(context, self.operation_ledger_key)
+        status = self._earlier_operation(context, hook, ledger, export)
+        if status is None:
+            self.log.info("Starting export of DICOM store %s to %s", export.store, export.destination)
+            status = OperationStatus.from_api(export.start(hook))
+            ledger.remember(status.name, export.fingerprint)
+        self._record_operation(context, status, push=True)
+
+        if not self.wait_for_completion:
+            self.log.info("Not waiting for operation %s (wait_for_completion=False)", status.name)
+            ledger.forget()
+            return summarize(status, export)
+        if status.done:
+            return self._finish(context, status, export, ledger)
+        if self.deferrable:
+            self._defer_on(status.name, hook)
+        self._waiting_on = status.name
+        try:
+            final = hook.wait_for_operation(status.name, poll_interval=float(self.poll_interval))
+        finally:
+            self._waiting_on = None
+        return self._finish(context, final, export, ledger)
+
+    def _defer_on(self, operation_name: str, hook: DicomStoreHook) -> None:
+        from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
+
+        self.log.info("Deferring until operation %s is done (polling every %s s)", operation_name, self.poll_interval)
+        self.defer(
+            trigger=DicomOperationTrigger(
+                operation_name=operation_name,
+                gcp_conn_id=self.gcp_conn_id,  # type: ignore[attr-defined]
+                impersonation_chain=self.impersonation_chain,  # type: ignore[attr-defined]
+                poll_interval=float(self.poll_interval),
+                # Resolved here, so the triggerer polls the server the task used.
+                api_endpoint=hook.api_endpoint,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+            timeout=self.execution_timeout,
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Resumed from the trigger: judge the operation it reported."""
+        export = self._rendered_export()
+        ledger = OperationLedger(context, self.operation_ledger_key)
+        if not event:
+            raise AirflowException(f"no event received while waiting for the export of {export.store}")
+        if event.get("status") == "error" or not event.get("operation"):
+            # Polling failed, not the export: a retry reattaches to the same operation.
+            raise AirflowException(event.get("message") or f"waiting for the export of {export.store} failed")
+        status = OperationStatus.from_api(dict(event["operation"]))
+        self._record_operation(context, status, push=False)
+        return self._finish(context, status, export, ledger)
+
+    def _earlier_operation(
+        self, context: Context, hook: DicomStoreHook, ledger: OperationLedger, export: StoreExport
+    ) -> OperationStatus | None:
+        """The operation an earlier try of this task instance started, when it may be adopted:
+        still running, or finished successfully. None means: start a new export."""
+        if not ledger.durable:
+            return self._look_up_earlier_operation(context, hook, export)
+        entry = ledger.recall()
+        if entry is None:
+            return None
+        if entry.fingerprint != export.fingerprint:
+            self.log.warning(
+                "An earlier try started operation %s with different arguments; starting a new export "
+                "rather than adopting it", entry.operation,
+            )
+            return None
+        try:
+            status = hook.get_operation_status(entry.operation)
+        except HealthcareApiError as exc:
+            if exc.status_code != 404:
+                raise
+            self.log.warning("Operation %s of an earlier try no longer exists; starting a new export",
+                             entry.operation)
+            return None
+        if not status.done:
+            self.log.info("Reattaching to operation %s, started by an earlier try (%s)", status.name,
+                          status.describe())
+            return status
+        if status.failed:
+            self.log.warning("Operation %s of an earlier try %s; starting a new export", status.name,
+                             status.describe())
+            return None
+        self.log.info("Operation %s of an earlier try already finished (%s); not exporting again",
+                      status.name, status.describe())
+        return status
+
+    def _look_up_earlier_operation(
+        self, context: Context, hook: DicomStoreHook, export: StoreExport
+    ) -> OperationStatus | None:
+        """No task state store (Airflow < 3.3): on a retry, adopt the one running export of the
+        store's dataset created since the DAG run started, if there is exactly one."""
+        ti = context.get("ti")
+        if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
+            return None
+        since = getattr(context.get("dag_run"), "start_date", None)
+        candidates = hook.find_export_operations(export.store, created_after=since, running_only=True)
+        chosen = choose_reattach_candidate(candidates)
+        if chosen is not None:
+            self.log.warning(
+                "No task state store on this Airflow: reattaching to %s, the only export running in the "
+                "dataset since this DAG run started", chosen.name,
+            )
+        elif candidates:
+            self.log.warning(
+                "No task state store on this Airflow and %d exports are running in the dataset (%s); "
+                "cannot tell which one an earlier try started, starting a new export",
+                len(candidates), ", ".join(c.name for c in candidates),
+            )
+        return chosen
+
+    def _record_operation(self, context: Context, status: OperationStatus, *, push: bool) -> None:
+        """For the logs link and for people: which operation this task is about."""
+        info = {"name": status.name, "logs_url": status.logs_url}
+        setattr(self, OPERATION_ATTRIBUTE, info)
+        if push:
+            try:
+                context["ti"].xcom_push(key=OPERATION_XCOM_KEY, value=info)
+            except Exception as exc:  # noqa: BLE001 - informational only; the ledger is what matters
+                self.log.warning("Could not push the operation name to XCom: %s", exc)
+
+    def _finish(
+        self, context: Context, status: OperationStatus, export: StoreExport, ledger: OperationLedger
+    ) -> dict[str, Any]:
+        summary = summarize(status, export)
+        # The outcome is consumed: a later clear of this task exports again.
+        ledger.forget()
+        try:
+            status.check(self._tolerated_failures())
+        except OperationFailedError as exc:
+            context["ti"].xcom_push(key="return_value", value=summary)
+            message = f"Export of {export.store} to {export.destination}: {exc}"
+            if status.failed and status.error_code in RETRYABLE_OPERATION_CODES:
+                raise AirflowException(message) from exc
+            raise AirflowFailException(message) from exc
+        self.log.info("Exported DICOM store %s to %s: %s", export.store, export.destination, status.describe())
+        return summary
+
+    def on_kill(self) -> None:
+        name = self._waiting_on
+        if name and self.cancel_on_kill:
+            try:
+                # A new hook: the waiting one may be in the middle of a request on this thread.
+                self._store_hook().cancel_operation(name)
+                self.log.info("Cancelled operation %s because the task was killed", name)
+            except Exception as exc:  # noqa: BLE001 - on_kill must not raise
+                self.log.warning("Could not cancel operation %s: %s", name, exc)
+        super().on_kill()
+
+    # -- lineage --------------------------------------------------------------------------------
+
+    def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(inputs, outputs) as (namespace, name) pairs; subclasses name their destination."""
+        from airflow_provider_dicom.lineage import source_dataset_name
+
+        return [source_dataset_name(self.source)], []  # type: ignore[attr-defined]
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The source as input and the table or bucket prefix as output; None without the
+        OpenLineage provider or when the rendered arguments cannot be parsed."""
+        from airflow_provider_dicom.lineage import operator_lineage
+
+        try:
+            inputs, outputs = self.lineage_datasets()
+        except ValueError:
+            return None
+        return operator_lineage(inputs, outputs)
+
+
+class BigQueryStoreExportBase(DicomStoreExportBase):
+    """`DicomStoreExportBase` for `DicomExportToBigQueryOperator`: a store source becomes a
+    `bigqueryDestination` export; other sources stay with the operator's own engine.
+
+    Expects the operator's `source`, `destination_table_uri`, `write_disposition`, `force`,
+    `schema` and `filter_config` attributes.
+    """
+
+    def store_export(self) -> StoreExport:
+        return bigquery_store_export(
+            self.source,  # type: ignore[attr-defined]
+            self.destination_table_uri,  # type: ignore[attr-defined]
+            write_disposition=getattr(self, "write_disposition", None),
+            force=getattr(self, "force", None),
+            include_source_store=self.include_source_store,
+            schema=getattr(self, "schema", None),
+            filter_gcs_uri=check_filter_for_store(getattr(self, "filter_config", None)),
+        )
+
+    def validate_source_options(self, source_kind: Any, *, skip_templated: bool) -> None:
+        """Checks that depend on the kind of source, for the operator's own validation: a store
+        export reads its filter from Cloud Storage; `include_source_store` needs a store."""
+        from airflow_provider_dicom.sources import SourceKind
+
+        if source_kind is SourceKind.DICOM_STORE:
+            value = getattr(self, "filter_config", None)
+            if not (skip_templated and uris.is_templated(value)):
+                check_filter_for_store(value)
+            return
+        if source_kind is not None:
+            # A literal folder, gs:// or DICOMweb source: no store and no operation to link to.
+            self.operator_extra_links = tuple(
+                link for link in type(self).operator_extra_links if not isinstance(link, _STORE_ONLY_LINKS)
+            )
+        if source_kind is not None and self.include_source_store:
+            raise ValueError(
+                "include_source_store=True needs a Cloud Healthcare DICOM store as the source "
+                f"(projects/P/locations/L/datasets/D/dicomStores/S), not {getattr(self, 'source', None)!r}"
+            )
+
+    def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        from airflow_provider_dicom.lineage import bigquery_dataset_name
+
+        inputs, _ = super().lineage_datasets()
+        return inputs, [bigquery_dataset_name(self.destination_table_uri)]  # type: ignore[attr-defined]
+
+
+def store_template_fields(fields: Sequence[str]) -> tuple[str, ...]:
+    """A subclass's template fields plus the store-export ones, without duplicates."""
+    return tuple(dict.fromkeys((*fields, *STORE_TEMPLATE_FIELDS)))
