@@ -19,7 +19,12 @@ def get_provider_info() -> dict:
                 "tags": ["gcp"],
             }
         ],
-        "extra-links": ["airflow_provider_dicom.links.DicomBigQueryTableLink"],
+        "extra-links": [
+            "airflow_provider_dicom.links.DicomBigQueryTableLink",
+            "airflow_provider_dicom.healthcare_links.DicomStoreLink",
+            "airflow_provider_dicom.healthcare_links.DicomOperationLogsLink",
+            "airflow_provider_dicom.healthcare_links.DicomGcsDestinationLink",
+        ],
         "hooks": [
             {
                 "integration-name": "DICOM",
@@ -41,7 +46,10 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "DICOM",
-                "python-modules": ["airflow_provider_dicom.operators.export"],
+                "python-modules": [
+                    "airflow_provider_dicom.operators.export",
+                    "airflow_provider_dicom.operators.export_gcs",
+                ],
             }
         ],
     }
