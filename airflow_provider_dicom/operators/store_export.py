@@ -264,11 +264,11 @@ class DicomStoreExportBase(BaseOperator):
             return self._finish(context, status, export, ledger)
         if self.deferrable:
             self._defer_on(status.name, hook)
+        # Kept when the wait raises: Airflow calls on_kill after an execution timeout has unwound
+        # execute(), and it must still know what to cancel.
         self._waiting_on = status.name
-        try:
-            final = hook.wait_for_operation(status.name, poll_interval=float(self.poll_interval))
-        finally:
-            self._waiting_on = None
+        final = hook.wait_for_operation(status.name, poll_interval=float(self.poll_interval))
+        self._waiting_on = None
         return self._finish(context, final, export, ledger)
 
     def _defer_on(self, operation_name: str, hook: DicomStoreHook) -> None:

@@ -445,9 +445,32 @@ def test_on_kill_cancels_the_operation_being_waited_on(cancel_on_kill):
     with pytest.raises(RuntimeError):
         op.execute(context(hook=hook))
     assert (("cancel", OP) in hook.calls) is cancel_on_kill
+
+
+def test_on_kill_after_the_operation_finished_cancels_nothing():
+    hook = FakeHook()
+    op = with_hook(bq(), hook)
+    op.execute(context(hook=hook))
     hook.calls.clear()
-    op.on_kill()  # no longer waiting: nothing to cancel
+    op.on_kill()
     assert hook.calls == []
+
+
+def test_on_kill_after_an_execution_timeout_unwound_the_wait_still_cancels():
+    """Airflow calls on_kill once AirflowTaskTimeout has left execute()."""
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    hook = FakeHook()
+    op = with_hook(bq(), hook)
+
+    def timed_out(name, **kwargs):
+        raise AirflowTaskTimeout("Timeout")
+
+    hook.wait_for_operation = timed_out
+    with pytest.raises(AirflowTaskTimeout):
+        op.execute(context(hook=hook))
+    op.on_kill()
+    assert ("cancel", OP) in hook.calls
 
 
 def test_on_kill_never_raises():
