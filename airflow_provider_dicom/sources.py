@@ -32,8 +32,9 @@ class SourceKind(str, Enum):
         }[self]
 
 
-# Kinds the local engine can export today; the others come with later issues.
-SUPPORTED_KINDS = frozenset({SourceKind.FOLDER})
+# Kinds the local engine exports (it reads the headers itself); Cloud Healthcare stores are
+# exported by the Healthcare API.
+SUPPORTED_KINDS = frozenset({SourceKind.FOLDER, SourceKind.GCS_PREFIX, SourceKind.DICOMWEB})
 
 
 class UnsupportedSourceError(NotImplementedError):
@@ -63,6 +64,7 @@ class DicomSource:
             uris.GcsUri.parse(value)
             return cls(SourceKind.GCS_PREFIX, value)
         if value.startswith(("http://", "https://")):
+            _check_dicomweb_url(value)
             return cls(SourceKind.DICOMWEB, value.rstrip("/"))
         if value.startswith("file://"):
             path = value[len("file://") :]
@@ -80,7 +82,7 @@ class DicomSource:
         if self.kind not in SUPPORTED_KINDS:
             raise UnsupportedSourceError(
                 f"exporting from a {self.kind.description} ({self.value!r}) is not supported yet; "
-                "this version exports local folders only"
+                "this version exports local folders, gs:// prefixes and DICOMweb servers"
             )
 
     @property
@@ -89,3 +91,23 @@ class DicomSource:
 
     def __str__(self) -> str:
         return self.value
+
+
+def _check_dicomweb_url(value: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"invalid DICOM source {value!r}: not a valid URL") from None
+    if not parts.hostname:
+        raise ValueError(f"invalid DICOM source {value!r}: a DICOMweb URL needs a host")
+    if parts.username or parts.password:
+        # The source is logged and shown in the UI as a rendered template field: no secrets in it.
+        raise ValueError(
+            "invalid DICOM source: the DICOMweb URL holds credentials; put them in an Airflow HTTP "
+            "connection (dicomweb_conn_id) instead"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"invalid DICOM source {value!r}: a DICOMweb base URL has no query or fragment")

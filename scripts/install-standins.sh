@@ -1,11 +1,53 @@
 #!/usr/bin/env bash
-# Installs the local stand-ins for Google services that cannot live in the main venv:
-# local-bigquery needs Python >= 3.13 and conflicts with Airflow's fastapi pin, so it gets
-# .standins/bigquery-venv, with its DuckDB extensions imported once under a private HOME so
-# nothing is downloaded at run time. The GCS stand-in is installed in .venv by bootstrap.sh.
+# Installs the local stand-ins that cannot live in the main venv:
+# - local-bigquery needs Python >= 3.13 and conflicts with Airflow's fastapi pin, so it gets
+#   .standins/bigquery-venv, with its DuckDB extensions imported once under a private HOME so
+#   nothing is downloaded at run time. The GCS stand-in is installed in .venv by bootstrap.sh.
+# - Orthanc and its DICOMweb plugin (the DICOMweb server of the integration tests) come from
+#   Debian's packages, installed with apt-get when missing. Without apt (or root) they are skipped
+#   with a message, and the Orthanc tests skip saying why.
+# Idempotent and quiet: a second run does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=.standins
+
+install_orthanc() {
+    local plugin=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+    if { command -v Orthanc >/dev/null 2>&1 || [[ -x /usr/sbin/Orthanc ]]; } && [[ -e "$plugin" ]]; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-standins: apt-get not found: Orthanc is not installed and the DICOMweb tests will be skipped" >&2
+        return 0
+    fi
+    local sudo=""
+    if [[ "$(id -u)" != 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo="sudo -n"
+        else
+            echo "install-standins: not root (and no passwordless sudo): Orthanc is not installed and the DICOMweb tests will be skipped" >&2
+            return 0
+        fi
+    fi
+    local was_installed=no
+    dpkg -s orthanc >/dev/null 2>&1 && was_installed=yes
+    echo "==> installing Orthanc and its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb)"
+    if ! { $sudo apt-get update -qq >/dev/null &&
+           $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+               orthanc orthanc-dicomweb >/dev/null; }; then
+        echo "install-standins: apt-get could not install orthanc orthanc-dicomweb: the DICOMweb tests will be skipped" >&2
+        return 0
+    fi
+    # The package starts a system-wide Orthanc where an init system runs; the tests start their own
+    # on free ports, so a service this script brought up is stopped and disabled again.
+    if [[ "$was_installed" == no ]] && command -v systemctl >/dev/null 2>&1 &&
+        systemctl is-active --quiet orthanc 2>/dev/null; then
+        $sudo systemctl disable --now --quiet orthanc >/dev/null 2>&1 || true
+    fi
+}
+
+install_orthanc
+
 stamp="$root/.bigquery-installed-v2"
 if [[ -f "$stamp" ]]; then
     exit 0

@@ -35,7 +35,7 @@ os.environ.setdefault(
 (_AIRFLOW_HOME / "dags").mkdir()
 
 STANDIN_FIXTURES = frozenset(
-    {"bigquery_server", "bigquery_standin", "bq_dataset", "gcs_server", "gcs_standin", "gcs_bucket"}
+    {"bigquery_server", "bigquery_standin", "bq_dataset", "gcs_server", "gcs_standin", "gcs_bucket", "orthanc_standin"}
 )
 
 
@@ -135,6 +135,28 @@ def gcs_bucket(gcs_standin):
     for blob in gcs_standin.list_blobs(bucket):
         blob.delete()
     bucket.delete()
+
+
+@pytest.fixture(scope="session")
+def orthanc_standin(pydicom_corpus: Path) -> Iterator:
+    """Orthanc with its DICOMweb plugin on 127.0.0.1, loaded with pydicom's corpus through its REST
+    API (POST /instances). A Standin whose `extra` holds `dicomweb_url`, `username`, `password`
+    (basic auth is on) and `corpus`: each corpus file's path -> Orthanc's answer ("Status"
+    Success / AlreadyStored, or "HttpStatus" for a file it refused). Skips the test, saying why,
+    when Orthanc is not installed (scripts/install-standins.sh installs it with apt-get)."""
+    from airflow_provider_dicom.testing import StandinError, orthanc_paths, orthanc_upload, start_orthanc
+
+    try:
+        orthanc_paths()
+    except StandinError as exc:
+        pytest.skip(str(exc))
+    standin = start_orthanc()
+    try:
+        files = sorted(path for path in pydicom_corpus.rglob("*") if path.is_file())
+        standin.extra["corpus"] = orthanc_upload(standin, files)
+        yield standin
+    finally:
+        standin.stop()
 
 
 @pytest.fixture(scope="session")

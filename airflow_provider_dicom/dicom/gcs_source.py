@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.dicom.outcomes import FAILED, Accept, InstanceOutcome, convert_dataset, convert_instance
+from airflow_provider_dicom.dicom.outcomes import (
+    FAILED,
+    Accept,
+    InstanceOutcome,
+    convert_dataset,
+    convert_instance,
+)
 from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS, RemoteReadError, ordered_map
 from airflow_provider_dicom.redact import redact_quoted
 

@@ -18,18 +18,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.redact import redact_quoted
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
+from airflow_provider_dicom.redact import redact_quoted
+from airflow_provider_dicom.sources import DicomSource, SourceKind, UnsupportedSourceError
 from airflow_provider_dicom.uris import BigQueryTableUri
 
 if TYPE_CHECKING:
+    from airflow_provider_dicom.dicom.outcomes import InstanceOutcome
     from airflow_provider_dicom.dicom.schema import Field
     from airflow_provider_dicom.filters import FilterSet
 
@@ -107,8 +108,16 @@ def export_to_bigquery(
     project: str | None = None,
     progress: Callable[[ExportResult], None] | None = None,
     storage_client: Any = None,
+    dicomweb_client: Any = None,
+    workers: int | None = None,
 ) -> ExportResult:
-    """Export the DICOM instances of `source` (a local folder, for now) to `table_uri` (`bq://P.D.T`).
+    """Export the DICOM instances of `source` to `table_uri` (`bq://P.D.T`).
+
+    `source` is a local folder (read recursively), a `gs://bucket/prefix` (objects under it, read
+    header-only with `storage_client`, default: one for the table's project that honours
+    STORAGE_EMULATOR_HOST) or a DICOMweb base URL (read with `dicomweb_client`, a
+    `DicomWebClient` carrying the credentials; default: an anonymous one). `workers` bounds the
+    concurrent requests to a remote source (default 16).
 
     `write_disposition` / `force` follow the Healthcare API (never both). `filter_config` is a
     filter file (local path or `gs://` object, read with `storage_client`) or a FilterSet.
@@ -121,7 +130,11 @@ def export_to_bigquery(
     table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)
     options = WriteOptions.resolve(write_disposition, force)
     variant = SchemaVariant.parse(schema)
-    folder = _local_folder(source)
+    parsed = _checked_source(source)
+    if parsed.kind is SourceKind.GCS_PREFIX and storage_client is None:
+        from airflow_provider_dicom.dicom.gcs_source import default_storage_client
+
+        storage_client = default_storage_client(project or table.project)
     accept = _load_filter(filter_config, storage_client)
     if client is None:
         client = make_bigquery_client(project or table.project)
@@ -129,7 +142,7 @@ def export_to_bigquery(
     plan = _plan_destination(client, table, options)
     result = ExportResult(str(table), options.disposition.value)
     log.info(
-        "Exporting DICOM folder %s to %s (%s%s)", folder, table, options.disposition.value,
+        "Exporting DICOM from %s to %s (%s%s)", parsed.display, table, options.disposition.value,
         f", filter with {len(accept)} paths" if accept is not None else "",
     )
 
@@ -138,7 +151,14 @@ def export_to_bigquery(
     table_schema = TableSchema()
     with tempfile.TemporaryDirectory(prefix="dicom-export-") as workdir:
         rows_path = Path(workdir, "rows.ndjson")
-        _write_rows(folder, variant, accept, rows_path, table_schema, result, progress)
+        from airflow_provider_dicom.dicom.convert import InstanceConverter
+
+        converter = InstanceConverter(schema=variant)
+        outcomes = _source_outcomes(
+            parsed, converter, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
+            workers=workers,
+        )
+        _write_rows(outcomes, rows_path, table_schema, result, progress)
         log.info(
             "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out",
             result.files_seen, result.instances_exported, result.failure_count,
@@ -174,15 +194,59 @@ def make_bigquery_client(project: str):
     return bigquery.Client(project=project)
 
 
-def _local_folder(source: str | os.PathLike) -> Path:
-    from airflow_provider_dicom.sources import DicomSource
-
+def _checked_source(source: str | os.PathLike) -> DicomSource:
+    """The classified source, refused before any remote call when it cannot be exported."""
     parsed = DicomSource.parse(source)
     parsed.require_supported()
-    folder = Path(parsed.value)
-    if not folder.is_dir():
+    if parsed.kind is SourceKind.FOLDER and not Path(parsed.value).is_dir():
         raise NotADirectoryError(f"DICOM source folder {parsed.value!r} does not exist or is not a directory")
-    return folder
+    return parsed
+
+
+def _source_outcomes(
+    parsed: DicomSource,
+    converter: Any,
+    accept: FilterSet | None,
+    *,
+    storage_client: Any = None,
+    dicomweb_client: Any = None,
+    workers: int | None = None,
+) -> Iterator[InstanceOutcome]:
+    """One outcome per instance of the source, whatever kind it is, in the source's stable order."""
+    if parsed.kind is SourceKind.FOLDER:
+        from airflow_provider_dicom.dicom.folder import convert_folder
+
+        yield from convert_folder(Path(parsed.value), converter, accept=accept)
+        return
+    from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS
+
+    workers = workers or DEFAULT_WORKERS
+    if parsed.kind is SourceKind.GCS_PREFIX:
+        from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+
+        gcs = GcsDicomSource(parsed.value, storage_client, workers=workers)
+        yield from gcs.outcomes(converter, accept)
+        stats = gcs.stats
+        log.info(
+            "Read %d objects under %s header-only: %d bytes in %d requests (%.2f%% of their %d bytes)",
+            stats.objects, gcs.uri, stats.bytes_fetched, stats.requests,
+            100.0 * stats.bytes_fetched / stats.object_bytes if stats.object_bytes else 0.0, stats.object_bytes,
+        )
+        return
+    if parsed.kind is SourceKind.DICOMWEB:
+        from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient, DicomWebSource
+
+        web_client = dicomweb_client or DicomWebClient(parsed.value, pool_size=workers)
+        web = DicomWebSource(web_client, workers=workers, filter_set=accept)
+        yield from web.outcomes(converter, accept)
+        log.info("Made %d DICOMweb requests to %s", web_client.requests_made, web_client.base_url)
+        if web.bulk_data_elements:
+            log.info(
+                "%d elements came as BulkDataURI references and are listed in DroppedTags "
+                "(bulk data is never downloaded)", web.bulk_data_elements,
+            )
+        return
+    raise UnsupportedSourceError(f"exporting from a {parsed.kind.description} is not supported here")
 
 
 def _load_filter(filter_config: Any, storage_client: Any) -> FilterSet | None:
@@ -245,21 +309,15 @@ def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOption
 
 
 def _write_rows(
-    folder: Path,
-    variant: SchemaVariant,
-    accept: FilterSet | None,
+    outcomes: Iterable[InstanceOutcome],
     rows_path: Path,
     table_schema: Any,
     result: ExportResult,
     progress: Callable[[ExportResult], None] | None,
 ) -> None:
-    from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.folder import convert_folder
-
-    converter = InstanceConverter(schema=variant)
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
     with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
-        for outcome in convert_folder(folder, converter, accept=accept):
+        for outcome in outcomes:
             status = outcome.status
             if status == "ok":
                 converted = outcome.converted

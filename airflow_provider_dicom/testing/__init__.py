@@ -1,4 +1,5 @@
-"""Helpers for tests and the demo: local stand-ins for Google services. Not imported by operators."""
+"""Helpers for tests and the demo: local stand-ins for Google services and a DICOMweb server
+(Orthanc). Not imported by operators."""
 
 from airflow_provider_dicom.testing.standins import (
     STANDIN_PROJECT,
@@ -6,20 +7,26 @@ from airflow_provider_dicom.testing.standins import (
     Standin,
     StandinError,
     bigquery_client,
+    orthanc_paths,
+    orthanc_upload,
+    standins_root,
     start_bigquery,
     start_gcs,
-    standins_root,
+    start_orthanc,
     storage_client,
 )
 
 __all__ = [
-    "STANDIN_PROJECT",
     "STANDINS_ENV",
+    "STANDIN_PROJECT",
     "Standin",
     "StandinError",
     "bigquery_client",
+    "orthanc_paths",
+    "orthanc_upload",
+    "standins_root",
     "start_bigquery",
     "start_gcs",
-    "standins_root",
+    "start_orthanc",
     "storage_client",
 ]

@@ -1,4 +1,4 @@
-"""Start and stop the local stand-ins for Google services: BigQuery (local-bigquery) and GCS.
+"""Start and stop the local stand-ins: BigQuery (local-bigquery), GCS, and Orthanc for DICOMweb.
 
 The test fixtures and the demo script both need real protocol implementations on 127.0.0.1 that
 come up on free ports, answer before the first client call, and never outlive the run. Keeping
@@ -7,6 +7,8 @@ that here (and free of pytest) lets both share one tested recipe.
 local-bigquery lives in its own Python >= 3.13 venv (`.standins/bigquery-venv`, made by
 scripts/install-standins.sh) with its DuckDB extensions pre-imported under a private HOME, so it
 starts offline. The GCS stand-in (gcp-storage-emulator) is installed next to this package.
+Orthanc (a real DICOMweb server, Debian's `orthanc` + `orthanc-dicomweb` packages, installed by
+the same script) runs from a JSON configuration written per run into a temporary folder.
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ def _launch(
     ready: Callable[[int, bytes], bool],
     startup_timeout: float,
     extra: dict | None = None,
+    probe_headers: dict[str, str] | None = None,
 ) -> Standin:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -140,7 +143,7 @@ def _launch(
             standin.stop()
             raise StandinError(f"{name} stand-in exited with code {process.returncode} at start-up:\n{tail}")
         try:
-            with urllib.request.urlopen(probe, timeout=5) as response:
+            with urllib.request.urlopen(urllib.request.Request(probe, headers=probe_headers or {}), timeout=5) as response:
                 body = response.read()
                 if ready(response.status, body):
                     return standin
@@ -254,3 +257,116 @@ def storage_client(standin: Standin, project: str = STANDIN_PROJECT):
     return storage.Client(
         project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=standin.url)
     )
+
+
+# -- Orthanc (DICOMweb) ------------------------------------------------------------------------
+
+ORTHANC_PLUGIN_CANDIDATES = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so",
+)
+ORTHANC_USER = "dicom"
+
+
+def orthanc_paths() -> tuple[str, str]:
+    """The Orthanc executable and its DICOMweb plugin; StandinError (saying how to install them) if absent."""
+    executable = shutil.which("Orthanc") or next(
+        (p for p in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc") if os.access(p, os.X_OK)), None
+    )
+    plugin = next((p for p in ORTHANC_PLUGIN_CANDIDATES if os.path.exists(p)), None)
+    if executable is None or plugin is None:
+        missing = "Orthanc" if executable is None else "its DICOMweb plugin"
+        raise StandinError(
+            f"{missing} is not installed: run scripts/install-standins.sh (it installs Debian's "
+            "orthanc and orthanc-dicomweb packages with apt-get)"
+        )
+    return executable, plugin
+
+
+def start_orthanc(*, startup_timeout: float = 30.0) -> Standin:
+    """Start Orthanc with its DICOMweb plugin on a free 127.0.0.1 port, storage in a temp folder.
+
+    Orthanc binds every interface (it has no bind-address option); `RemoteAccessAllowed: false`
+    makes it refuse anyone but this machine, and every client here talks to 127.0.0.1. HTTP basic
+    authentication is on, with a random password, so the export's credentials path is exercised:
+    `extra` holds `dicomweb_url`, `username` and `password`. The DICOM (DIMSE) server is off.
+    """
+    import base64
+    import json
+    import secrets
+
+    executable, plugin = orthanc_paths()
+    last: StandinError | None = None
+    for _attempt in range(3):
+        workdir = Path(tempfile.mkdtemp(prefix="orthanc-standin-"))
+        port = free_port()
+        password = secrets.token_urlsafe(16)
+        url = f"http://{HOST}:{port}"
+        config = {
+            "Name": "airflow-provider-dicom-tests",
+            "HttpPort": port,
+            "DicomServerEnabled": False,
+            "DicomPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {ORTHANC_USER: password},
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "storage"),
+            "Plugins": [plugin],
+            "HttpCompressionEnabled": False,
+            "ExecuteLuaEnabled": False,
+            "DicomWeb": {
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": False,
+                "Host": f"{HOST}:{port}",
+                "Ssl": False,
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+            },
+        }
+        config_path = workdir / "orthanc.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        token = base64.b64encode(f"{ORTHANC_USER}:{password}".encode()).decode()
+        try:
+            standin = _launch(
+                "orthanc", [executable, str(config_path)], dict(os.environ), workdir, url, f"{url}/system",
+                lambda status, body: status == 200, startup_timeout,
+                {"dicomweb_url": f"{url}/dicom-web", "username": ORTHANC_USER, "password": password},
+                probe_headers={"Authorization": f"Basic {token}"},
+            )
+        except StandinError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            last = exc
+            if "address already in use" not in str(exc).lower() and "cannot bind" not in str(exc).lower():
+                raise
+            continue
+        standin.env = {}
+        return standin
+    assert last is not None
+    raise last
+
+
+def orthanc_upload(standin: Standin, paths: list[Path]) -> dict[Path, dict]:
+    """POST each file to Orthanc's REST API (`/instances`); per file, Orthanc's answer: `Status`
+    "Success" or "AlreadyStored" with the IDs, or `HttpStatus` and `Message` for a file it refused."""
+    import base64
+    import json
+
+    token = base64.b64encode(f"{standin.extra['username']}:{standin.extra['password']}".encode()).decode()
+    answers: dict[Path, dict] = {}
+    for path in paths:
+        request = urllib.request.Request(
+            f"{standin.url}/instances", data=path.read_bytes(), method="POST",
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/dicom"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answers[path] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read() or b"{}")
+            except ValueError:
+                body = {}
+            answers[path] = {"HttpStatus": exc.code, "Message": body.get("Message", exc.reason)}
+    return answers

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_dicom.export.bigquery import ExportResult, export_to_bigquery
-from airflow_provider_dicom.redact import redact_quoted as _redact
 from airflow_provider_dicom.filters import FilterFileError
+from airflow_provider_dicom.redact import redact_quoted as _redact
 from airflow_provider_dicom.sources import UnsupportedSourceError
 from airflow_provider_dicom.uris import InvalidUriError
 
@@ -44,9 +44,25 @@ def test_unknown_schema(folder):
         export_to_bigquery(folder, "bq://my-project.ds.t", schema="wide", client=NoClient())
 
 
-def test_sources_not_supported_yet_are_named(folder):
-    with pytest.raises(UnsupportedSourceError, match="gs://bucket-1/dicom"):
-        export_to_bigquery("gs://bucket-1/dicom", "bq://my-project.ds.t", client=NoClient())
+def test_sources_the_local_engine_does_not_read_are_named(folder):
+    # A Cloud Healthcare store is exported by the Healthcare API (the operator's store path), not here.
+    store = "projects/p/locations/l/datasets/d/dicomStores/s"
+    with pytest.raises(UnsupportedSourceError, match=store):
+        export_to_bigquery(store, "bq://my-project.ds.t", client=NoClient())
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("https://user:secret@pacs.example.org/dicom-web", "credentials"),
+        ("https:///dicom-web", "needs a host"),
+        ("https://pacs.example.org/dicom-web?x=1", "no query"),
+    ],
+)
+def test_bad_dicomweb_urls_are_refused_before_anything_runs(source, named):
+    with pytest.raises(ValueError, match=named) as excinfo:
+        export_to_bigquery(source, "bq://my-project.ds.t", client=NoClient())
+    assert "secret" not in str(excinfo.value)
 
 
 def test_missing_folder(tmp_path):

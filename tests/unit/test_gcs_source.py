@@ -5,14 +5,14 @@ fallback reading through ranges. The integration tests run the same code on the 
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
 from airflow_provider_dicom.dicom.folder import convert_file, iter_folder
@@ -30,7 +30,7 @@ from airflow_provider_dicom.dicom.remote import RemoteReadError
 from tests.unit.dicom_factory import make_dataset, to_file_bytes
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-UPDATED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+UPDATED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 class ByteServer:
@@ -200,7 +200,7 @@ def test_every_corpus_file_gives_the_folder_outcome(tmp_path):
         expected = convert_file(path, converter)
         data = path.read_bytes()
         stat = path.stat()
-        info = ObjectInfo(str(path), len(data), datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc))
+        info = ObjectInfo(str(path), len(data), datetime.fromtimestamp(stat.st_mtime, tz=UTC))
         outcome = source._outcome(read_header(info, ByteServer(data), 1024, uri=str(path)), converter, None)
         assert outcome.status == expected.status, (path.name, outcome.reason, expected.reason)
         if expected.status == OK:

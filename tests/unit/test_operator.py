@@ -12,7 +12,6 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom.links import DicomBigQueryTableLink
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
-from airflow_provider_dicom.sources import UnsupportedSourceError
 
 STORE = "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct"
 GOOD = {"task_id": "export", "source": "/data/dicom", "destination_table_uri": "bq://my-project.dicom.instances"}
@@ -68,16 +67,15 @@ def test_both_force_and_disposition_is_an_error_even_when_the_disposition_is_tem
         make(write_disposition="{{ params.disposition }}", force=True)
 
 
-@pytest.mark.parametrize(
-    "source",
-    ["gs://bucket/dicom/", "https://pacs.example.org/dicom-web"],
-)
-def test_sources_that_are_not_supported_yet_fail_at_construction_naming_the_source(source):
-    with pytest.raises(UnsupportedSourceError) as excinfo:
-        make(source=source)
-    assert isinstance(excinfo.value, NotImplementedError)
-    assert source.rstrip("/") in str(excinfo.value)
-    assert "not supported yet" in str(excinfo.value)
+@pytest.mark.parametrize("source", ["gs://bucket/dicom/", "https://pacs.example.org/dicom-web"])
+def test_remote_sources_are_accepted_at_construction(source):
+    assert make(source=source).source == source
+
+
+def test_dicomweb_url_with_credentials_fails_at_construction_without_echoing_them():
+    with pytest.raises(ValueError, match="dicomweb_conn_id") as excinfo:
+        make(source="https://user:s3cret@pacs.example.org/dicom-web")
+    assert "s3cret" not in str(excinfo.value)
 
 
 def test_file_uri_source_is_a_folder():
