@@ -108,9 +108,15 @@ class DicomWebClient:
 
             session = requests.Session()
             retry = Retry(
-                total=retries, connect=retries, read=retries, status=retries, backoff_factor=0.5,
-                status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-                respect_retry_after_header=True, raise_on_status=False,
+                total=retries,
+                connect=retries,
+                read=retries,
+                status=retries,
+                backoff_factor=0.5,
+                status_forcelist=(429, 500, 502, 503, 504),
+                allowed_methods=frozenset({"GET"}),
+                respect_retry_after_header=True,
+                raise_on_status=False,
             )
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 10), max_retries=retry)
             session.mount("http://", adapter)
@@ -142,7 +148,8 @@ class DicomWebClient:
         if status in (401, 403):
             raise DicomWebAuthError(
                 f"GET {url}: HTTP {status} {response.reason}: the DICOMweb server refused the request; "
-                "check the credentials of the HTTP connection", status,
+                "check the credentials of the HTTP connection",
+                status,
             )
         if status >= 400:
             raise DicomWebError(f"GET {url}: HTTP {status} {response.reason}", status)
@@ -150,7 +157,9 @@ class DicomWebClient:
             return json.loads(response.content)
         except ValueError:
             content_type = response.headers.get("Content-Type", "?")
-            raise DicomWebError(f"GET {url}: the answer is not DICOM JSON (Content-Type {content_type})", status) from None
+            raise DicomWebError(
+                f"GET {url}: the answer is not DICOM JSON (Content-Type {content_type})", status
+            ) from None
 
     def search(self, *segments: str, expected: int | None = None, **query: str) -> list[dict]:
         """A QIDO-RS search, all pages. Paging stops at an empty page, or once `expected` results
@@ -189,6 +198,41 @@ class DicomWebClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def client_from_connection(
+    base_url: str,
+    *,
+    login: str | None = None,
+    password: str | None = None,
+    extra: dict[str, Any] | None = None,
+    pool_size: int = DEFAULT_WORKERS,
+    conn_id: str | None = None,
+) -> DicomWebClient:
+    """A DicomWebClient from the fields of an Airflow HTTP connection, read the way the HTTP
+    provider's HttpHook reads them: login and password are basic authentication, and the extra's
+    keys are HTTP headers, except `verify` (False, or a CA bundle path) and `timeout` (seconds)."""
+    extra = dict(extra or {})
+    verify = extra.pop("verify", True)
+    if isinstance(verify, str) and verify.lower() in ("false", "true"):
+        verify = verify.lower() == "true"
+    timeout = extra.pop("timeout", None)
+    named = f"connection {conn_id!r}" if conn_id else "the connection"
+    headers = {}
+    for key, value in extra.items():
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(  # noqa: TRY004 - a wrong setting, reported as a bad value
+                f"{named}: extra {key!r} must be a header value (text), not {type(value).__name__}"
+            )
+        headers[str(key)] = str(value)
+    auth = (login, password or "") if login else None
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        try:
+            kwargs["timeout"] = (DEFAULT_TIMEOUT[0], float(timeout))
+        except (TypeError, ValueError):
+            raise ValueError(f"{named}: extra 'timeout' must be a number of seconds") from None
+    return DicomWebClient(base_url, auth=auth, headers=headers, verify=verify, pool_size=pool_size, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +301,11 @@ class DicomWebSource:
             except DicomWebAuthError:
                 raise
             except DicomWebError as exc:
-                return [InstanceJson(self.client.url("studies", study), reason=f"cannot list the study's series: {exc}")]
+                return [
+                    InstanceJson(
+                        self.client.url("studies", study), reason=f"cannot list the study's series: {exc}"
+                    )
+                ]
 
         if self.filter_set is None:
             for refs in ordered_map(pool, listing, self.study_uids(), self.max_in_flight):
@@ -284,14 +332,20 @@ class DicomWebSource:
             raise
         except DicomWebError as exc:
             if exc.status != 404:
-                return [InstanceJson(client.url("studies", ref.study, "series", ref.series),
-                                     reason=f"cannot read the series' metadata: {exc}")]
+                return [
+                    InstanceJson(
+                        client.url("studies", ref.study, "series", ref.series),
+                        reason=f"cannot read the series' metadata: {exc}",
+                    )
+                ]
             return self._series_not_found(ref)
         return [self._named(ref, item) for item in instances]
 
     def _named(self, ref: SeriesRef, item: dict) -> InstanceJson:
         sop = _first(item, _SOP_UID) or "?"
-        return InstanceJson(self.client.url("studies", ref.study, "series", ref.series, "instances", sop), item)
+        return InstanceJson(
+            self.client.url("studies", ref.study, "series", ref.series, "instances", sop), item
+        )
 
     def _instance(self, study: str, series: str, sop: str, listed: int | None = None) -> InstanceJson | None:
         """One instance's metadata; None when the server does not hold it (a filter line naming an
@@ -304,9 +358,11 @@ class DicomWebSource:
         except DicomWebError as exc:
             if exc.status == 404 and listed is None:
                 try:
-                    listed = len(self.client.search(
-                        "studies", study, "series", series, "instances", SOPInstanceUID=sop
-                    ))
+                    listed = len(
+                        self.client.search(
+                            "studies", study, "series", series, "instances", SOPInstanceUID=sop
+                        )
+                    )
                 except DicomWebError:
                     listed = 0
                 if not listed:
@@ -364,7 +420,11 @@ class DicomWebSource:
             return InstanceOutcome(item.name, FAILED, reason=item.reason or "unknown error")
         metadata = item.metadata
         if accept is not None:
-            study, series, sop = _first(metadata, _STUDY_UID), _first(metadata, _SERIES_UID), _first(metadata, _SOP_UID)
+            study, series, sop = (
+                _first(metadata, _STUDY_UID),
+                _first(metadata, _SERIES_UID),
+                _first(metadata, _SOP_UID),
+            )
             if sop and not accept(study, series, sop):
                 return InstanceOutcome(item.name, FILTERED)
         try:
@@ -417,7 +477,9 @@ def _restore_number_text(ds: Any, prepared: dict) -> None:
                     _restore_number_text(item, item_json)
 
 
-def _prepare(dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets: tuple[str, ...] = ()) -> dict:
+def _prepare(
+    dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets: tuple[str, ...] = ()
+) -> dict:
     """Undo what the JSON model (and some servers) do to values, so they read as the file's did."""
     out: dict[str, Any] = {}
     charset_element = dataset.get(_SPECIFIC_CHARACTER_SET)
@@ -442,7 +504,10 @@ def _prepare(dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets
         values = element.get("Value")
         if isinstance(values, list) and values:
             if vr == "SQ":
-                values = [_prepare(item, on_bulk_data, charsets) if isinstance(item, dict) else item for item in values]
+                values = [
+                    _prepare(item, on_bulk_data, charsets) if isinstance(item, dict) else item
+                    for item in values
+                ]
             elif vr in ("DS", "IS"):
                 values = [_number_text(v) for v in values]
             elif vr == "PN":
@@ -453,7 +518,9 @@ def _prepare(dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets
                 values = [text.rstrip(" \x00")]
             elif vr in _STRING_VRS:
                 if yen_delimiter and vr not in _TEXT_VRS:
-                    values = [part for v in values for part in (v.split("\u00a5") if isinstance(v, str) else [v])]
+                    values = [
+                        part for v in values for part in (v.split("\u00a5") if isinstance(v, str) else [v])
+                    ]
                 values = [v.strip(" \x00") if isinstance(v, str) else v for v in values]
             element = {**element, "Value": values}
         out[tag] = element
@@ -469,7 +536,9 @@ def _tag_order(tag: str) -> int:
 
 def _strip_name(value: Any) -> Any:
     if isinstance(value, dict):
-        return {group: text.rstrip(" \x00") if isinstance(text, str) else text for group, text in value.items()}
+        return {
+            group: text.rstrip(" \x00") if isinstance(text, str) else text for group, text in value.items()
+        }
     return value
 
 

@@ -154,9 +154,7 @@ class HeaderRead:
     fetch: Fetch | None = field(default=None, repr=False)
 
 
-def read_header(
-    info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | None = None
-) -> HeaderRead:
+def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | None = None) -> HeaderRead:
     """Fetch ranges of the object until the lean parser has its whole header (pure I/O + parsing;
     safe in a worker thread). Never raises for the object's content or for a failed read."""
     from airflow_provider_dicom.dicom.parse import NeedMoreData, Truncated, Unsupported, parse_part10
@@ -225,7 +223,9 @@ class RangedObjectFile(io.RawIOBase):
     pydicom reads a header as a file: with this, it pays for the bytes it reads and for nothing it
     seeks over (the pixel data). `head` seeds it with the bytes already fetched."""
 
-    def __init__(self, fetch: Fetch, size: int, head: bytes = b"", name: str = "", block: int = _FALLBACK_BLOCK) -> None:
+    def __init__(
+        self, fetch: Fetch, size: int, head: bytes = b"", name: str = "", block: int = _FALLBACK_BLOCK
+    ) -> None:
         super().__init__()
         self._fetch = fetch
         self._size = size
@@ -337,9 +337,8 @@ def _whole_fetch(blob: Any) -> Fetch:
             try:
                 cache.append(blob.download_as_bytes())
             except GoogleAPIError as exc:
-                raise RemoteReadError(
-                    f"cannot read gs://{blob.bucket.name}/{blob.name}: {redact_quoted(getattr(exc, 'message', exc))}"
-                ) from None
+                message = redact_quoted(getattr(exc, "message", exc))
+                raise RemoteReadError(f"cannot read gs://{blob.bucket.name}/{blob.name}: {message}") from None
         return cache[0][start:end]
 
     return fetch
@@ -400,7 +399,9 @@ class GcsDicomSource:
         except NotFound:
             raise FileNotFoundError(f"Cloud Storage bucket gs://{self.bucket} does not exist") from None
 
-    def outcomes(self, converter: InstanceConverter, accept: Accept | None = None) -> Iterator[InstanceOutcome]:
+    def outcomes(
+        self, converter: InstanceConverter, accept: Accept | None = None
+    ) -> Iterator[InstanceOutcome]:
         """One outcome per object, in listing order."""
         bucket = self.client.bucket(self.bucket)
 
@@ -420,7 +421,9 @@ class GcsDicomSource:
             for result in ordered_map(pool, read, self.list_objects(), self.max_in_flight, warm_up=1):
                 yield self._outcome(result, converter, accept)
 
-    def _outcome(self, result: HeaderRead, converter: InstanceConverter, accept: Accept | None) -> InstanceOutcome:
+    def _outcome(
+        self, result: HeaderRead, converter: InstanceConverter, accept: Accept | None
+    ) -> InstanceOutcome:
         from airflow_provider_dicom.dicom.read import InvalidDicomError, read_instance
 
         info, record = result.info, result.record

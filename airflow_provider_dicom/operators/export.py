@@ -70,13 +70,18 @@ def parse_max_failed_instances(value: object) -> int | None:
 class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
     """Export DICOM metadata into a BigQuery table shaped exactly like the Cloud Healthcare export's.
 
-    :param source: where the DICOM instances are. Today a local folder (a path, or ``file:///path``),
-        read recursively; files that are not DICOM are skipped and counted. A Cloud Healthcare store
+    :param source: where the DICOM instances are. A local folder (a path, or ``file:///path``), read
+        recursively; a ``gs://bucket/path`` prefix (the objects under ``path/``, read header-only
+        with ranged reads through the ``gcp_conn_id`` connection, so pixel data is never downloaded);
+        or a DICOMweb base URL such as ``https://pacs.example.org/dicom-web`` (QIDO-RS to list,
+        WADO-RS series metadata to read; credentials from ``dicomweb_conn_id``). Objects and files
+        that are not DICOM are skipped and counted. A Cloud Healthcare store
         (``projects/P/locations/L/datasets/D/dicomStores/S``) is exported by the API itself
         (``dicomStores.export``; the task waits on its operation: see `DicomStoreExportBase` for
         ``deferrable``, ``wait_for_completion``, ``poll_interval``, ``cancel_on_kill``,
         ``api_endpoint`` and ``include_source_store``; the filter file must then be on ``gs://``).
-        A ``gs://`` prefix and a DICOMweb URL are recognised and rejected as not supported yet.
+        Through DICOMweb the table lacks what the DICOM JSON model does not carry: the File Meta
+        Information columns, BlobStorageSize and LastUpdated; DS/IS values come back as numbers.
     :param destination_table_uri: ``bq://PROJECT.DATASET.TABLE``. The dataset must exist.
     :param write_disposition: ``WRITE_EMPTY`` (an existing empty table is fine, a non-empty one is an
         error), ``WRITE_TRUNCATE`` (replace atomically) or ``WRITE_APPEND`` (add rows, add new columns);
@@ -103,6 +108,13 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         worker's environment redirects the client to a BigQuery emulator.
     :param impersonation_chain: service account (or chain of them) to impersonate, as in the Google
         provider's operators.
+    :param dicomweb_conn_id: Airflow HTTP connection holding the DICOMweb server's credentials: login
+        and password for basic authentication; the connection's extra (a JSON object) is sent as
+        HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``), except ``verify`` (false, or a CA
+        bundle path) and ``timeout`` (seconds). Only for a DICOMweb source; without it the server
+        is read anonymously.
+    :param max_concurrent_requests: requests in flight at once to a gs:// or DICOMweb source
+        (remote reads wait on latency, so many at once is what makes them fast). Default 16.
 
     Returns (XCom ``return_value``) the export summary: counts of exported, failed and non-DICOM
     files, and each failure's path and reason.
@@ -119,6 +131,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         "gcp_conn_id",
         "impersonation_chain",
         "max_failed_instances",
+        "dicomweb_conn_id",
     ))
     ui_color = "#e8f0fe"
     operator_extra_links = (DicomBigQueryTableLink(), DicomStoreLink(), DicomOperationLogsLink())
@@ -137,6 +150,8 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         location: str | None = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
+        dicomweb_conn_id: str | None = None,
+        max_concurrent_requests: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -151,6 +166,14 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         self.location = location
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
+        self.dicomweb_conn_id = dicomweb_conn_id
+        if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) or not (
+            1 <= max_concurrent_requests <= 256
+        ):
+            raise ValueError(
+                f"invalid max_concurrent_requests {max_concurrent_requests!r}: expected an integer from 1 to 256"
+            )
+        self.max_concurrent_requests = max_concurrent_requests
         self._validate(skip_templated=True)
 
     def _validate(self, *, skip_templated: bool) -> ExportRequest:
@@ -176,6 +199,19 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
             _check_impersonation_chain(self.impersonation_chain)
         if not (skip_templated and uris.is_templated(self.max_failed_instances)):
             parse_max_failed_instances(self.max_failed_instances)
+        if not (skip_templated and uris.is_templated(self.dicomweb_conn_id)):
+            if self.dicomweb_conn_id == "":
+                self.dicomweb_conn_id = None  # a DAG param left empty renders to "": no connection
+            _check_identifier("dicomweb_conn_id", self.dicomweb_conn_id, optional=True)
+            if (
+                self.dicomweb_conn_id is not None
+                and request.source is not None
+                and request.source.kind is not SourceKind.DICOMWEB
+            ):
+                raise ValueError(
+                    f"dicomweb_conn_id={self.dicomweb_conn_id!r} is for a DICOMweb source; "
+                    f"{request.source.display} is not one"
+                )
         return request
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -191,7 +227,10 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
 
         project = self.project_id or request.table.project
         client = self._bigquery_client(project)
-        storage_client = self._storage_client() if (request.filter_config or "").startswith("gs://") else None
+        kind = request.source.kind
+        needs_storage = (request.filter_config or "").startswith("gs://") or kind is SourceKind.GCS_PREFIX
+        storage_client = self._storage_client() if needs_storage else None
+        dicomweb_client = self._dicomweb_client(request.source.value) if kind is SourceKind.DICOMWEB else None
         self.log.info(
             "Exporting DICOM metadata from %s to %s (%s, %s schema%s)",
             request.source.display,
@@ -212,6 +251,8 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
                 project=project,
                 progress=ProgressLogger(self.log),
                 storage_client=storage_client,
+                dicomweb_client=dicomweb_client,
+                workers=self.max_concurrent_requests,
             )
         except DestinationError as exc:
             # The table's state forbids the export (exists, not empty, no dataset): a retry would
@@ -262,8 +303,22 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         )
         return hook.get_client(project_id=project, location=self.location)
 
+    def _dicomweb_client(self, base_url: str):
+        """A DICOMweb client for `base_url` with the credentials of `dicomweb_conn_id` (none without it)."""
+        from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+
+        if self.dicomweb_conn_id is None:
+            return client_from_connection(base_url, pool_size=self.max_concurrent_requests)
+        from airflow.providers.common.compat.sdk import BaseHook
+
+        conn = BaseHook.get_connection(self.dicomweb_conn_id)
+        return client_from_connection(
+            base_url, login=conn.login, password=conn.password, extra=conn.extra_dejson,
+            pool_size=self.max_concurrent_requests, conn_id=self.dicomweb_conn_id,
+        )
+
     def _storage_client(self):
-        """A Cloud Storage client from the same connection, for a gs:// filter file;
+        """A Cloud Storage client from the same connection, for a gs:// source or filter file;
         google-cloud-storage honours STORAGE_EMULATOR_HOST."""
         from airflow.providers.google.cloud.hooks.gcs import GCSHook
 

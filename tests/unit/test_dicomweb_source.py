@@ -306,3 +306,19 @@ def test_a_series_wado_cannot_find_is_resolved_instance_by_instance():
     results = DicomWebSource(client).fetch(SeriesRef("9", "9.0"))
     assert len(results) == 2  # one failure per instance the server holds
     assert all("2 instances on the server share these" in r.reason for r in results)
+
+
+def test_an_http_connection_becomes_credentials_headers_and_options():
+    from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+
+    client = client_from_connection(
+        BASE, login="user", password="pw",
+        extra={"Authorization-Scope": "read", "verify": "false", "timeout": "60"}, conn_id="pacs",
+    )
+    assert client.session.auth == ("user", "pw")
+    assert client.session.headers["Authorization-Scope"] == "read"
+    assert client.session.verify is False and client.timeout[1] == 60.0
+    anonymous = client_from_connection(BASE, extra={"Authorization": "Bearer abc"})
+    assert anonymous.session.auth is None and anonymous.session.headers["Authorization"] == "Bearer abc"
+    with pytest.raises(ValueError, match="connection 'pacs': extra 'nested' must be a header value"):
+        client_from_connection(BASE, extra={"nested": {"a": 1}}, conn_id="pacs")

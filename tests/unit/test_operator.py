@@ -72,6 +72,14 @@ def test_remote_sources_are_accepted_at_construction(source):
     assert make(source=source).source == source
 
 
+def test_dicomweb_conn_id_is_only_for_a_dicomweb_source():
+    assert make(source="https://pacs.example.org/dicom-web", dicomweb_conn_id="pacs").dicomweb_conn_id == "pacs"
+    with pytest.raises(ValueError, match="dicomweb_conn_id='pacs' is for a DICOMweb source"):
+        make(source="gs://bucket/dicom", dicomweb_conn_id="pacs")
+    with pytest.raises(ValueError, match="max_concurrent_requests"):
+        make(source="gs://bucket/dicom", max_concurrent_requests=0)
+
+
 def test_dicomweb_url_with_credentials_fails_at_construction_without_echoing_them():
     with pytest.raises(ValueError, match="dicomweb_conn_id") as excinfo:
         make(source="https://user:s3cret@pacs.example.org/dicom-web")
