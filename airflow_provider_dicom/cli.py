@@ -187,6 +187,10 @@ class ProgressPrinter:
 
 
 def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
+    if args.source.startswith("projects/"):  # a Cloud Healthcare store: the API exports it
+        from airflow_provider_dicom.cli_healthcare import cmd_export_bq_store
+
+        return cmd_export_bq_store(args, out)
     from airflow_provider_dicom.export.request import parse_export_request
 
     try:
@@ -282,12 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     from airflow_provider_dicom import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{export,rows,schema}", parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{export,rows,schema,operations}", parser_class=_Parser)
 
     schema_help = "table variant: flattened (one column per data element, the default) or json"
 
     export = verbs.add_parser("export", help="export DICOM metadata (gcloud: healthcare dicom-stores export)")
-    destinations = export.add_subparsers(dest="destination", required=True, metavar="{bq}", parser_class=_Parser)
+    destinations = export.add_subparsers(dest="destination", required=True, metavar="{bq,gcs}", parser_class=_Parser)
     bq = destinations.add_parser(
         "bq",
         help="export to a BigQuery table",
@@ -295,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         "that are not DICOM are skipped) into a BigQuery table with the Cloud Healthcare schema. "
         "Prints the export summary as JSON. Set BIGQUERY_EMULATOR_HOST to use a BigQuery emulator.",
     )
-    bq.add_argument("source", metavar="SOURCE", help="folder of DICOM files")
+    bq.add_argument("source", metavar="SOURCE", help="folder of DICOM files, or a DICOM store "
+                    "projects/P/locations/L/datasets/D/dicomStores/S (exported by the Cloud Healthcare API)")
     bq.add_argument("--bq-table", required=True, metavar="bq://PROJECT.DATASET.TABLE", help="destination table")
     bq.add_argument(
         "--write-disposition",
@@ -320,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bq.add_argument("--quiet", action="store_true", help="no progress messages")
     bq.set_defaults(handler=cmd_export_bq)
+    from airflow_provider_dicom import cli_healthcare
+
+    cli_healthcare.add_store_options_to_export_bq(bq)
+    cli_healthcare.add_export_gcs_parser(destinations, _Parser)
 
     rows = verbs.add_parser(
         "rows",
@@ -341,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders")
     schema.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
     schema.set_defaults(handler=cmd_schema)
+    cli_healthcare.add_operations_parser(verbs, _Parser)
     return parser
 
 
