@@ -14,8 +14,9 @@ BlobStorageSize is the object's size and LastUpdated its `updated` time, as the 
 export reports its own stored size and update time.
 
 `gs://bucket/path` means the objects under `path/`, like a folder (so `gs://b/ct` does not pick
-up `gs://b/ct-old/...`); `gs://bucket` or `gs://bucket/` means the whole bucket. Names ending in
-`/` (folder placeholders) are not objects of the export and are skipped.
+up `gs://b/ct-old/...`), or the object `path` itself when nothing is under `path/`;
+`gs://bucket` or `gs://bucket/` means the whole bucket. Names ending in `/` (folder placeholders)
+are not objects of the export and are skipped.
 """
 
 from __future__ import annotations
@@ -368,6 +369,8 @@ class GcsDicomSource:
         self.bucket = parsed.bucket
         prefix = parsed.name
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        # gs://b/path/file.dcm names one object: with nothing under "file.dcm/", that object is read.
+        self._single_object = prefix if prefix and not prefix.endswith("/") else None
         self.uri = f"gs://{self.bucket}/{self.prefix}"
         self._client = client
         if workers < 1:
@@ -389,13 +392,17 @@ class GcsDicomSource:
         """The objects under the prefix, in name order, page by page."""
         from google.api_core.exceptions import NotFound
 
+        listed = False
         try:
             for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, fields=_LIST_FIELDS):
+                listed = True
                 if blob.name.endswith("/"):
                     continue
-                yield ObjectInfo(
-                    blob.name, int(blob.size or 0), blob.updated, blob.generation, blob.content_encoding
-                )
+                yield _info(blob)
+            if not listed and self._single_object is not None:
+                blob = self.client.bucket(self.bucket).get_blob(self._single_object)
+                if blob is not None:
+                    yield _info(blob)
         except NotFound:
             raise FileNotFoundError(f"Cloud Storage bucket gs://{self.bucket} does not exist") from None
 
@@ -456,6 +463,10 @@ class GcsDicomSource:
         if self.on_fetch is not None:
             self.on_fetch(record)
         return outcome
+
+
+def _info(blob: Any) -> ObjectInfo:
+    return ObjectInfo(blob.name, int(blob.size or 0), blob.updated, blob.generation, blob.content_encoding)
 
 
 def default_storage_client(project: str | None = None) -> Any:

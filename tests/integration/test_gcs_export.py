@@ -67,6 +67,17 @@ def test_gcs_prefix_table_equals_the_folder_table(gcs_standin, gcs_bucket, pydic
     ]
 
 
+def test_a_uri_naming_one_object_exports_that_object(gcs_standin, gcs_bucket, pydicom_corpus, bigquery_standin, bq_dataset):
+    gcs_bucket.blob("one/CT_small.dcm").upload_from_filename(str(pydicom_corpus / "CT_small.dcm"))
+    gcs_bucket.blob("one/CT_small.dcm.old").upload_from_filename(str(pydicom_corpus / "MR_small.dcm"))
+    result = export_to_bigquery(
+        f"gs://{gcs_bucket.name}/one/CT_small.dcm", f"bq://{bq_dataset}.one", client=bigquery_standin,
+        storage_client=gcs_standin,
+    )
+    assert result.files_seen == result.instances_exported == 1
+    assert [r["Modality"] for r in table_rows(bigquery_standin, f"{bq_dataset}.one")] == ["CT"]
+
+
 def test_missing_bucket_is_an_error_naming_it(gcs_standin, bigquery_standin, bq_dataset):
     with pytest.raises(FileNotFoundError, match="gs://no-such-bucket-here"):
         export_to_bigquery(

@@ -263,9 +263,12 @@ class FakeBucket:
     def blob(self, name, generation=None):
         return self.blobs[name]
 
+    def get_blob(self, name):
+        return self.blobs.get(name)
+
 
 class FakeClient:
-    """The two calls the source makes: list_blobs (sorted, with prefix) and bucket().blob()."""
+    """The calls the source makes: list_blobs (sorted, with prefix), bucket().blob(), bucket().get_blob()."""
 
     def __init__(self, objects):
         self.bucket_ = FakeBucket("bkt", objects)
@@ -365,3 +368,12 @@ def test_elements_after_the_pixel_data_are_kept(tmp_path, encapsulated):
     assert dropped_names(outcome) == dropped_names(expected)
     if not encapsulated:
         assert server.served < 2048 + 16 * 1024  # the first range, then the trailer's block
+
+
+def test_a_uri_naming_one_object_reads_that_object():
+    data = to_file_bytes(with_pixels(make_dataset(Modality="US"), 32, 32))
+    client = FakeClient({"one/x.dcm": data, "one/x.dcm.bak": data})
+    outcomes = list(GcsDicomSource("gs://bkt/one/x.dcm", client=client).outcomes(InstanceConverter()))
+    assert [(o.path, o.status) for o in outcomes] == [("gs://bkt/one/x.dcm", OK)]
+    assert client.listed_prefixes == ["one/x.dcm/"]
+    assert list(GcsDicomSource("gs://bkt/one/x.dcm/", client=client).outcomes(InstanceConverter())) == []
