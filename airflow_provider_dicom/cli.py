@@ -207,9 +207,14 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
         parsed.source.require_supported()
     except (ValueError, NotImplementedError) as exc:
         raise UsageError(str(exc)) from exc
-    source_path = Path(parsed.source.value)
-    if not source_path.is_dir():
+    from airflow_provider_dicom.sources import SourceKind
+
+    kind = parsed.source.kind
+    if kind is SourceKind.FOLDER and not Path(parsed.source.value).is_dir():
         raise UsageError(f"source folder {parsed.source.value!r} does not exist or is not a folder")
+    dicomweb_client = dicomweb_client_from_env(parsed.source.value, args.concurrency) if (
+        kind is SourceKind.DICOMWEB
+    ) else None
     local_filter = parsed.filter_config and not parsed.filter_config.startswith("gs://")
     if local_filter and not Path(parsed.filter_config).is_file():
         raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
@@ -219,7 +224,8 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
     _log_to_stderr(quiet=args.quiet)
     project = args.project or parsed.table.project
     client = bigquery_client_from_env(project)
-    storage_client = storage_client_from_env(project) if (parsed.filter_config or "").startswith("gs://") else None
+    needs_storage = (parsed.filter_config or "").startswith("gs://") or kind is SourceKind.GCS_PREFIX
+    storage_client = storage_client_from_env(project) if needs_storage else None
     try:
         result = export_to_bigquery(
             parsed.source.value,
@@ -232,6 +238,8 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             project=project,
             progress=None if args.quiet else ProgressPrinter(),
             storage_client=storage_client,
+            dicomweb_client=dicomweb_client,
+            workers=args.concurrency,
         )
     except (ExportError, OSError, ValueError) as exc:
         raise CommandFailed(str(exc)) from exc
@@ -244,6 +252,29 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             f"the {result.instances_exported} good ones were loaded into {parsed.table}"
         )
     return 0
+
+
+def dicomweb_client_from_env(base_url: str, concurrency: int):
+    """Credentials for a DICOMweb source from the environment, never from the command line (which
+    other users of the machine can read): DICOMWEB_USERNAME and DICOMWEB_PASSWORD for basic
+    authentication, DICOMWEB_HEADERS a JSON object of HTTP headers (e.g. an Authorization token)."""
+    from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+
+    headers_text = os.environ.get("DICOMWEB_HEADERS")
+    try:
+        extra = json.loads(headers_text) if headers_text else {}
+    except ValueError:
+        raise UsageError("DICOMWEB_HEADERS is not a JSON object of HTTP headers") from None
+    if not isinstance(extra, dict):
+        raise UsageError("DICOMWEB_HEADERS is not a JSON object of HTTP headers")
+    try:
+        return client_from_connection(
+            base_url, login=os.environ.get("DICOMWEB_USERNAME") or None,
+            password=os.environ.get("DICOMWEB_PASSWORD"), extra=extra, pool_size=concurrency,
+            conn_id="DICOMWEB_HEADERS",
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _log_to_stderr(*, quiet: bool) -> None:
@@ -277,6 +308,16 @@ def _non_negative_int(text: str) -> int | None:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 256, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -295,12 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
     bq = destinations.add_parser(
         "bq",
         help="export to a BigQuery table",
-        description="Export the DICOM instances under SOURCE (a local folder, read recursively; files "
-        "that are not DICOM are skipped) into a BigQuery table with the Cloud Healthcare schema. "
-        "Prints the export summary as JSON. Set BIGQUERY_EMULATOR_HOST to use a BigQuery emulator.",
+        description="Export the DICOM instances of SOURCE into a BigQuery table with the Cloud Healthcare "
+        "schema: a local folder (read recursively), a gs://BUCKET/PATH prefix (objects read header-only "
+        "with ranged reads), or a DICOMweb base URL (QIDO-RS and WADO-RS metadata; credentials from "
+        "DICOMWEB_USERNAME / DICOMWEB_PASSWORD, or DICOMWEB_HEADERS, a JSON object of HTTP headers). Files "
+        "that are not DICOM are skipped. Prints the export summary as JSON. Set BIGQUERY_EMULATOR_HOST "
+        "(STORAGE_EMULATOR_HOST) to use a BigQuery (Cloud Storage) emulator.",
     )
-    bq.add_argument("source", metavar="SOURCE", help="folder of DICOM files, or a DICOM store "
-                    "projects/P/locations/L/datasets/D/dicomStores/S (exported by the Cloud Healthcare API)")
+    bq.add_argument("source", metavar="SOURCE", help="folder of DICOM files, gs://BUCKET/PATH, a DICOMweb URL, "
+                    "or a DICOM store projects/P/locations/L/datasets/D/dicomStores/S (exported by the "
+                    "Cloud Healthcare API)")
     bq.add_argument("--bq-table", required=True, metavar="bq://PROJECT.DATASET.TABLE", help="destination table")
     bq.add_argument(
         "--write-disposition",
@@ -324,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the good instances are loaded either way",
     )
     bq.add_argument("--quiet", action="store_true", help="no progress messages")
+    bq.add_argument(
+        "--concurrency", type=_positive_int, default=16, metavar="N",
+        help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
+    )
     bq.set_defaults(handler=cmd_export_bq)
     from airflow_provider_dicom import cli_healthcare
 
