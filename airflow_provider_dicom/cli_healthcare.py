@@ -22,7 +22,6 @@ from airflow_provider_dicom.cli import CommandFailed, UsageError, _err, _non_neg
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
-    from airflow_provider_dicom.hooks.operations import OperationStatus
     from airflow_provider_dicom.operators.store_export import StoreExport
 
 # A connection defined for this process only, when no --gcp-conn-id is given.
@@ -46,21 +45,35 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
         help="use this Airflow connection's credentials (default: Application Default Credentials, "
         "anonymous against an emulator)",
     )
-    parser.add_argument("--impersonate-service-account", metavar="EMAIL", help="service account to impersonate")
+    parser.add_argument(
+        "--impersonate-service-account", metavar="EMAIL", help="service account to impersonate"
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--async", dest="run_async", action="store_true",
-                        help="print the started operation and exit without waiting (gcloud's --async)")
-    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL, metavar="SECONDS",
-                        help=f"seconds between operation polls (default {DEFAULT_POLL_INTERVAL:g})")
+    parser.add_argument(
+        "--async",
+        dest="run_async",
+        action="store_true",
+        help="print the started operation and exit without waiting (gcloud's --async)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=DEFAULT_POLL_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between operation polls (default {DEFAULT_POLL_INTERVAL:g})",
+    )
 
 
 def add_store_options_to_export_bq(bq: argparse.ArgumentParser) -> None:
     """Flags `export bq` needs when SOURCE is a DICOM store (the export runs in Google)."""
     group = bq.add_argument_group("when SOURCE is a Cloud Healthcare DICOM store")
-    group.add_argument("--include-source-store", action="store_true",
-                       help="add the store's name as a column (SourceDicomStore)")
+    group.add_argument(
+        "--include-source-store",
+        action="store_true",
+        help="add the store's name as a column (SourceDicomStore)",
+    )
     _wait_options(group)  # type: ignore[arg-type]
     _connection_options(group)  # type: ignore[arg-type]
 
@@ -75,13 +88,23 @@ def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
     )
     gcs.add_argument("source", metavar="STORE", help="projects/P/locations/L/datasets/D/dicomStores/S")
     gcs.add_argument("--gcs-uri-prefix", required=True, metavar="gs://BUCKET/DIR", help="destination prefix")
-    gcs.add_argument("--mime-type", metavar="TYPE",
-                     help="e.g. 'application/dicom; transfer-syntax=*' (as stored, the default), "
-                     "'application/dicom; transfer-syntax=UID', 'image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50', "
-                     "'image/png'")
-    gcs.add_argument("--filter-config", metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines")
-    gcs.add_argument("--max-failed-instances", type=_non_negative_int, default=0, metavar="N",
-                     help="exit 1 when the operation reports more than N failed instances (default 0; 'none' never)")
+    gcs.add_argument(
+        "--mime-type",
+        metavar="TYPE",
+        help="e.g. 'application/dicom; transfer-syntax=*' (as stored, the default), "
+        "'application/dicom; transfer-syntax=UID', 'image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50', "
+        "'image/png'",
+    )
+    gcs.add_argument(
+        "--filter-config", metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines"
+    )
+    gcs.add_argument(
+        "--max-failed-instances",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="exit 1 when the operation reports more than N failed instances (default 0; 'none' never)",
+    )
     gcs.add_argument("--quiet", action="store_true", help="no progress messages")
     _wait_options(gcs)
     _connection_options(gcs)
@@ -93,12 +116,15 @@ def add_operations_parser(verbs: Any, parser_class: type) -> None:
         "operations",
         help="describe, list or cancel Cloud Healthcare long-running operations (gcloud: healthcare operations)",
     )
-    actions = operations.add_subparsers(dest="action", required=True, metavar="{describe,list,cancel}",
-                                        parser_class=parser_class)
+    actions = operations.add_subparsers(
+        dest="action", required=True, metavar="{describe,list,cancel}", parser_class=parser_class
+    )
     dataset_help = "the dataset, projects/P/locations/L/datasets/D (needed when OPERATION is a bare id)"
 
     describe = actions.add_parser("describe", help="print an operation as the API returns it (JSON)")
-    describe.add_argument("operation", metavar="OPERATION", help="full operation name, or its id with --dataset")
+    describe.add_argument(
+        "operation", metavar="OPERATION", help="full operation name, or its id with --dataset"
+    )
     describe.add_argument("--dataset", help=dataset_help)
     _connection_options(describe)
     describe.set_defaults(handler=cmd_operations_describe)
@@ -111,8 +137,12 @@ def add_operations_parser(verbs: Any, parser_class: type) -> None:
     _connection_options(listing)
     listing.set_defaults(handler=cmd_operations_list)
 
-    cancel = actions.add_parser("cancel", help="request cancellation (best effort; the operation ends with code 1)")
-    cancel.add_argument("operation", metavar="OPERATION", help="full operation name, or its id with --dataset")
+    cancel = actions.add_parser(
+        "cancel", help="request cancellation (best effort; the operation ends with code 1)"
+    )
+    cancel.add_argument(
+        "operation", metavar="OPERATION", help="full operation name, or its id with --dataset"
+    )
     cancel.add_argument("--dataset", help=dataset_help)
     _connection_options(cancel)
     cancel.set_defaults(handler=cmd_operations_cancel)
@@ -141,9 +171,10 @@ def make_hook(args: argparse.Namespace) -> DicomStoreHook:
     from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
 
     try:
-        hook = DicomStoreHook(gcp_conn_id=conn_id, impersonation_chain=args.impersonate_service_account,
-                              api_endpoint=endpoint)
-    except Exception as exc:  # noqa: BLE001 - e.g. the named connection does not exist
+        hook = DicomStoreHook(
+            gcp_conn_id=conn_id, impersonation_chain=args.impersonate_service_account, api_endpoint=endpoint
+        )
+    except Exception as exc:
         raise CommandFailed(f"cannot use connection {conn_id!r}: {exc}") from exc
     # The hook's progress and retry messages, as plain lines on stderr (stdout is the JSON result),
     # rather than through Airflow's task logging, which prints to stdout.
@@ -177,7 +208,9 @@ def cmd_export_bq_store(args: argparse.Namespace, out: TextIO) -> int:
     from airflow_provider_dicom.operators.store_export import bigquery_store_export, check_filter_for_store
 
     if getattr(args, "project", None):
-        raise UsageError("--project applies to local exports only; a store export runs in the store's project")
+        raise UsageError(
+            "--project applies to local exports only; a store export runs in the store's project"
+        )
     try:
         export = bigquery_store_export(
             args.source,
@@ -227,12 +260,15 @@ def _run_export(args: argparse.Namespace, export: StoreExport, out: TextIO) -> i
     if not args.quiet:
         _err(f"waiting for operation [{started.name}] to complete...")
     try:
-        final = _call("waiting for the export", hook.wait_for_operation, started.name,
-                      poll_interval=args.poll_interval)
+        final = _call(
+            "waiting for the export", hook.wait_for_operation, started.name, poll_interval=args.poll_interval
+        )
     except KeyboardInterrupt:
         # As gcloud: stopping the wait does not stop the export.
-        _err(f"stopped waiting; operation [{started.name}] continues "
-             f"(`{_prog()} operations cancel {started.name}` stops it)")
+        _err(
+            f"stopped waiting; operation [{started.name}] continues "
+            f"(`{_prog()} operations cancel {started.name}` stops it)"
+        )
         return EXIT_INTERRUPTED
     _print(out, summarize(final, export))
     try:
@@ -305,11 +341,21 @@ def cmd_operations_list(args: argparse.Namespace, out: TextIO) -> int:
     rows = [("ID", "METHOD", "STATE", "CREATED", "SUCCESS", "FAILURE", "PENDING")]
     for status, _ in pairs:
         method = (status.api_method_name or "").rpartition(".")[2]
-        rows.append((status.name.rpartition("/")[2], method, status.state, status.create_time or "",
-                     str(status.success), str(status.failure), str(status.pending)))
+        rows.append(
+            (
+                status.name.rpartition("/")[2],
+                method,
+                status.state,
+                status.create_time or "",
+                str(status.success),
+                str(status.failure),
+                str(status.pending),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+    out.writelines(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in rows
+    )
     out.flush()
     return 0
-

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_dicom import uris
-from airflow_provider_dicom.healthcare_links import DicomGcsDestinationLink, DicomOperationLogsLink, DicomStoreLink
+from airflow_provider_dicom.healthcare_links import (
+    DicomGcsDestinationLink,
+    DicomOperationLogsLink,
+    DicomStoreLink,
+)
 from airflow_provider_dicom.hooks import export_requests
 from airflow_provider_dicom.operators.store_export import (
     DicomStoreExportBase,
@@ -45,8 +49,15 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
     """
 
     template_fields: Sequence[str] = store_template_fields(
-        ("source", "uri_prefix", "mime_type", "filter_config", "gcp_conn_id", "impersonation_chain",
-         "max_failed_instances")
+        (
+            "source",
+            "uri_prefix",
+            "mime_type",
+            "filter_config",
+            "gcp_conn_id",
+            "impersonation_chain",
+            "max_failed_instances",
+        )
     )
     ui_color = "#e8f0fe"
     operator_extra_links = (DicomStoreLink(), DicomOperationLogsLink(), DicomGcsDestinationLink())
@@ -72,12 +83,17 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         if self.include_source_store is not None:
-            raise ValueError("include_source_store applies to BigQuery exports only, not to DicomExportToGcsOperator")
+            raise ValueError(
+                "include_source_store applies to BigQuery exports only, not to DicomExportToGcsOperator"
+            )
         self._validate(skip_templated=True)
 
     def _validate(self, *, skip_templated: bool) -> None:
         """Literal bad values fail the DAG at parse time; templated ones after rendering."""
-        from airflow_provider_dicom.operators.export import _check_impersonation_chain, parse_max_failed_instances
+        from airflow_provider_dicom.operators.export import (
+            _check_impersonation_chain,
+            parse_max_failed_instances,
+        )
 
         def pending(value: object) -> bool:
             return skip_templated and uris.is_templated(value)
@@ -94,7 +110,9 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
             parse_max_failed_instances(self.max_failed_instances)
         if not pending(self.impersonation_chain):
             _check_impersonation_chain(self.impersonation_chain)
-        if not pending(self.gcp_conn_id) and (not isinstance(self.gcp_conn_id, str) or not self.gcp_conn_id.strip()):
+        if not pending(self.gcp_conn_id) and (
+            not isinstance(self.gcp_conn_id, str) or not self.gcp_conn_id.strip()
+        ):
             raise ValueError(f"invalid gcp_conn_id {self.gcp_conn_id!r}: expected a non-empty string")
 
     def store_export(self) -> StoreExport:

@@ -93,8 +93,12 @@ class OperationLedger:
         try:
             self._store.set(self.key, LedgerEntry(operation, fingerprint).to_json())
         except Exception as exc:  # noqa: BLE001 - see docstring
-            log.warning("Could not record operation %s in the task state store (%s); a retry of this "
-                        "try will not be able to reattach to it", operation, exc)
+            log.warning(
+                "Could not record operation %s in the task state store (%s); a retry of this "
+                "try will not be able to reattach to it",
+                operation,
+                exc,
+            )
             return False
         return True
 

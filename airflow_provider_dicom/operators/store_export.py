@@ -110,8 +110,13 @@ def bigquery_store_export(
         "filter_gcs_uri": filter_gcs_uri,
     }
     body = export_requests.bigquery_export_request(table_uri, **kwargs)
-    return StoreExport(name, body["bigqueryDestination"]["tableUri"], body, "export_dicom_to_bigquery",
-                       {"table_uri": table_uri, **kwargs})
+    return StoreExport(
+        name,
+        body["bigqueryDestination"]["tableUri"],
+        body,
+        "export_dicom_to_bigquery",
+        {"table_uri": table_uri, **kwargs},
+    )
 
 
 def gcs_store_export(
@@ -121,8 +126,13 @@ def gcs_store_export(
     name = str(export_requests.check_store_name(store))
     kwargs: dict[str, Any] = {"mime_type": mime_type, "filter_gcs_uri": filter_gcs_uri}
     body = export_requests.gcs_export_request(uri_prefix, **kwargs)
-    return StoreExport(name, body["gcsDestination"]["uriPrefix"], body, "export_dicom_to_gcs",
-                       {"uri_prefix": uri_prefix, **kwargs})
+    return StoreExport(
+        name,
+        body["gcsDestination"]["uriPrefix"],
+        body,
+        "export_dicom_to_gcs",
+        {"uri_prefix": uri_prefix, **kwargs},
+    )
 
 
 def check_filter_for_store(value: object) -> str | None:
@@ -130,7 +140,7 @@ def check_filter_for_store(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"invalid filter_config {value!r}: expected gs://BUCKET/OBJECT")
+        raise ValueError(f"invalid filter_config {value!r}: expected gs://BUCKET/OBJECT")  # noqa: TRY004
     return export_requests.check_filter_gcs_uri(value)
 
 
@@ -157,7 +167,7 @@ def _check_bool(name: str, value: object, *, optional: bool = False) -> None:
     if optional and value is None:
         return
     if not isinstance(value, bool):
-        raise ValueError(f"invalid {name} {value!r}: expected True or False")
+        raise ValueError(f"invalid {name} {value!r}: expected True or False")  # noqa: TRY004
 
 
 def check_poll_interval(value: object) -> float:
@@ -274,7 +284,9 @@ class DicomStoreExportBase(BaseOperator):
     def _defer_on(self, operation_name: str, hook: DicomStoreHook) -> None:
         from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
 
-        self.log.info("Deferring until operation %s is done (polling every %s s)", operation_name, self.poll_interval)
+        self.log.info(
+            "Deferring until operation %s is done (polling every %s s)", operation_name, self.poll_interval
+        )
         self.defer(
             trigger=DicomOperationTrigger(
                 operation_name=operation_name,
@@ -315,7 +327,8 @@ class DicomStoreExportBase(BaseOperator):
         if entry.fingerprint != export.fingerprint:
             self.log.warning(
                 "An earlier try started operation %s with different arguments; starting a new export "
-                "rather than adopting it", entry.operation,
+                "rather than adopting it",
+                entry.operation,
             )
             return None
         try:
@@ -323,19 +336,25 @@ class DicomStoreExportBase(BaseOperator):
         except HealthcareApiError as exc:
             if exc.status_code != 404:
                 raise
-            self.log.warning("Operation %s of an earlier try no longer exists; starting a new export",
-                             entry.operation)
+            self.log.warning(
+                "Operation %s of an earlier try no longer exists; starting a new export", entry.operation
+            )
             return None
         if not status.done:
-            self.log.info("Reattaching to operation %s, started by an earlier try (%s)", status.name,
-                          status.describe())
+            self.log.info(
+                "Reattaching to operation %s, started by an earlier try (%s)", status.name, status.describe()
+            )
             return status
         if status.failed:
-            self.log.warning("Operation %s of an earlier try %s; starting a new export", status.name,
-                             status.describe())
+            self.log.warning(
+                "Operation %s of an earlier try %s; starting a new export", status.name, status.describe()
+            )
             return None
-        self.log.info("Operation %s of an earlier try already finished (%s); not exporting again",
-                      status.name, status.describe())
+        self.log.info(
+            "Operation %s of an earlier try already finished (%s); not exporting again",
+            status.name,
+            status.describe(),
+        )
         return status
 
     def _look_up_earlier_operation(
@@ -352,13 +371,15 @@ class DicomStoreExportBase(BaseOperator):
         if chosen is not None:
             self.log.warning(
                 "No task state store on this Airflow: reattaching to %s, the only export running in the "
-                "dataset since this DAG run started", chosen.name,
+                "dataset since this DAG run started",
+                chosen.name,
             )
         elif candidates:
             self.log.warning(
                 "No task state store on this Airflow and %d exports are running in the dataset (%s); "
                 "cannot tell which one an earlier try started, starting a new export",
-                len(candidates), ", ".join(c.name for c in candidates),
+                len(candidates),
+                ", ".join(c.name for c in candidates),
             )
         return chosen
 
@@ -386,7 +407,9 @@ class DicomStoreExportBase(BaseOperator):
             if status.failed and status.error_code in RETRYABLE_OPERATION_CODES:
                 raise AirflowException(message) from exc
             raise AirflowFailException(message) from exc
-        self.log.info("Exported DICOM store %s to %s: %s", export.store, export.destination, status.describe())
+        self.log.info(
+            "Exported DICOM store %s to %s: %s", export.store, export.destination, status.describe()
+        )
         return summary
 
     def on_kill(self) -> None:

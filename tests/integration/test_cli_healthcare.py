@@ -26,33 +26,50 @@ SCRIPT = Path(sys.executable).parent / "airflow-dicom"
 
 @pytest.fixture
 def loaded_store(healthcare, dicom_store, pydicom_corpus) -> str:
-    healthcare.store_instances(dicom_store, [pydicom_corpus / "CT_small.dcm", pydicom_corpus / "MR_small.dcm"])
+    healthcare.store_instances(
+        dicom_store, [pydicom_corpus / "CT_small.dcm", pydicom_corpus / "MR_small.dcm"]
+    )
     return dicom_store
 
 
 def cli(healthcare_emulator, *args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_")}
     env["HEALTHCARE_EMULATOR_HOST"] = healthcare_emulator.url
-    return subprocess.run([str(SCRIPT), *args], check=False, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(SCRIPT), *args], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def dataset_of(store: str) -> str:
     return store.rpartition("/dicomStores/")[0]
 
 
-def test_export_bq_then_gcloud_style_write_rules(healthcare_emulator, loaded_store, bq_dataset, bigquery_standin):
+def test_export_bq_then_gcloud_style_write_rules(
+    healthcare_emulator, loaded_store, bq_dataset, bigquery_standin
+):
     table = f"bq://{bq_dataset}.instances"
-    first = cli(healthcare_emulator, "export", "bq", loaded_store, f"--bq-table={table}", "--poll-interval=0.2")
+    first = cli(
+        healthcare_emulator, "export", "bq", loaded_store, f"--bq-table={table}", "--poll-interval=0.2"
+    )
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert (summary["state"], summary["success"], summary["failure"]) == ("SUCCEEDED", 2, 0)
     assert summary["destination"] == table and summary["source"] == loaded_store
     assert "waiting for operation" in first.stderr
-    count = next(iter(bigquery_standin.query(f"SELECT COUNT(*) AS n FROM `{bq_dataset}.instances`").result()))["n"]
+    count = next(
+        iter(bigquery_standin.query(f"SELECT COUNT(*) AS n FROM `{bq_dataset}.instances`").result())
+    )["n"]
     assert count == 2
 
-    again = cli(healthcare_emulator, "export", "bq", loaded_store, f"--bq-table={table}", "--poll-interval=0.2",
-                "--quiet")
+    again = cli(
+        healthcare_emulator,
+        "export",
+        "bq",
+        loaded_store,
+        f"--bq-table={table}",
+        "--poll-interval=0.2",
+        "--quiet",
+    )
     assert again.returncode == 1
     last = again.stderr.strip().splitlines()[-1]
     assert last.startswith("airflow-dicom: error: operation ") and f"table {table} already exists" in last
@@ -60,11 +77,19 @@ def test_export_bq_then_gcloud_style_write_rules(healthcare_emulator, loaded_sto
     assert "Traceback" not in again.stderr
 
 
-def test_export_gcs_async_then_operations_describe_list_cancel(healthcare_emulator, healthcare, loaded_store,
-                                                               gcs_bucket):
+def test_export_gcs_async_then_operations_describe_list_cancel(
+    healthcare_emulator, healthcare, loaded_store, gcs_bucket
+):
     healthcare.set_behaviour(instance_delay=10.0)  # outlasts the commands below
-    started = cli(healthcare_emulator, "export", "gcs", loaded_store, f"--gcs-uri-prefix=gs://{gcs_bucket.name}/out",
-                  "--mime-type=application/dicom; transfer-syntax=*", "--async")
+    started = cli(
+        healthcare_emulator,
+        "export",
+        "gcs",
+        loaded_store,
+        f"--gcs-uri-prefix=gs://{gcs_bucket.name}/out",
+        "--mime-type=application/dicom; transfer-syntax=*",
+        "--async",
+    )
     assert started.returncode == 0, started.stderr
     name = json.loads(started.stdout)["name"]
     assert json.loads(started.stdout)["state"] == "RUNNING"
@@ -73,8 +98,13 @@ def test_export_gcs_async_then_operations_describe_list_cancel(healthcare_emulat
     assert listed.returncode == 0, listed.stderr
     assert name.rpartition("/")[2] in listed.stdout and "ExportDicomData" in listed.stdout
 
-    cancelled = cli(healthcare_emulator, "operations", "cancel", name.rpartition("/")[2],
-                    f"--dataset={dataset_of(loaded_store)}")
+    cancelled = cli(
+        healthcare_emulator,
+        "operations",
+        "cancel",
+        name.rpartition("/")[2],
+        f"--dataset={dataset_of(loaded_store)}",
+    )
     assert cancelled.returncode == 0, cancelled.stderr
     for _ in range(50):
         described = cli(healthcare_emulator, "operations", "describe", name)
@@ -87,18 +117,28 @@ def test_export_gcs_async_then_operations_describe_list_cancel(healthcare_emulat
 
 
 def test_export_gcs_waits_and_writes_the_files(healthcare_emulator, loaded_store, gcs_bucket):
-    done = cli(healthcare_emulator, "export", "gcs", loaded_store, f"--gcs-uri-prefix=gs://{gcs_bucket.name}/files",
-               "--poll-interval=0.2")
+    done = cli(
+        healthcare_emulator,
+        "export",
+        "gcs",
+        loaded_store,
+        f"--gcs-uri-prefix=gs://{gcs_bucket.name}/files",
+        "--poll-interval=0.2",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["success"] == 2
     names = sorted(blob.name for blob in gcs_bucket.list_blobs())
-    assert len(names) == 2 and all(n.startswith("files/") and n.endswith(".dcm") and n.count("/") == 3 for n in names)
+    assert len(names) == 2 and all(
+        n.startswith("files/") and n.endswith(".dcm") and n.count("/") == 3 for n in names
+    )
 
 
 def test_describe_of_an_unknown_operation_is_one_line(healthcare_emulator, loaded_store):
     missing = cli(healthcare_emulator, "operations", "describe", f"{dataset_of(loaded_store)}/operations/404")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        f"airflow-dicom: error: operations.get {dataset_of(loaded_store)}/operations/404 failed: HTTP 404 NOT_FOUND: "
-        f"Operation {dataset_of(loaded_store)}/operations/404 not found."
+        (
+            f"airflow-dicom: error: operations.get {dataset_of(loaded_store)}/operations/404 failed: HTTP 404 NOT_FOUND: "
+            f"Operation {dataset_of(loaded_store)}/operations/404 not found."
+        )
     ]

@@ -143,7 +143,9 @@ def make_instances(pydicom_corpus: Path, count: int) -> list[bytes]:
 @pytest.fixture
 def loaded_store(healthcare, dicom_store, pydicom_corpus) -> str:
     """The store holding pydicom's CT and MR test files (two studies)."""
-    healthcare.store_instances(dicom_store, [pydicom_corpus / "CT_small.dcm", pydicom_corpus / "MR_small.dcm"])
+    healthcare.store_instances(
+        dicom_store, [pydicom_corpus / "CT_small.dcm", pydicom_corpus / "MR_small.dcm"]
+    )
     return dicom_store
 
 
@@ -157,7 +159,11 @@ def slow_store(healthcare, dicom_store, pydicom_corpus) -> str:
 
 def export_operations(healthcare, store: str) -> list[dict]:
     dataset = store.rpartition("/dicomStores/")[0]
-    return [op for op in healthcare.operations(dataset) if op["metadata"]["apiMethodName"] == EXPORT_DICOM_DATA_METHOD]
+    return [
+        op
+        for op in healthcare.operations(dataset)
+        if op["metadata"]["apiMethodName"] == EXPORT_DICOM_DATA_METHOD
+    ]
 
 
 def run(folder: Path, dag_id: str, **conf):
@@ -180,7 +186,9 @@ def xcom(dag_run, task_id: str, key: str = "return_value"):
 
 def rows(client, table_uri: str) -> list[dict]:
     table_id = table_uri.removeprefix("bq://")
-    return [dict(r.items()) for r in client.query(f"SELECT * FROM `{table_id}` ORDER BY SOPInstanceUID").result()]
+    return [
+        dict(r.items()) for r in client.query(f"SELECT * FROM `{table_id}` ORDER BY SOPInstanceUID").result()
+    ]
 
 
 def sop_uid(path: Path) -> str:
@@ -197,8 +205,9 @@ def table_uri(bq_dataset: str, name: str = "instances") -> str:
 
 
 @pytest.mark.parametrize("dag_id", ["store_bq_worker", "store_bq_deferrable"])
-def test_store_export_to_bigquery(dags_folder, emulator_env, healthcare, loaded_store, bq_dataset,
-                                  bigquery_standin, pydicom_corpus, dag_id):
+def test_store_export_to_bigquery(
+    dags_folder, emulator_env, healthcare, loaded_store, bq_dataset, bigquery_standin, pydicom_corpus, dag_id
+):
     table = table_uri(bq_dataset)
     dag_run, tis = run(dags_folder, dag_id, store=loaded_store, table=table)
     assert tis["export"].state == "success"
@@ -219,8 +228,9 @@ def test_store_export_to_bigquery(dags_folder, emulator_env, healthcare, loaded_
     assert "dicomStores/store" in xcom(dag_run, "export", "_link_DicomStoreLink")
 
 
-def test_start_then_sensor_in_reschedule_mode(dags_folder, emulator_env, healthcare, slow_store, bq_dataset,
-                                              bigquery_standin):
+def test_start_then_sensor_in_reschedule_mode(
+    dags_folder, emulator_env, healthcare, slow_store, bq_dataset, bigquery_standin
+):
     table = table_uri(bq_dataset)
     healthcare.set_behaviour(instance_delay=0.3)
     dag_run, tis = run(dags_folder, "store_bq_sensor", store=slow_store, table=table)
@@ -249,15 +259,21 @@ def test_store_export_to_gcs(dags_folder, emulator_env, healthcare, loaded_store
     assert summary["destination"] == f"gs://{gcs_bucket.name}/out" and summary["success"] == 2
 
 
-def test_filtered_export_writes_only_listed_resources(dags_folder, emulator_env, loaded_store, bq_dataset,
-                                                      bigquery_standin, gcs_bucket, pydicom_corpus):
+def test_filtered_export_writes_only_listed_resources(
+    dags_folder, emulator_env, loaded_store, bq_dataset, bigquery_standin, gcs_bucket, pydicom_corpus
+):
     import pydicom
 
     ct = pydicom.dcmread(pydicom_corpus / "CT_small.dcm", stop_before_pixels=True)
     gcs_bucket.blob("filters/ct.txt").upload_from_string(f"/studies/{ct.StudyInstanceUID}\r\n")
     table = table_uri(bq_dataset)
-    dag_run, tis = run(dags_folder, "store_bq_filtered", store=loaded_store, table=table,
-                       filter=f"gs://{gcs_bucket.name}/filters/ct.txt")
+    dag_run, tis = run(
+        dags_folder,
+        "store_bq_filtered",
+        store=loaded_store,
+        table=table,
+        filter=f"gs://{gcs_bucket.name}/filters/ct.txt",
+    )
     assert tis["export"].state == "success"
     assert [r["SOPInstanceUID"] for r in rows(bigquery_standin, table)] == [str(ct.SOPInstanceUID)]
     assert xcom(dag_run, "export")["success"] == 1
@@ -273,7 +289,9 @@ def test_write_empty_on_a_non_empty_table_fails_with_the_emulators_error(
     _, tis = run(dags_folder, "store_bq_worker", store=loaded_store, table=table)
     assert tis["export"].state == "success"
     capfd.readouterr()
-    dag_run, tis = run(dags_folder, "store_bq_worker", store=loaded_store, table=table, disposition="write-empty")
+    dag_run, tis = run(
+        dags_folder, "store_bq_worker", store=loaded_store, table=table, disposition="write-empty"
+    )
     assert tis["export"].state == "failed"
     log = "".join(capfd.readouterr())
     operations = export_operations(healthcare, loaded_store)
@@ -285,8 +303,9 @@ def test_write_empty_on_a_non_empty_table_fails_with_the_emulators_error(
 
 
 @pytest.mark.parametrize("dag_id", ["store_bq_worker", "store_bq_deferrable"])
-def test_a_cancelled_operation_fails_the_task(dags_folder, emulator_env, healthcare, healthcare_hook, slow_store,
-                                              bq_dataset, capfd, dag_id):
+def test_a_cancelled_operation_fails_the_task(
+    dags_folder, emulator_env, healthcare, healthcare_hook, slow_store, bq_dataset, capfd, dag_id
+):
     def cancel_when_started():
         for _ in range(100):
             operations = export_operations(healthcare, slow_store)
@@ -309,8 +328,9 @@ def test_a_cancelled_operation_fails_the_task(dags_folder, emulator_env, healthc
 
 
 @pytest.mark.parametrize("dag_id", ["store_bq_worker", "store_bq_deferrable"])
-def test_throttling_and_unavailability_bursts_are_ridden_out(dags_folder, emulator_env, healthcare, loaded_store,
-                                                           bq_dataset, bigquery_standin, dag_id):
+def test_throttling_and_unavailability_bursts_are_ridden_out(
+    dags_folder, emulator_env, healthcare, loaded_store, bq_dataset, bigquery_standin, dag_id
+):
     healthcare.inject_fault(503, count=3, path=r":export$", method="POST", retry_after=0.1)
     healthcare.inject_fault(429, count=3, path=r"/operations/", method="GET", retry_after=0.1)
     table = table_uri(bq_dataset)
@@ -339,7 +359,9 @@ def test_a_task_killed_mid_wait_and_retried_reattaches_to_its_operation(
     assert len(rows(bigquery_standin, table)) == 8
 
 
-def test_a_task_killed_mid_wait_cancels_its_operation(dags_folder, emulator_env, healthcare, slow_store, bq_dataset):
+def test_a_task_killed_mid_wait_cancels_its_operation(
+    dags_folder, emulator_env, healthcare, slow_store, bq_dataset
+):
     _, tis = run(dags_folder, "store_bq_timeout_cancel", store=slow_store, table=table_uri(bq_dataset))
     assert tis["export"].state == "failed"
     (operation,) = export_operations(healthcare, slow_store)

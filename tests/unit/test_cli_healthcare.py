@@ -16,6 +16,7 @@ DATASET = "projects/my-project/locations/us/datasets/imaging"
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Validation must fail before any hook exists."""
+
     def refuse(args):
         raise AssertionError("a hook was built before the arguments were validated")
 
@@ -25,19 +26,42 @@ def no_network(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["export", "bq", "projects/my-project/locations/us/datasets/imaging", "--bq-table=bq://my-project.d.t"],
-         "projects/my-project/locations/us/datasets/imaging"),
+        (
+            [
+                "export",
+                "bq",
+                "projects/my-project/locations/us/datasets/imaging",
+                "--bq-table=bq://my-project.d.t",
+            ],
+            "projects/my-project/locations/us/datasets/imaging",
+        ),
         (["export", "bq", STORE, "--bq-table=bq://my-project.d"], "bq://my-project.d"),
-        (["export", "bq", STORE, "--bq-table=bq://my-project.d.t", "--overwrite-table",
-          "--write-disposition=write-append"], "write-append"),
-        (["export", "bq", STORE, "--bq-table=bq://my-project.d.t", "--filter-config=/tmp/filter.txt"],
-         "/tmp/filter.txt"),
+        (
+            [
+                "export",
+                "bq",
+                STORE,
+                "--bq-table=bq://my-project.d.t",
+                "--overwrite-table",
+                "--write-disposition=write-append",
+            ],
+            "write-append",
+        ),
+        (
+            ["export", "bq", STORE, "--bq-table=bq://my-project.d.t", "--filter-config=/tmp/filter.txt"],
+            "/tmp/filter.txt",
+        ),
         (["export", "bq", STORE, "--bq-table=bq://my-project.d.t", "--project=other-project"], "--project"),
         (["export", "bq", STORE, "--bq-table=bq://my-project.d.t", "--poll-interval=0"], "--poll-interval"),
         (["export", "gcs", STORE, "--gcs-uri-prefix=s3://bucket/out"], "s3://bucket/out"),
-        (["export", "gcs", STORE, "--gcs-uri-prefix=gs://my-bucket/out", "--mime-type=image/gif"], "image/gif"),
-        (["export", "gcs", "projects/p/dicomStores/s", "--gcs-uri-prefix=gs://my-bucket/out"],
-         "projects/p/dicomStores/s"),
+        (
+            ["export", "gcs", STORE, "--gcs-uri-prefix=gs://my-bucket/out", "--mime-type=image/gif"],
+            "image/gif",
+        ),
+        (
+            ["export", "gcs", "projects/p/dicomStores/s", "--gcs-uri-prefix=gs://my-bucket/out"],
+            "projects/p/dicomStores/s",
+        ),
         (["export", "gcs", STORE], "--gcs-uri-prefix"),
         (["operations", "describe", "42"], "'42'"),
         (["operations", "describe", "42", "--dataset=projects/p"], "projects/p"),
@@ -75,9 +99,14 @@ class FakeHook:
 
 
 def _op(op_id, created, done=False, method="ExportDicomData"):
-    op = {"name": f"{DATASET}/operations/{op_id}",
-          "metadata": {"apiMethodName": f"google.cloud.healthcare.v1.dicom.DicomService.{method}",
-                       "createTime": created, "counter": {"success": "3", "pending": "1"}}}
+    op = {
+        "name": f"{DATASET}/operations/{op_id}",
+        "metadata": {
+            "apiMethodName": f"google.cloud.healthcare.v1.dicom.DicomService.{method}",
+            "createTime": created,
+            "counter": {"success": "3", "pending": "1"},
+        },
+    }
     if done:
         op["done"] = True
     return op
@@ -89,8 +118,10 @@ def test_operations_list_table_and_json(monkeypatch, capsys):
     assert cli.main(["operations", "list", DATASET]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "METHOD", "STATE", "CREATED", "SUCCESS", "FAILURE", "PENDING"]
-    assert [line.split()[:3] for line in lines[1:]] == [["2", "ExportDicomData", "RUNNING"],
-                                                        ["1", "ExportDicomData", "SUCCEEDED"]]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["2", "ExportDicomData", "RUNNING"],
+        ["1", "ExportDicomData", "SUCCEEDED"],
+    ]
     assert cli.main(["operations", "list", DATASET, "--running", "--format=json"]) == 0
     assert [op["name"] for op in json.loads(capsys.readouterr().out)] == [f"{DATASET}/operations/2"]
     assert cli.main(["operations", "list", DATASET, "--limit=1", "--format=json"]) == 0
@@ -114,7 +145,9 @@ def test_the_hook_uses_the_emulator_anonymously(monkeypatch):
     assert hook.api_endpoint == "http://127.0.0.1:18999/"
     assert hook.gcp_conn_id == cli_healthcare.CLI_CONN_ID
     assert hook._get_field("is_anonymous") is True
-    args = cli.build_parser().parse_args(["operations", "list", DATASET, "--api-endpoint=http://127.0.0.1:1/"])
+    args = cli.build_parser().parse_args(
+        ["operations", "list", DATASET, "--api-endpoint=http://127.0.0.1:1/"]
+    )
     assert cli_healthcare.make_hook(args).api_endpoint == "http://127.0.0.1:1/"
 
 

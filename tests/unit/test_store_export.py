@@ -34,8 +34,15 @@ LOGS = "https://console.cloud.google.com/logs/query/op111"
 EXPORT_METHOD = "healthcare.projects.locations.datasets.dicomStores.export"
 
 
-def operation(name: str = OP, *, done: bool = False, error: dict | None = None, success: int = 0,
-              failure: int = 0, pending: int = 0) -> dict[str, Any]:
+def operation(
+    name: str = OP,
+    *,
+    done: bool = False,
+    error: dict | None = None,
+    success: int = 0,
+    failure: int = 0,
+    pending: int = 0,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "name": name,
         "metadata": {
@@ -58,8 +65,14 @@ class FakeHook:
 
     api_endpoint = "http://emulator.invalid/"
 
-    def __init__(self, *, started: dict | None = None, gets: list | None = None, final: dict | None = None,
-                 running: list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        started: dict | None = None,
+        gets: list | None = None,
+        final: dict | None = None,
+        running: list[dict] | None = None,
+    ) -> None:
         self.started = started or operation()
         self.gets = list(gets or [])
         self.final = final
@@ -125,12 +138,14 @@ class FakeTI:
         self.xcom[key] = value
 
 
-def context(*, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None):
+def context(
+    *, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None
+):
     journal = hook.calls if hook is not None else []
     ctx: dict[str, Any] = {"ti": FakeTI(try_number)}
     if durable:
         ctx["task_state_store"] = FakeStateStore(journal, state)
-    ctx["dag_run"] = type("Run", (), {"start_date": dt.datetime(2025, 1, 1, 9, tzinfo=dt.timezone.utc)})()
+    ctx["dag_run"] = type("Run", (), {"start_date": dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC)})()
     return ctx
 
 
@@ -155,8 +170,16 @@ def with_hook(op, hook: FakeHook):
 @pytest.mark.parametrize(
     ("make", "overrides", "named"),
     [
-        (gcs, {"source": "projects/my-project/datasets/imaging/dicomStores/ct"}, "projects/my-project/datasets/imaging"),
-        (bq, {"source": "projects/my-project/locations/us/datasets/d"}, "projects/my-project/locations/us/datasets/d"),
+        (
+            gcs,
+            {"source": "projects/my-project/datasets/imaging/dicomStores/ct"},
+            "projects/my-project/datasets/imaging",
+        ),
+        (
+            bq,
+            {"source": "projects/my-project/locations/us/datasets/d"},
+            "projects/my-project/locations/us/datasets/d",
+        ),
         (bq, {"destination_table_uri": "bq://my-project.dicom"}, "bq://my-project.dicom"),
         (bq, {"destination_table_uri": "my-project.dicom.instances"}, "my-project.dicom.instances"),
         (bq, {"filter_config": "/data/filters.txt"}, "/data/filters.txt"),
@@ -207,8 +230,11 @@ def test_documented_mime_types_construct(mime_type):
 
 
 def test_templated_values_wait_for_rendering_then_fail_without_retries():
-    op = gcs(source="projects/{{ params.p }}/locations/us/datasets/d/dicomStores/s",
-             uri_prefix="{{ params.prefix }}", mime_type="{{ params.mime }}")
+    op = gcs(
+        source="projects/{{ params.p }}/locations/us/datasets/d/dicomStores/s",
+        uri_prefix="{{ params.prefix }}",
+        mime_type="{{ params.mime }}",
+    )
     op.source = "projects/my-project/locations/us/datasets/d/dicomStores/s"
     op.uri_prefix = PREFIX
     op.mime_type = "text/plain"
@@ -218,8 +244,14 @@ def test_templated_values_wait_for_rendering_then_fail_without_retries():
 
 def test_every_id_uri_and_connection_field_is_templated():
     assert set(DicomExportToGcsOperator.template_fields) >= {
-        "source", "uri_prefix", "mime_type", "filter_config", "gcp_conn_id", "impersonation_chain",
-        "max_failed_instances", "api_endpoint",
+        "source",
+        "uri_prefix",
+        "mime_type",
+        "filter_config",
+        "gcp_conn_id",
+        "impersonation_chain",
+        "max_failed_instances",
+        "api_endpoint",
     }
     assert "api_endpoint" in DicomExportToBigQueryOperator.template_fields
 
@@ -243,9 +275,15 @@ def test_deferrable_defaults_to_the_operators_config(monkeypatch):
 @pytest.mark.parametrize("schema", ["flattened", "json"])
 @pytest.mark.parametrize("include", [None, True, False])
 @pytest.mark.parametrize("filter_config", [None, FILTER])
-def test_bigquery_bodies_are_valid_against_the_discovery_document(disposition, schema, include, filter_config):
-    export = bq(write_disposition=disposition, schema=schema, include_source_store=include,
-                filter_config=filter_config).store_export()
+def test_bigquery_bodies_are_valid_against_the_discovery_document(
+    disposition, schema, include, filter_config
+):
+    export = bq(
+        write_disposition=disposition,
+        schema=schema,
+        include_source_store=include,
+        filter_config=filter_config,
+    ).store_export()
     assert load_contract().check_request(EXPORT_METHOD, export.body) == []
     destination = export.body["bigqueryDestination"]
     assert destination["tableUri"] == TABLE
@@ -275,12 +313,16 @@ def test_gcs_bodies_are_valid_against_the_discovery_document():
 def test_the_body_on_the_wire_is_the_validated_one(make):
     """The real hook, on a recording HTTP layer: one export POST whose body is the operator's
     request, then polls until done."""
-    hook, http = make_recording_hook([
-        (200, operation()),
-        (200, operation(done=True, success=3)),
-    ])
+    hook, http = make_recording_hook(
+        [
+            (200, operation()),
+            (200, operation(done=True, success=3)),
+        ]
+    )
     hook.api_endpoint = "http://emulator.invalid/"
-    op = with_hook(make(write_disposition="write-append") if make is bq else make(mime_type="image/png"), hook)
+    op = with_hook(
+        make(write_disposition="write-append") if make is bq else make(mime_type="image/png"), hook
+    )
     op.poll_interval = 0.01
     result = op.execute(context())
     posts = [r for r in http.requests if r["method"] == "POST"]
@@ -301,26 +343,56 @@ def test_waits_in_the_worker_and_returns_the_summary():
     assert [c[0] for c in hook.calls] == ["export", "state.set", "wait", "state.delete"]
     assert hook.calls[2] == ("wait", OP, 3.0)
     assert result == {
-        "name": OP, "state": "SUCCEEDED", "done": True, "success": 7, "failure": 0, "pending": 0,
-        "create_time": "2025-01-01T10:00:00Z", "end_time": "2025-01-01T10:05:00Z", "logs_url": LOGS,
-        "error_code": None, "error_message": None, "source": STORE, "destination": TABLE,
+        "name": OP,
+        "state": "SUCCEEDED",
+        "done": True,
+        "success": 7,
+        "failure": 0,
+        "pending": 0,
+        "create_time": "2025-01-01T10:00:00Z",
+        "end_time": "2025-01-01T10:05:00Z",
+        "logs_url": LOGS,
+        "error_code": None,
+        "error_message": None,
+        "source": STORE,
+        "destination": TABLE,
     }
     assert ctx["ti"].xcom["dicom_operation"] == {"name": OP, "logs_url": LOGS}
 
 
 def test_export_arguments_reach_the_hook():
     hook = FakeHook()
-    with_hook(bq(write_disposition="write-truncate", schema="json", include_source_store=True,
-                 filter_config=FILTER), hook).execute(context())
-    assert hook.calls[0] == ("export", STORE, {
-        "table_uri": TABLE, "write_disposition": "write-truncate", "force": None, "include_source_store": True,
-        "schema": "json", "filter_gcs_uri": FILTER,
-    })
+    with_hook(
+        bq(
+            write_disposition="write-truncate", schema="json", include_source_store=True, filter_config=FILTER
+        ),
+        hook,
+    ).execute(context())
+    assert hook.calls[0] == (
+        "export",
+        STORE,
+        {
+            "table_uri": TABLE,
+            "write_disposition": "write-truncate",
+            "force": None,
+            "include_source_store": True,
+            "schema": "json",
+            "filter_gcs_uri": FILTER,
+        },
+    )
     hook = FakeHook()
-    with_hook(gcs(mime_type="application/dicom; transfer-syntax=*", filter_config=FILTER), hook).execute(context())
-    assert hook.calls[0] == ("export", STORE, {
-        "uri_prefix": PREFIX, "mime_type": "application/dicom; transfer-syntax=*", "filter_gcs_uri": FILTER,
-    })
+    with_hook(gcs(mime_type="application/dicom; transfer-syntax=*", filter_config=FILTER), hook).execute(
+        context()
+    )
+    assert hook.calls[0] == (
+        "export",
+        STORE,
+        {
+            "uri_prefix": PREFIX,
+            "mime_type": "application/dicom; transfer-syntax=*",
+            "filter_gcs_uri": FILTER,
+        },
+    )
 
 
 def test_without_waiting_returns_the_running_operation():
@@ -355,8 +427,11 @@ def test_failed_instances_within_the_threshold_succeed():
 @pytest.mark.parametrize(
     ("error", "exception", "words"),
     [
-        ({"code": 9, "message": "table bq://my-project.dicom.instances is not empty"}, AirflowFailException,
-         "error 9: table bq://my-project.dicom.instances is not empty"),
+        (
+            {"code": 9, "message": "table bq://my-project.dicom.instances is not empty"},
+            AirflowFailException,
+            "error 9: table bq://my-project.dicom.instances is not empty",
+        ),
         ({"code": 1, "message": "Operation was cancelled."}, AirflowFailException, "was cancelled"),
         ({"code": 13, "message": "internal error"}, AirflowException, "error 13: internal error"),
     ],
@@ -375,9 +450,17 @@ def test_an_operation_error_fails_the_task_retrying_only_transient_codes(error, 
 def test_deferrable_hands_the_operation_to_the_trigger_with_the_execution_timeout():
     hook = FakeHook()
     ctx = context(hook=hook)
-    op = with_hook(bq(deferrable=True, poll_interval=12, gcp_conn_id="my_gcp",
-                      impersonation_chain=["a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"],
-                      execution_timeout=dt.timedelta(hours=2), cancel_on_kill=False), hook)
+    op = with_hook(
+        bq(
+            deferrable=True,
+            poll_interval=12,
+            gcp_conn_id="my_gcp",
+            impersonation_chain=["a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"],
+            execution_timeout=dt.timedelta(hours=2),
+            cancel_on_kill=False,
+        ),
+        hook,
+    )
     with pytest.raises(TaskDeferred) as excinfo:
         op.execute(ctx)
     deferred = excinfo.value
@@ -416,9 +499,13 @@ def test_execute_complete_success_failure_cancel_and_error_events():
     with pytest.raises(AirflowFailException, match="1 instance failed"):
         op.execute_complete(context(), _event("success", operation(done=True, success=4, failure=1)))
     with pytest.raises(AirflowFailException, match="error 9: not empty"):
-        op.execute_complete(context(), _event("failed", operation(done=True, error={"code": 9, "message": "not empty"})))
+        op.execute_complete(
+            context(), _event("failed", operation(done=True, error={"code": 9, "message": "not empty"}))
+        )
     with pytest.raises(AirflowFailException, match="was cancelled"):
-        op.execute_complete(context(), _event("failed", operation(done=True, error={"code": 1, "message": "c"})))
+        op.execute_complete(
+            context(), _event("failed", operation(done=True, error={"code": 1, "message": "c"}))
+        )
     # Polling failed, not the export: a plain (retryable) error; the ledger keeps the operation.
     ctx = context(state={LEDGER_KEY: {"operation": OP, "fingerprint": "x"}})
     with pytest.raises(AirflowException) as excinfo:
@@ -505,7 +592,9 @@ def test_a_retry_reattaches_to_the_running_operation_of_an_earlier_try():
 def test_a_resumed_deferrable_task_defers_again_on_the_same_operation():
     hook = FakeHook(gets=[operation(pending=3)])
     with pytest.raises(TaskDeferred) as excinfo:
-        with_hook(gcs(deferrable=True), hook).execute(context(state=_entry(make=gcs), try_number=3, hook=hook))
+        with_hook(gcs(deferrable=True), hook).execute(
+            context(state=_entry(make=gcs), try_number=3, hook=hook)
+        )
     assert excinfo.value.trigger.operation_name == OP and hook.exports == 0
 
 
@@ -524,7 +613,9 @@ def test_a_retry_reuses_an_operation_that_already_succeeded():
     ],
 )
 def test_a_retry_starts_a_new_export_only_when_the_earlier_one_failed_or_is_gone(earlier):
-    hook = FakeHook(started=operation(OTHER_OP), gets=[earlier], final=operation(OTHER_OP, done=True, success=1))
+    hook = FakeHook(
+        started=operation(OTHER_OP), gets=[earlier], final=operation(OTHER_OP, done=True, success=1)
+    )
     ctx = context(state=_entry(), try_number=2, hook=hook)
     result = with_hook(bq(), hook).execute(ctx)
     assert hook.exports == 1 and result["name"] == OTHER_OP
@@ -550,12 +641,14 @@ def test_without_a_task_state_store_a_retry_adopts_the_single_running_export():
     result = with_hook(bq(), hook).execute(context(durable=False, try_number=2, hook=hook))
     assert hook.exports == 0 and result["name"] == OP
     find = next(c for c in hook.calls if c[0] == "find")
-    assert find[1] == STORE and find[2] == dt.datetime(2025, 1, 1, 9, tzinfo=dt.timezone.utc) and find[3] is True
+    assert find[1] == STORE and find[2] == dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC) and find[3] is True
 
 
 def test_without_a_task_state_store_several_running_exports_mean_a_new_export():
-    hook = FakeHook(started=operation(OTHER_OP), running=[operation(f"{DATASET}/operations/1"),
-                                                          operation(f"{DATASET}/operations/2")])
+    hook = FakeHook(
+        started=operation(OTHER_OP),
+        running=[operation(f"{DATASET}/operations/1"), operation(f"{DATASET}/operations/2")],
+    )
     with_hook(bq(), hook).execute(context(durable=False, try_number=2, hook=hook))
     assert hook.exports == 1
 
@@ -581,7 +674,11 @@ def test_a_store_that_refuses_the_record_does_not_fail_the_started_export():
 
 
 def test_links_point_at_the_store_the_logs_and_the_bucket():
-    from airflow_provider_dicom.healthcare_links import DicomGcsDestinationLink, DicomOperationLogsLink, DicomStoreLink
+    from airflow_provider_dicom.healthcare_links import (
+        DicomGcsDestinationLink,
+        DicomOperationLogsLink,
+        DicomStoreLink,
+    )
 
     op = gcs()
     assert DicomStoreLink().get_link(op, ti_key=None) == (
