@@ -708,3 +708,12 @@ def test_lineage_is_none_without_the_openlineage_provider(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)
     assert bq().get_openlineage_facets_on_complete(None) is None
+
+
+def test_lineage_with_the_openlineage_provider():
+    pytest.importorskip("airflow.providers.openlineage.extractors")
+    lineage = bq().get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("healthcare", STORE)]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("bigquery", "my-project.dicom.instances")]
+    lineage = gcs(uri_prefix="gs://my-bucket/").get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("gs://my-bucket", "/")]
