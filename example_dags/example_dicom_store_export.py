@@ -52,7 +52,9 @@ with DAG(
             pattern=STORE_PATTERN,
             description="the DICOM store to export",
         ),
-        "table": Param("bq://my-project.dicom.instances", type="string", description="BigQuery table to replace"),
+        "table": Param(
+            "bq://my-project.dicom.instances", type="string", description="BigQuery table to replace"
+        ),
         "gcs_prefix": Param("gs://my-bucket/dicom", type="string", description="where the files go"),
     },
 ) as dag:
