@@ -410,6 +410,7 @@ class GcsDicomSource:
         self, converter: InstanceConverter, accept: Accept | None = None
     ) -> Iterator[InstanceOutcome]:
         """One outcome per object, in listing order."""
+        _widen_connection_pool(self.client, self.workers)
         bucket = self.client.bucket(self.bucket)
 
         def read(info: ObjectInfo) -> HeaderRead:
@@ -463,6 +464,20 @@ class GcsDicomSource:
         if self.on_fetch is not None:
             self.on_fetch(record)
         return outcome
+
+
+def _widen_connection_pool(client: Any, workers: int) -> None:
+    """Let every worker thread keep its connection: the storage client's requests session pools
+    10 connections per host, and more threads than that would reconnect (and warn) constantly."""
+    session = getattr(client, "_http", None)
+    adapters = getattr(session, "adapters", None)
+    if not adapters:
+        return
+    from requests.adapters import HTTPAdapter
+
+    for prefix, adapter in list(adapters.items()):
+        if isinstance(adapter, HTTPAdapter) and getattr(adapter, "_pool_maxsize", workers) < workers:
+            session.mount(prefix, HTTPAdapter(pool_maxsize=workers, max_retries=adapter.max_retries))
 
 
 def _info(blob: Any) -> ObjectInfo:

@@ -377,3 +377,19 @@ def test_a_uri_naming_one_object_reads_that_object():
     assert [(o.path, o.status) for o in outcomes] == [("gs://bkt/one/x.dcm", OK)]
     assert client.listed_prefixes == ["one/x.dcm/"]
     assert list(GcsDicomSource("gs://bkt/one/x.dcm/", client=client).outcomes(InstanceConverter())) == []
+
+
+def test_the_storage_clients_connection_pool_fits_the_workers():
+    import requests
+
+    from airflow_provider_dicom.dicom.gcs_source import _widen_connection_pool
+
+    class Client:
+        _http = requests.Session()
+
+    client = Client()
+    retries = client._http.adapters["https://"].max_retries
+    _widen_connection_pool(client, 32)
+    assert client._http.adapters["https://"]._pool_maxsize == 32
+    assert client._http.adapters["https://"].max_retries is retries
+    _widen_connection_pool(object(), 32)  # a client without a requests session is left alone
