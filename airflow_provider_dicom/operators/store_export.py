@@ -340,6 +340,14 @@ class DicomStoreExportBase(BaseOperator):
                 "Operation %s of an earlier try no longer exists; starting a new export", entry.operation
             )
             return None
+        if not status.done and status.cancel_requested:
+            # The earlier try was killed and cancelled it (cancel_on_kill). Cancellation is best
+            # effort and takes a while: see how it ends before deciding, rather than adopt an
+            # operation about to end cancelled, or start a second one while it still writes.
+            self.log.info(
+                "Operation %s of an earlier try is being cancelled; waiting for it to end", status.name
+            )
+            status = hook.wait_for_operation(status.name, poll_interval=min(float(self.poll_interval), 5.0))
         if not status.done:
             self.log.info(
                 "Reattaching to operation %s, started by an earlier try (%s)", status.name, status.describe()

@@ -91,6 +91,11 @@ with dag("store_bq_timeout_retry"):
 with dag("store_bq_timeout_cancel"):
     to_bigquery(deferrable=False, cancel_on_kill=True, execution_timeout=datetime.timedelta(seconds=2))
 
+# Killed by its execution_timeout mid-wait, which cancels the operation; the retry starts anew.
+with dag("store_bq_timeout_cancel_retry"):
+    to_bigquery(deferrable=False, cancel_on_kill=True, retries=1, retry_delay=datetime.timedelta(seconds=0),
+                execution_timeout=datetime.timedelta(seconds=2))
+
 # A deferred try whose polling fails is retried and defers again on the same operation.
 with dag("store_bq_deferrable_retry"):
     to_bigquery(deferrable=True, retries=2, retry_delay=datetime.timedelta(seconds=0))
@@ -373,6 +378,34 @@ def test_a_task_killed_mid_wait_cancels_its_operation(
             break
         deadline.wait(0.1)
     assert operation["error"]["code"] == 1
+
+
+def test_a_retry_after_its_operation_was_cancelled_on_kill_exports_anew(
+    dags_folder, emulator_env, healthcare, slow_store, bq_dataset, bigquery_standin
+):
+    def speed_up_after_the_cancellation():
+        # The retry's export should fit in its own 2 s: make exports fast once the first is cancelled.
+        for _ in range(300):
+            operations = export_operations(healthcare, slow_store)
+            if operations and operations[0]["metadata"].get("cancelRequested"):
+                healthcare.set_behaviour(instance_delay=0)
+                return
+            threading.Event().wait(0.05)
+
+    helper = threading.Thread(target=speed_up_after_the_cancellation)
+    helper.start()
+    table = table_uri(bq_dataset)
+    try:
+        _, tis = run(dags_folder, "store_bq_timeout_cancel_retry", store=slow_store, table=table)
+    finally:
+        helper.join()
+    assert tis["export"].state == "success" and tis["export"].try_number == 2
+    operations = sorted(
+        export_operations(healthcare, slow_store), key=lambda op: op["metadata"]["createTime"]
+    )
+    assert len(operations) == 2
+    assert operations[0]["error"]["code"] == 1 and operations[1]["done"] and "error" not in operations[1]
+    assert len(rows(bigquery_standin, table)) == 8
 
 
 def test_a_deferred_task_retried_after_a_polling_failure_reattaches(

@@ -622,6 +622,29 @@ def test_a_retry_starts_a_new_export_only_when_the_earlier_one_failed_or_is_gone
     assert [c[0] for c in hook.calls] == ["get", "export", "state.set", "wait", "state.delete"]
 
 
+def test_a_retry_waits_for_an_earlier_operation_being_cancelled_then_decides():
+    cancelling = operation(pending=3)
+    cancelling["metadata"]["cancelRequested"] = True
+    ended_cancelled = operation(done=True, error={"code": 1, "message": "Operation was cancelled."})
+    hook = FakeHook(started=operation(OTHER_OP), gets=[cancelling], final=ended_cancelled)
+    finals = [ended_cancelled, operation(OTHER_OP, done=True, success=3)]
+    hook.wait_for_operation = lambda name, **kw: (
+        hook.calls.append(("wait", name)) or OperationStatus.from_api(finals.pop(0))
+    )
+    result = with_hook(bq(), hook).execute(context(state=_entry(), try_number=2, hook=hook))
+    assert [c[:2] for c in hook.calls if c[0] in ("wait", "export")] == [
+        ("wait", OP),
+        ("export", STORE),
+        ("wait", OTHER_OP),
+    ]
+    assert result["name"] == OTHER_OP
+
+    # Cancellation came too late: the operation succeeded, so its result is used.
+    hook = FakeHook(gets=[cancelling], final=operation(done=True, success=3))
+    result = with_hook(bq(), hook).execute(context(state=_entry(), try_number=2, hook=hook))
+    assert hook.exports == 0 and result["name"] == OP and result["success"] == 3
+
+
 def test_other_errors_reading_the_earlier_operation_fail_the_try_rather_than_export_twice():
     hook = FakeHook(gets=[HealthcareApiError("operations.get", 403, "PERMISSION_DENIED", "no")])
     with pytest.raises(HealthcareApiError, match="403"):
