@@ -225,6 +225,8 @@ class _Parser:
                 pos += item_length
             items.append(self.new_item(elements))
         if length == _UNDEFINED:
+            if self.prefix:
+                raise NeedMoreData(self.end + 1)  # the delimiter may lie past the prefix
             raise Unsupported("sequence without a delimiter")
         return items, pos
 
@@ -264,6 +266,8 @@ def parse_part10(buf: bytes | memoryview, name: str | None = None, *, object_siz
         raise Unsupported("no DICM prefix")
     meta_parser = _Parser(buf, implicit=False, little=True, prefix=prefix)
     meta_elements, pos = meta_parser.elements(132, len(buf), False, stop_group=0x0002)
+    if prefix and pos >= len(buf):
+        raise NeedMoreData(len(buf) + 1)  # the File Meta Information may go on past the prefix
     syntax_element = meta_elements.get(0x00020010)
     if syntax_element is None or syntax_element.value is None:
         raise Unsupported("no transfer syntax")
