@@ -51,6 +51,7 @@ DEFAULT_TIMEOUT = (10.0, 300.0)  # connect, read: a large series' metadata takes
 _BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
 _NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
 _SPECIFIC_CHARACTER_SET = "00080005"
+_PLACEHOLDER = "AAA="  # base64 of b"\x00\x00"
 _SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
 _TEXT_VRS = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
 _STRING_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"))
@@ -499,7 +500,9 @@ def _prepare(
             # Binary either way: a text element moved to bulk data cannot be read without fetching
             # it, so it is listed as dropped rather than exported empty.
             # (OB, not UN: pydicom would give UN back the dictionary VR and an empty value.)
-            out[tag] = {"vr": vr if vr in _BINARY_VRS else "OB", "InlineBinary": ""}
+            # Two zero bytes stand in for the value: never exported (binary values never are), but
+            # not empty, so the JSON variant lists the element in DroppedTags as it does a file's.
+            out[tag] = {"vr": vr if vr in _BINARY_VRS else "OB", "InlineBinary": _PLACEHOLDER}
             continue
         values = element.get("Value")
         if isinstance(values, list) and values:

@@ -190,8 +190,11 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
             if pixel is not None:
                 record.header_end = pixel.value_tell
             if pixel is not None and len(buf) < size and _has_trailer(pixel, bytes(buf), size, counting):
-                # Elements after the pixel data (padding, digital signatures) belong in the row;
-                # pydicom reads them, seeking over the pixel data through ranges.
+                # Elements after the pixel data (padding, digital signatures) belong in the row.
+                with_trailer = _with_trailer(pixel, bytes(buf), size, counting, record.name)
+                if with_trailer is not None:
+                    return HeaderRead(info, record, dataset=with_trailer)
+                # Anything else: pydicom reads it, seeking over the pixel data through ranges.
                 return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
             return HeaderRead(info, record, dataset=ds)
     except RemoteReadError as exc:
@@ -201,6 +204,10 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _UNDEFINED = 0xFFFFFFFF
 _SEQUENCE_DELIMITERS = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+# How much of an object's end is searched for the trailer after encapsulated pixel data: first
+# 4 KiB, then 4 times more, up to 1 MiB (beyond that, pydicom walks the fragments).
+_TRAILER_SCAN = 4 * 1024
+_TRAILER_SCAN_MAX = 1024 * 1024
 
 
 def _has_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch) -> bool:
@@ -216,6 +223,47 @@ def _has_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch) -> bool:
         return True
     last = head[size - 8 : size] if len(head) >= size else fetch(size - 8, size)
     return last not in _SEQUENCE_DELIMITERS
+
+
+def _with_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch, name: str) -> Dataset | None:
+    """The dataset of an object whose pixel data is followed by more elements, read by the lean
+    parser exactly as the folder export reads the file, without downloading the pixel data.
+
+    Only the trailer is fetched, and the parser is given the header, a stand-in for the pixel
+    data and the trailer: zeros of the pixel data's length when it is native (the parser skips
+    them), or, when it is encapsulated, just the sequence delimiter (the parser only walks item
+    headers, and the value is never read either way). None when the parser declines: pydicom then
+    reads the object through ranges."""
+    from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+
+    def parse(stand_in: bytes, trailer: bytes) -> Dataset | None:
+        try:
+            return parse_part10(b"".join((head[: pixel.value_tell], stand_in, trailer)), name)
+        except Unsupported:  # Truncated included: pydicom decides what a broken trailer means
+            return None
+
+    if pixel.length != _UNDEFINED:
+        tail_start = pixel.value_tell + pixel.length
+        held = head[tail_start:] if len(head) > tail_start else b""
+        rest_start = max(len(head), tail_start)
+        return parse(bytes(pixel.length), held + (fetch(rest_start, size) if rest_start < size else b""))
+    # Encapsulated: the trailer starts after the last item's sequence delimiter, which only a
+    # scan of the object's end can find. A delimiter pattern inside the compressed pixel data is
+    # followed by bytes that do not parse as elements up to the end, so the first candidate that
+    # does parse is the real one.
+    span = _TRAILER_SCAN
+    while True:
+        start = max(pixel.value_tell, size - span)
+        tail = head[start:size] if len(head) >= size else fetch(start, size)
+        at = tail.find(_SEQUENCE_DELIMITERS[0])
+        while at != -1:
+            found = parse(_SEQUENCE_DELIMITERS[0], tail[at + 8 :])
+            if found is not None:
+                return found
+            at = tail.find(_SEQUENCE_DELIMITERS[0], at + 1)
+        if start == pixel.value_tell or span >= _TRAILER_SCAN_MAX:
+            return None
+        span *= 4
 
 
 class RangedObjectFile(io.RawIOBase):

@@ -117,6 +117,18 @@ def test_bulk_data_is_listed_as_dropped_never_fetched_and_never_lost():
     assert counted == ["00181030", "00420011", "7FE00010"]
 
 
+def test_json_variant_lists_bulk_data_as_dropped_like_a_files():
+    ds = make_dataset(Modality="OT", Rows=2, Columns=2, BitsAllocated=8, BitsStored=8, HighBit=7,
+                      PixelRepresentation=0, SamplesPerPixel=1)
+    ds.PixelData = bytes(4)
+    ds.add_new(0x00291010, "OB", b"\x01\x02\x03")
+    web = InstanceConverter(schema="json").convert(dataset_from_json(as_server_sends(ds))).row
+    disk = InstanceConverter(schema="json").convert(roundtrip(ds)).row
+    assert web["DroppedTags"] == [t for t in disk["DroppedTags"] if not t.startswith("0002")]
+    assert "7FE00010" in web["DroppedTags"] and "7FE00010" not in web["Metadata"]
+    assert {k: v for k, v in disk["Metadata"].items() if not k.startswith("0002")} == web["Metadata"]
+
+
 def test_server_mangling_is_undone():
     metadata = {
         "00080005": {"vr": "CS", "Value": ["ISO 2022 IR 13", "ISO 2022 IR 87"]},

@@ -190,10 +190,11 @@ def test_files_left_to_pydicom_are_read_through_ranges(syntax):
         assert server.served < 20_000
 
 
-def test_every_corpus_file_gives_the_folder_outcome(tmp_path):
+@pytest.mark.parametrize("schema", ["flattened", "json"])
+def test_every_corpus_file_gives_the_folder_outcome(schema):
     """pydicom's whole corpus through the ranged reader (a 1 KB first range, so most headers need
     to grow) yields exactly the outcomes and rows the folder export yields."""
-    converter = InstanceConverter()
+    converter = InstanceConverter(schema=schema)
     source = GcsDicomSource("gs://bkt", client=object())
     checked = 0
     for path in iter_folder(TEST_FILES):
@@ -208,6 +209,25 @@ def test_every_corpus_file_gives_the_folder_outcome(tmp_path):
             assert outcome.converted.fields == expected.converted.fields, path.name
             checked += 1
     assert checked > 140
+
+
+def test_every_file_the_lean_parser_reads_whole_it_also_reads_by_prefix():
+    """Prefix parsing must never hand pydicom a file the lean parser reads whole: growing ranges
+    (from 64 bytes, so every header crosses many prefix ends, inside sequences and items of
+    undefined length too) end in the same parse, trailers after the pixel data included."""
+    from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+
+    checked = 0
+    for path in iter_folder(TEST_FILES):
+        data = path.read_bytes()
+        try:
+            parse_part10(data, str(path))
+        except Unsupported:
+            continue
+        result = read_header(ObjectInfo(str(path), len(data)), ByteServer(data), 64)
+        assert result.dataset is not None, (path.name, result)
+        checked += 1
+    assert checked > 120
 
 
 # -- RangedObjectFile, estimator, source over a fake listing ------------------------------------
