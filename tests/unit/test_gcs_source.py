@@ -334,12 +334,12 @@ def test_source_lists_a_prefix_as_a_folder_and_keeps_listing_order():
 # -- what follows the pixel data ---------------------------------------------------------------
 
 
-def encapsulated_file(trailer: bool) -> bytes:
+def encapsulated_file(trailer: bool, decoy: bytes = b"") -> bytes:
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGBaseline8Bit
 
     ds = with_pixels(make_dataset(Modality="XA"), 16, 16)
-    ds.PixelData = encapsulate([bytes(range(256)) * 1200, bytes(255 - b for b in range(256)) * 1200])
+    ds.PixelData = encapsulate([bytes(range(256)) * 1200, bytes(255 - b for b in range(256)) * 1200 + decoy])
     ds["PixelData"].VR = "OB"
     if trailer:
         ds.DataSetTrailingPadding = b"\x00" * 64
@@ -413,3 +413,17 @@ def test_the_storage_clients_connection_pool_fits_the_workers():
     assert client._http.adapters["https://"]._pool_maxsize == 32
     assert client._http.adapters["https://"].max_retries is retries
     _widen_connection_pool(object(), 32)  # a client without a requests session is left alone
+
+
+def test_a_delimiter_pattern_inside_the_pixel_data_is_not_taken_for_the_real_one(tmp_path):
+    # The compressed bytes hold the sequence delimiter's 8 bytes, then what could pass for an
+    # element header: only the real delimiter is followed by elements that parse to the end.
+    decoy = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" + b"\x08\x00\x60\x00CS\x02\x00XA" + bytes(range(50))
+    data = encapsulated_file(trailer=True, decoy=decoy)
+    assert data.count(decoy[:8]) == 2
+    outcome, server = gcs_outcome(data)
+    assert outcome.status == OK, outcome.reason
+    expected = folder_outcome(tmp_path, data)
+    assert outcome.converted.row == {k: v for k, v in expected.converted.row.items() if k != "LastUpdated"}
+    assert dropped_names(outcome)[-1] == "DataSetTrailingPadding"
+    assert server.served == 2048 + 8 + 4096  # first range, last 8 bytes, one 4 KiB scan of the end
