@@ -160,6 +160,24 @@ def _launch(
     )
 
 
+def _start_with_retries(name: str, attempt: Callable[[Path], Standin]) -> Standin:
+    """Run `attempt(workdir)` in a fresh work folder, again (up to three times) when the free port
+    it picked was taken between our probe and the server's bind; other failures raise at once."""
+    last: StandinError | None = None
+    for _attempt in range(3):
+        workdir = Path(tempfile.mkdtemp(prefix=f"{name}-standin-"))
+        try:
+            return attempt(workdir)
+        except StandinError as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            last = exc
+            message = str(exc).lower()
+            if "address already in use" not in message and "cannot bind" not in message:
+                raise
+    assert last is not None
+    raise last
+
+
 def start_bigquery(*, project: str = STANDIN_PROJECT, startup_timeout: float = 90.0, root: Path | None = None) -> Standin:
     """Start local-bigquery on free 127.0.0.1 ports with a fresh data folder.
 
@@ -171,9 +189,8 @@ def start_bigquery(*, project: str = STANDIN_PROJECT, startup_timeout: float = 9
     home = root / "bigquery-home"
     if not executable.exists():
         raise StandinError(f"{executable} not found: run scripts/install-standins.sh")
-    last: StandinError | None = None
-    for _attempt in range(3):  # a free port can be taken between our probe and the server's bind
-        workdir = Path(tempfile.mkdtemp(prefix="bigquery-standin-"))
+
+    def attempt(workdir: Path) -> Standin:
         port, grpc_port = free_port(), free_port()
         url = f"http://{HOST}:{port}"
         env = {**os.environ, "HOME": str(home)}
@@ -183,21 +200,14 @@ def start_bigquery(*, project: str = STANDIN_PROJECT, startup_timeout: float = 9
         ]
         # Listing datasets opens the DuckDB catalog, which is where a missing extension shows up.
         probe = f"{url}/bigquery/v2/projects/{project}/datasets"
-        try:
-            standin = _launch(
-                "bigquery", argv, env, workdir, url, probe, lambda status, body: status == 200,
-                startup_timeout, {"project": project, "grpc_port": grpc_port},
-            )
-        except StandinError as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
-            last = exc
-            if "address already in use" not in str(exc).lower():
-                raise
-            continue
+        standin = _launch(
+            "bigquery", argv, env, workdir, url, probe, lambda status, body: status == 200,
+            startup_timeout, {"project": project, "grpc_port": grpc_port},
+        )
         standin.env = {"BIGQUERY_EMULATOR_HOST": url}
         return standin
-    assert last is not None
-    raise last
+
+    return _start_with_retries("bigquery", attempt)
 
 
 def _gcs_command() -> list[str]:
@@ -212,27 +222,19 @@ def _gcs_command() -> list[str]:
 
 def start_gcs(*, startup_timeout: float = 30.0) -> Standin:
     """Start gcp-storage-emulator in memory on a free 127.0.0.1 port; `env` holds STORAGE_EMULATOR_HOST."""
-    last: StandinError | None = None
-    for _attempt in range(3):
-        workdir = Path(tempfile.mkdtemp(prefix="gcs-standin-"))
+
+    def attempt(workdir: Path) -> Standin:
         port = free_port()
         url = f"http://{HOST}:{port}"
         argv = [*_gcs_command(), "start", "--host", HOST, "--port", str(port), "--in-memory"]
-        try:
-            standin = _launch(
-                "gcs", argv, dict(os.environ), workdir, url, f"{url}/storage/v1/b?project={STANDIN_PROJECT}",
-                lambda status, body: status == 200, startup_timeout,
-            )
-        except StandinError as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
-            last = exc
-            if "address already in use" not in str(exc).lower():
-                raise
-            continue
+        standin = _launch(
+            "gcs", argv, dict(os.environ), workdir, url, f"{url}/storage/v1/b?project={STANDIN_PROJECT}",
+            lambda status, body: status == 200, startup_timeout,
+        )
         standin.env = {"STORAGE_EMULATOR_HOST": url}
         return standin
-    assert last is not None
-    raise last
+
+    return _start_with_retries("gcs", attempt)
 
 
 def bigquery_client(standin: Standin, project: str | None = None):
@@ -296,9 +298,8 @@ def start_orthanc(*, startup_timeout: float = 30.0) -> Standin:
     import secrets
 
     executable, plugin = orthanc_paths()
-    last: StandinError | None = None
-    for _attempt in range(3):
-        workdir = Path(tempfile.mkdtemp(prefix="orthanc-standin-"))
+
+    def attempt(workdir: Path) -> Standin:
         port = free_port()
         password = secrets.token_urlsafe(16)
         url = f"http://{HOST}:{port}"
@@ -328,23 +329,16 @@ def start_orthanc(*, startup_timeout: float = 30.0) -> Standin:
         config_path = workdir / "orthanc.json"
         config_path.write_text(json.dumps(config, indent=2))
         token = base64.b64encode(f"{ORTHANC_USER}:{password}".encode()).decode()
-        try:
-            standin = _launch(
-                "orthanc", [executable, str(config_path)], dict(os.environ), workdir, url, f"{url}/system",
-                lambda status, body: status == 200, startup_timeout,
-                {"dicomweb_url": f"{url}/dicom-web", "username": ORTHANC_USER, "password": password},
-                probe_headers={"Authorization": f"Basic {token}"},
-            )
-        except StandinError as exc:
-            shutil.rmtree(workdir, ignore_errors=True)
-            last = exc
-            if "address already in use" not in str(exc).lower() and "cannot bind" not in str(exc).lower():
-                raise
-            continue
+        standin = _launch(
+            "orthanc", [executable, str(config_path)], dict(os.environ), workdir, url, f"{url}/system",
+            lambda status, body: status == 200, startup_timeout,
+            {"dicomweb_url": f"{url}/dicom-web", "username": ORTHANC_USER, "password": password},
+            probe_headers={"Authorization": f"Basic {token}"},
+        )
         standin.env = {}
         return standin
-    assert last is not None
-    raise last
+
+    return _start_with_retries("orthanc", attempt)
 
 
 def orthanc_upload(standin: Standin, paths: list[Path]) -> dict[Path, dict]:
