@@ -68,12 +68,9 @@ def airflow_db(airflow_home: Path) -> Path:
     return airflow_home / "airflow.db"
 
 
-@pytest.fixture(scope="session")
-def bigquery_server() -> Iterator:
-    """The BigQuery stand-in (a Standin: .url, .env, .extra['grpc_port']), with BIGQUERY_EMULATOR_HOST set."""
-    from airflow_provider_dicom.testing import start_bigquery
-
-    standin = start_bigquery(project=PROJECT)
+def _serving(standin) -> Iterator:
+    """Yield a started stand-in with its environment (e.g. BIGQUERY_EMULATOR_HOST) set for the
+    session, then stop it: clients built anywhere in the tests find it the way users' would."""
     with pytest.MonkeyPatch.context() as patch:
         for key, value in standin.env.items():
             patch.setenv(key, value)
@@ -81,6 +78,14 @@ def bigquery_server() -> Iterator:
             yield standin
         finally:
             standin.stop()
+
+
+@pytest.fixture(scope="session")
+def bigquery_server() -> Iterator:
+    """The BigQuery stand-in (a Standin: .url, .env, .extra['grpc_port']), with BIGQUERY_EMULATOR_HOST set."""
+    from airflow_provider_dicom.testing import start_bigquery
+
+    yield from _serving(start_bigquery(project=PROJECT))
 
 
 @pytest.fixture(scope="session")
@@ -107,14 +112,7 @@ def gcs_server() -> Iterator:
     """The GCS stand-in (a Standin: .url, .env), with STORAGE_EMULATOR_HOST set."""
     from airflow_provider_dicom.testing import start_gcs
 
-    standin = start_gcs()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in standin.env.items():
-            patch.setenv(key, value)
-        try:
-            yield standin
-        finally:
-            standin.stop()
+    yield from _serving(start_gcs())
 
 
 @pytest.fixture(scope="session")
