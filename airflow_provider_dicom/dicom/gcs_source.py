@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_dicom.dicom.convert import InstanceConverter
 
-# The first range of the first object, before any header has been seen: most headers fit.
-INITIAL_FIRST_READ = 64 * 1024
+# The first range of the first object, before any header has been seen: most single-frame headers
+# (1-6 KB) fit; a larger one costs that one object a few more requests, once per export.
+INITIAL_FIRST_READ = 8 * 1024
 # Bounds of the learned first range: small enough to waste little on a small header, large
 # enough that a corpus of multi-megabyte enhanced headers does not make every read huge.
 MIN_FIRST_READ = 512
@@ -116,8 +117,10 @@ class FirstReadEstimator:
     """Sizes an object's first range from the headers of the objects read just before it.
 
     Objects under one prefix usually come from the same modality and device, so their headers are
-    alike; reading a little more than the largest recent header fetches almost nothing past it
-    (the pixel data) and rarely needs a second request."""
+    alike; reading a little more than the recent headers fetches almost nothing past them (the
+    pixel data) and rarely needs a second request. The 90th percentile rather than the largest:
+    one odd object (an enhanced multi-frame header of megabytes among CT slices) must not make
+    the next thirty reads fetch megabytes each; it costs itself a few requests instead."""
 
     def __init__(self, initial: int = INITIAL_FIRST_READ) -> None:
         self.initial = initial
@@ -132,9 +135,10 @@ class FirstReadEstimator:
         with self._lock:
             if not self._recent:
                 return self.initial
-            largest = max(self._recent)
-        margin = max(_MARGIN_MIN, int(largest * _MARGIN_FRACTION))
-        return max(MIN_FIRST_READ, min(MAX_FIRST_READ, largest + margin))
+            recent = sorted(self._recent)
+        typical = recent[(len(recent) - 1) * 9 // 10]
+        margin = max(_MARGIN_MIN, int(typical * _MARGIN_FRACTION))
+        return max(MIN_FIRST_READ, min(MAX_FIRST_READ, typical + margin))
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+from airflow_provider_dicom.dicom.gcs_source import INITIAL_FIRST_READ, GcsDicomSource
 from airflow_provider_dicom.export.bigquery import export_to_bigquery
 
 pytestmark = pytest.mark.integration
@@ -194,17 +194,17 @@ def test_only_header_bytes_are_fetched_for_large_pixel_data(gcs_server, gcs_stan
           f"of {total} bytes")
     assert [o.status for o in outcomes] == ["ok"] * 12
     assert result.instances_exported == 12 and result.failures == []
-    # Per instance: one ranged read. The first object's range is the initial 64 KiB guess; after it
+    # Per instance: one ranged read. The first object's range is the initial 8 KiB guess; after it
     # the range is learned, and the bytes read stay within 1.2 x the header.
     assert all(r.requests == 1 and r.header_end == headers[r.name] for r in records)
-    assert records[0].bytes_fetched == 64 * 1024
+    assert records[0].bytes_fetched == INITIAL_FIRST_READ
     ratios = [r.bytes_fetched / r.header_end for r in records[1:]]
     assert max(ratios) <= 1.2, ratios
     # On the wire (HTTP headers and the listing included), nowhere near one pixel array (2 MiB):
     # the 24 MiB of objects cost well under 1% of their size, per read and per export.
     assert source.stats.bytes_fetched == sum(r.bytes_fetched for r in records)
-    assert wire_read < 64 * 1024 + 11 * 3000 + 20_000, wire_read
-    assert wire_export < 64 * 1024 + 11 * 3000 + 20_000, wire_export
+    assert wire_read < INITIAL_FIRST_READ + 11 * 3000 + 20_000, wire_read
+    assert wire_export < INITIAL_FIRST_READ + 11 * 3000 + 20_000, wire_export
     assert wire_export < total / 100
     rows = table_rows(bigquery_standin, f"{bq_dataset}.big")
     assert sorted(int(r["InstanceNumber"]) for r in rows) == list(range(12))

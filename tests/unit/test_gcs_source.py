@@ -255,13 +255,26 @@ def test_first_read_learns_from_recent_headers():
     assert estimator.first_read() == 65536
     estimator.observe(700)
     assert estimator.first_read() == 828  # margin: at least 128 bytes
-    estimator.observe(10_000)
+    for _ in range(31):
+        estimator.observe(10_000)  # the 700 is now below the 90th percentile
     assert estimator.first_read() == 11_000  # margin: 10%
-    estimator.observe(50_000_000)
+    for _ in range(32):
+        estimator.observe(50_000_000)
     assert estimator.first_read() == MAX_FIRST_READ
     small = FirstReadEstimator()
     small.observe(10)
     assert small.first_read() == MIN_FIRST_READ
+
+
+def test_one_odd_header_does_not_inflate_the_reads_after_it():
+    estimator = FirstReadEstimator()
+    for _ in range(20):
+        estimator.observe(2000)
+    estimator.observe(3_000_000)  # one enhanced multi-frame header among CT slices
+    assert estimator.first_read() == 2200
+    for _ in range(10):
+        estimator.observe(3_000_000)  # the prefix moved on to a series of them
+    assert estimator.first_read() == MAX_FIRST_READ
 
 
 class FakeBlob:
