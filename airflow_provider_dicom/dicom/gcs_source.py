@@ -442,7 +442,7 @@ class GcsDicomSource:
 
     def list_objects(self) -> Iterator[ObjectInfo]:
         """The objects under the prefix, in name order, page by page."""
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import GoogleAPICallError, NotFound
 
         listed = False
         try:
@@ -457,6 +457,10 @@ class GcsDicomSource:
                     yield _info(blob)
         except NotFound:
             raise FileNotFoundError(f"Cloud Storage bucket gs://{self.bucket} does not exist") from None
+        except GoogleAPICallError as exc:
+            raise RemoteReadError(
+                f"cannot list {self.uri} (HTTP {exc.code} {type(exc).__name__}): {redact_quoted(exc.message)}"
+            ) from None
 
     def outcomes(
         self, converter: InstanceConverter, accept: Accept | None = None

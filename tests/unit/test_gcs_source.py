@@ -440,3 +440,14 @@ def test_a_delimiter_pattern_inside_the_pixel_data_is_not_taken_for_the_real_one
     assert outcome.converted.row == {k: v for k, v in expected.converted.row.items() if k != "LastUpdated"}
     assert dropped_names(outcome)[-1] == "DataSetTrailingPadding"
     assert server.served == 2048 + 8 + 4096  # first range, last 8 bytes, one 4 KiB scan of the end
+
+
+def test_a_listing_refused_by_the_server_says_which_prefix_and_why():
+    from google.api_core.exceptions import Forbidden
+
+    class Refusing(FakeClient):
+        def list_blobs(self, bucket, prefix=None, fields=None):
+            raise Forbidden("caller does not have storage.objects.list access")
+
+    with pytest.raises(RemoteReadError, match=r"cannot list gs://bkt/ct/ \(HTTP 403 Forbidden\): caller does not"):
+        list(GcsDicomSource("gs://bkt/ct", client=Refusing({})).outcomes(InstanceConverter()))
