@@ -416,6 +416,8 @@ class InstanceConverter:
         """The element's values as str (string VRs) or numbers; None for binary content."""
         if raw:
             value = elem.value
+            if value is None and not elem.length:
+                return []  # pydicom's reader gives empty values as None
             if value is None:  # deferred (e.g. a large value past a size limit): read it now
                 elem = ds[elem.tag]
                 return self._values(ds, elem, elem.VR, encodings, False)
@@ -528,7 +530,12 @@ class InstanceConverter:
             return ""
 
         file_meta = getattr(ds, "file_meta", None)
-        deferred = [tag for tag, elem in ds._dict.items() if getattr(elem, "is_raw", False) and elem.value is None]
+        # Deferred: a raw element with a length but no value read (pydicom also gives empty
+        # elements a None value, with length 0; those are kept as empty values).
+        deferred = [
+            tag for tag, elem in ds._dict.items()
+            if getattr(elem, "is_raw", False) and elem.value is None and elem.length
+        ]
         if deferred:
             # Pixel data the reader skipped: listed as dropped, never read just to be dropped.
             from pydicom.dataset import Dataset

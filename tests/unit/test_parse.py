@@ -135,3 +135,14 @@ def test_sequence_items_are_real_datasets_with_pydicoms_own_state():
     assert item._private_blocks is not other._private_blocks
     # pydicom's own API works on them.
     assert list(item.keys()) and item[next(iter(item.keys()))] is not None
+
+
+@pytest.mark.parametrize("schema", ["flattened", "json"])
+def test_pydicom_and_lean_reads_agree_on_empty_elements(schema):
+    path = CORPUS / "MR_small.dcm"  # has empty DS elements (PatientSize)
+    from airflow_provider_dicom.dicom.read import read_instance
+
+    converter = InstanceConverter(schema=schema)
+    with open(path, "rb") as handle:
+        through_pydicom = converter.convert(read_instance(handle)).row
+    assert converter.convert(read_instance(path)).row == through_pydicom
