@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     from airflow_provider_dicom import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{export,rows,schema,operations}", parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{export,rows,schema,operations,filter}", parser_class=_Parser)
 
     schema_help = "table variant: flattened (one column per data element, the default) or json"
 
@@ -400,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
     schema.set_defaults(handler=cmd_schema)
     cli_healthcare.add_operations_parser(verbs, _Parser)
+    from airflow_provider_dicom import cli_filter
+
+    cli_filter.add_filter_parser(verbs, _Parser)
     return parser
 
 
