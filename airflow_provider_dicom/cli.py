@@ -240,6 +240,7 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             storage_client=storage_client,
             dicomweb_client=dicomweb_client,
             workers=args.concurrency,
+            processes=args.processes,
         )
     except (ExportError, OSError, ValueError) as exc:
         raise CommandFailed(str(exc)) from exc
@@ -252,6 +253,17 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             f"the {result.instances_exported} good ones were loaded into {parsed.table}"
         )
     return 0
+
+
+def _processes(text: str) -> int | str:
+    from airflow_provider_dicom.dicom.parallel import resolve_processes
+
+    value: int | str = text if text == "auto" else (int(text) if text.isdigit() else text)
+    try:
+        resolve_processes(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def dicomweb_client_from_env(base_url: str, concurrency: int):
@@ -372,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument(
         "--concurrency", type=_positive_int, default=16, metavar="N",
         help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
+    )
+    bq.add_argument(
+        "--processes", type=_processes, default=1, metavar="N|auto",
+        help="worker processes converting a folder's files (default 1; 'auto': one per core)",
     )
     bq.set_defaults(handler=cmd_export_bq)
     from airflow_provider_dicom import cli_healthcare

@@ -15,7 +15,6 @@ Never log PHI here: only paths, UIDs, counts and column names.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -30,6 +29,7 @@ from airflow_provider_dicom.sources import DicomSource, SourceKind, UnsupportedS
 from airflow_provider_dicom.uris import BigQueryTableUri
 
 if TYPE_CHECKING:
+    from airflow_provider_dicom.dicom.parallel import LineOutcome
     from airflow_provider_dicom.dicom.outcomes import InstanceOutcome
     from airflow_provider_dicom.dicom.schema import Field
     from airflow_provider_dicom.filters import FilterSet
@@ -59,6 +59,10 @@ class ExportResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     not_dicom_count: int = 0
     filtered_out_count: int = 0
+    # Files whose SOPInstanceUID an earlier file of this export already had (paths, capped like
+    # failures): a DICOM store holds one instance per UID, so the table gets one row per UID.
+    duplicates: list[str] = field(default_factory=list)
+    duplicate_count: int = 0
     column_count: int = 0
     table_written: bool = False
     job_id: str | None = None
@@ -69,7 +73,10 @@ class ExportResult:
 
     @property
     def files_seen(self) -> int:
-        return self.instances_exported + self.failure_count + self.not_dicom_count + self.filtered_out_count
+        return (
+            self.instances_exported + self.failure_count + self.not_dicom_count + self.filtered_out_count
+            + self.duplicate_count
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary for XCom; the failure list is capped so a broken folder cannot flood it."""
@@ -82,6 +89,8 @@ class ExportResult:
             "failures_truncated": self.failure_count > XCOM_MAX_FAILURES,
             "not_dicom_count": self.not_dicom_count,
             "filtered_out_count": self.filtered_out_count,
+            "duplicate_count": self.duplicate_count,
+            "duplicates": self.duplicates[:XCOM_MAX_FAILURES],
             "column_count": self.column_count,
             "table_written": self.table_written,
             "job_id": self.job_id,
@@ -110,6 +119,7 @@ def export_to_bigquery(
     storage_client: Any = None,
     dicomweb_client: Any = None,
     workers: int | None = None,
+    processes: int | str | None = None,
 ) -> ExportResult:
     """Export the DICOM instances of `source` to `table_uri` (`bq://P.D.T`).
 
@@ -117,7 +127,8 @@ def export_to_bigquery(
     header-only with `storage_client`, default: one for the table's project that honours
     STORAGE_EMULATOR_HOST) or a DICOMweb base URL (read with `dicomweb_client`, a
     `DicomWebClient` carrying the credentials; default: an anonymous one). `workers` bounds the
-    concurrent requests to a remote source (default 16).
+    concurrent requests to a remote source (default 16). `processes` (an int, or "auto" for one per
+    core) converts a folder's files on that many worker processes; the default is this process.
 
     `write_disposition` / `force` follow the Healthcare API (never both). `filter_config` is a
     filter file (local path or `gs://` object, read with `storage_client`) or a FilterSet.
@@ -130,6 +141,9 @@ def export_to_bigquery(
     table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)
     options = WriteOptions.resolve(write_disposition, force)
     variant = SchemaVariant.parse(schema)
+    from airflow_provider_dicom.dicom.parallel import resolve_processes
+
+    processes = resolve_processes(processes)
     parsed = _checked_source(source)
     if parsed.kind is SourceKind.GCS_PREFIX and storage_client is None:
         from airflow_provider_dicom.dicom.gcs_source import default_storage_client
@@ -156,13 +170,14 @@ def export_to_bigquery(
         converter = InstanceConverter(schema=variant)
         outcomes = _source_outcomes(
             parsed, converter, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
-            workers=workers,
+            workers=workers, processes=processes,
         )
         _write_rows(outcomes, rows_path, table_schema, result, progress)
         log.info(
-            "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out",
+            "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out, "
+            "%d duplicates of an instance already read",
             result.files_seen, result.instances_exported, result.failure_count,
-            result.not_dicom_count, result.filtered_out_count,
+            result.not_dicom_count, result.filtered_out_count, result.duplicate_count,
         )
         if result.instances_exported == 0:
             # A table made from nothing would have a schema of nothing; leaving the destination
@@ -211,11 +226,19 @@ def _source_outcomes(
     storage_client: Any = None,
     dicomweb_client: Any = None,
     workers: int | None = None,
-) -> Iterator[InstanceOutcome]:
+    processes: int = 1,
+) -> Iterator[InstanceOutcome | LineOutcome]:
     """One outcome per instance of the source, whatever kind it is, in the source's stable order."""
     if parsed.kind is SourceKind.FOLDER:
-        from airflow_provider_dicom.dicom.folder import convert_folder
+        from airflow_provider_dicom.dicom.folder import convert_folder, iter_folder
 
+        if processes > 1:
+            from airflow_provider_dicom.dicom.parallel import convert_files
+
+            yield from convert_files(
+                iter_folder(Path(parsed.value)), schema=converter.schema.value, accept=accept, processes=processes
+            )
+            return
         yield from convert_folder(Path(parsed.value), converter, accept=accept)
         return
     from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS
@@ -309,21 +332,36 @@ def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOption
 
 
 def _write_rows(
-    outcomes: Iterable[InstanceOutcome],
+    outcomes: Iterable[InstanceOutcome | LineOutcome],
     rows_path: Path,
     table_schema: Any,
     result: ExportResult,
     progress: Callable[[ExportResult], None] | None,
 ) -> None:
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
+
+    # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
+    # instance; exports of many millions are split into shards (see the README).
+    exported_uids: set[str] = set()
     with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
         for outcome in outcomes:
+            if not isinstance(outcome, LineOutcome):
+                outcome = to_line(outcome)
             status = outcome.status
             if status == "ok":
-                converted = outcome.converted
-                out.write(dumps(converted.row))
+                if outcome.sop_uid in exported_uids:
+                    result.duplicate_count += 1
+                    if len(result.duplicates) < XCOM_MAX_FAILURES:
+                        result.duplicates.append(outcome.path)
+                    log.warning(
+                        "Not exporting %s: SOPInstanceUID %s was already exported from another file",
+                        outcome.path, outcome.sop_uid,
+                    )
+                    continue
+                exported_uids.add(outcome.sop_uid)
+                out.write(outcome.line)
                 out.write("\n")
-                table_schema.add(converted.fields)
+                table_schema.add(outcome.fields)
                 result.instances_exported += 1
             elif status == "not_dicom":
                 result.not_dicom_count += 1

@@ -115,6 +115,9 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         is read anonymously.
     :param max_concurrent_requests: requests in flight at once to a gs:// or DICOMweb source
         (remote reads wait on latency, so many at once is what makes them fast). Default 16.
+    :param processes: worker processes converting a folder's files (parsing is CPU-bound): an
+        integer, or "auto" for one per core available to the task. Default 1 (in the task's own
+        process). The table is the same whatever the number.
 
     Returns (XCom ``return_value``) the export summary: counts of exported, failed and non-DICOM
     files, and each failure's path and reason.
@@ -152,6 +155,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         impersonation_chain: str | Sequence[str] | None = None,
         dicomweb_conn_id: str | None = None,
         max_concurrent_requests: int = 16,
+        processes: int | str = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -174,6 +178,10 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
                 f"invalid max_concurrent_requests {max_concurrent_requests!r}: expected an integer from 1 to 256"
             )
         self.max_concurrent_requests = max_concurrent_requests
+        from airflow_provider_dicom.dicom.parallel import resolve_processes
+
+        resolve_processes(processes)  # a ValueError naming the value, at DAG parse time
+        self.processes = processes
         self._validate(skip_templated=True)
 
     def _validate(self, *, skip_templated: bool) -> ExportRequest:
@@ -253,6 +261,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
                 storage_client=storage_client,
                 dicomweb_client=dicomweb_client,
                 workers=self.max_concurrent_requests,
+                processes=self.processes,
             )
         except DestinationError as exc:
             # The table's state forbids the export (exists, not empty, no dataset): a retry would

@@ -505,11 +505,26 @@ def test_missing_source_folder_is_an_error_naming_it(bigquery_standin, bq_datase
 def test_the_whole_pydicom_corpus_loads(bigquery_standin, bq_dataset, pydicom_corpus):
     result = export_to_bigquery(pydicom_corpus, f"bq://{bq_dataset}.corpus", client=bigquery_standin)
     table = bigquery_standin.get_table(f"{bq_dataset}.corpus")
-    assert result.instances_exported >= 140  # 176 files, of which ~160 are readable DICOM
+    # 176 files: 148 convert, and 28 of those repeat the SOPInstanceUID of another file (the same
+    # instance in other transfer syntaxes), so 120 distinct instances, one row each.
+    assert result.instances_exported == 120
+    assert result.duplicate_count == 28 and len(result.duplicates) == 28
     assert table.num_rows == result.instances_exported
+    (distinct,) = rows(bigquery_standin, f"{bq_dataset}.corpus", "COUNT(DISTINCT SOPInstanceUID) AS n", "n")
+    assert distinct["n"] == 120
     assert result.files_seen == len([p for p in pydicom_corpus.rglob("*") if p.is_file()])
     for path, reason in result.failures:
         assert path.startswith(str(pydicom_corpus)) and reason
+
+
+def test_worker_processes_write_the_same_table(bigquery_standin, bq_dataset, pydicom_corpus):
+    one = export_to_bigquery(pydicom_corpus, f"bq://{bq_dataset}.one", client=bigquery_standin)
+    two = export_to_bigquery(pydicom_corpus, f"bq://{bq_dataset}.two", client=bigquery_standin, processes=2)
+    assert two.to_dict() | {"table_uri": None, "job_id": None} == one.to_dict() | {"table_uri": None, "job_id": None}
+    schema_one = bigquery_standin.get_table(f"{bq_dataset}.one").schema
+    assert bigquery_standin.get_table(f"{bq_dataset}.two").schema == schema_one
+    rows_one = rows(bigquery_standin, f"{bq_dataset}.one")
+    assert rows(bigquery_standin, f"{bq_dataset}.two") == rows_one and len(rows_one) == 120
 
 
 def test_json_schema_variant(bigquery_standin, bq_dataset, folder):

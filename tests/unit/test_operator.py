@@ -180,3 +180,13 @@ def test_importing_the_operator_does_not_import_heavy_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == []
+
+
+@pytest.mark.parametrize("bad", [0, -2, "many", True])
+def test_bad_process_count_fails_at_construction_naming_it(bad):
+    from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
+
+    with pytest.raises(ValueError, match="processes"):
+        DicomExportToBigQueryOperator(
+            task_id="t", source="/data", destination_table_uri="bq://my-project.d.t", processes=bad
+        )
