@@ -494,6 +494,8 @@ def query_parameters(spec: object) -> list[Any]:
             raw = value["value"]
             match = re.fullmatch(r"ARRAY<\s*([A-Z0-9_]+)\s*>", kind)
             if match:
+                if isinstance(raw, str):
+                    raw = _rendered_list(name, raw)
                 if not isinstance(raw, (list, tuple)):
                     raise ValueError(f"query parameter {name!r} is {kind}: expected a list value")
                 built.append(bigquery.ArrayQueryParameter(name, match.group(1), [_typed(name, match.group(1), v) for v in raw]))
@@ -507,6 +509,22 @@ def query_parameters(spec: object) -> list[Any]:
         else:
             built.append(bigquery.ScalarQueryParameter(name, _infer_type(value), value))
     return built
+
+
+def _rendered_list(name: str, text: str) -> object:
+    """A list a template rendered to text (`["a", "b"]` with `| tojson`, or Python's repr)."""
+    import ast
+    import json
+
+    stripped = text.strip()
+    if stripped in ("", "None"):
+        return []
+    for loader in (json.loads, ast.literal_eval):
+        try:
+            return loader(stripped)
+        except (ValueError, SyntaxError):
+            continue
+    raise ValueError(f"query parameter {name!r}: {text!r} is not a list")
 
 
 def _infer_type(value: object) -> str:
