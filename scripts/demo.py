@@ -120,7 +120,7 @@ def load_store(healthcare, store: str) -> None:
                 refused += 1
     step(f"STOW-RS of pydicom's {len(files)} sample .dcm files into the store: {stored} stored, "
          f"{duplicates} skipped as copies of a stored SOP Instance UID (pydicom keeps one image in many "
-         f"encodings), {refused} refused as unreadable (broken on purpose)")
+         f"encodings), {refused} refused as unreadable by the store")
 
 
 def report(cohort_run, analyses_run, bq, bucket) -> None:
