@@ -14,6 +14,10 @@ Two routes, chosen by the size of the ordered result (the query job's `total_row
   used whatever the size (it is only slower).
 
 The user's SQL is nested, never formatted with values: values travel as query parameters.
+
+Tested gap: the local BigQuery stand-in (local-bigquery 0.4.0) accepts extract jobs and reports
+them done but writes no object, so the server-side route is unit-tested against a mocked client
+(the jobs, their configuration and order) and only the worker route runs end to end locally.
 """
 
 from __future__ import annotations
