@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -169,21 +168,7 @@ def storage_client_from_env(project: str):
         raise CommandFailed(f"no Google credentials found to read the filter file: {str(exc).splitlines()[0]}") from exc
 
 
-class ProgressPrinter:
-    """Running counts on stderr every few seconds, so a long export visibly moves."""
-
-    def __init__(self, interval: float = 5.0) -> None:
-        self.interval = interval
-        self._last = time.monotonic()
-
-    def __call__(self, result: Any) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            _err(
-                f"read {result.files_seen} files: {result.instances_exported} instances to export, "
-                f"{result.failure_count} failed, {result.not_dicom_count} not DICOM"
-            )
+PROGRESS_INTERVAL_SECONDS = 5.0
 
 
 def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
@@ -191,6 +176,7 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
         from airflow_provider_dicom.cli_healthcare import cmd_export_bq_store
 
         return cmd_export_bq_store(args, out)
+    from airflow_provider_dicom.export.progress import ProgressReporter
     from airflow_provider_dicom.export.request import parse_export_request
 
     try:
@@ -236,7 +222,7 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             schema=parsed.schema,
             client=client,
             project=project,
-            progress=None if args.quiet else ProgressPrinter(),
+            progress=None if args.quiet else ProgressReporter(_err, PROGRESS_INTERVAL_SECONDS),
             storage_client=storage_client,
             dicomweb_client=dicomweb_client,
             workers=args.concurrency,

@@ -63,6 +63,8 @@ class ExportResult:
     # failures): a DICOM store holds one instance per UID, so the table gets one row per UID.
     duplicates: list[str] = field(default_factory=list)
     duplicate_count: int = 0
+    # Known up front for folders (one cheap directory walk), so progress can say how much is left.
+    files_total: int | None = None
     column_count: int = 0
     table_written: bool = False
     job_id: str | None = None
@@ -163,6 +165,10 @@ def export_to_bigquery(
     from airflow_provider_dicom.dicom.schema import TableSchema
 
     table_schema = TableSchema()
+    if parsed.kind is SourceKind.FOLDER and progress is not None:
+        from airflow_provider_dicom.dicom.folder import iter_folder
+
+        result.files_total = sum(1 for _ in iter_folder(parsed.value))
     with tempfile.TemporaryDirectory(prefix="dicom-export-") as workdir:
         rows_path = Path(workdir, "rows.ndjson")
         from airflow_provider_dicom.dicom.convert import InstanceConverter

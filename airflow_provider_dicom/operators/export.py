@@ -8,7 +8,6 @@ DAG files that use it parse fast on schedulers and DAG processors.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -232,6 +231,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         if request.source.kind is SourceKind.DICOM_STORE:
             return self.execute_store_export(context)  # Google exports; the task waits on the operation
         from airflow_provider_dicom.export.bigquery import DestinationError, export_to_bigquery
+        from airflow_provider_dicom.export.progress import ProgressReporter
 
         project = self.project_id or request.table.project
         client = self._bigquery_client(project)
@@ -257,7 +257,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
                 schema=request.schema,
                 client=client,
                 project=project,
-                progress=ProgressLogger(self.log),
+                progress=ProgressReporter(self.log.info, PROGRESS_INTERVAL_SECONDS),
                 storage_client=storage_client,
                 dicomweb_client=dicomweb_client,
                 workers=self.max_concurrent_requests,
@@ -334,25 +334,3 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain).get_conn()
 
 
-class ProgressLogger:
-    """Logs the running counts of an export at most every `interval` seconds: enough to see a long
-    export move in the task log without a line per file. Counts only, never instance content."""
-
-    def __init__(self, log: Any, interval: float = PROGRESS_INTERVAL_SECONDS) -> None:
-        self.log = log
-        self.interval = interval
-        self._last = time.monotonic()
-
-    def __call__(self, result: ExportResult) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        self.log.info(
-            "Read %d files so far: %d instances to export, %d failed, %d not DICOM, %d filtered out",
-            result.files_seen,
-            result.instances_exported,
-            result.failure_count,
-            result.not_dicom_count,
-            result.filtered_out_count,
-        )
