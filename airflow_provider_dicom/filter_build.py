@@ -10,7 +10,9 @@ that fails hours later is worse than a task that reports its rejects now.
 Memory is bounded by the number of studies and series, never by the number of instances:
 - rows must arrive grouped: every line of a study before the next study, its study line (if any)
   first, and each series' lines contiguous. `ORDER BY study, series NULLS FIRST, instance NULLS
-  FIRST` (what `wrap_query` adds) gives that, and so does sorting the path strings;
+  FIRST` (what `wrap_query` adds) gives that, and so does sorting path strings with "/" read as a
+  space (plain string order does not: "/" sorts after ".", so /studies/1.2.3 would land between
+  the lines of /studies/1.2);
 - duplicate instance lines are found within the current series only (a set reset per series);
 - a line covered by a broader one (an instance of a listed series, a series of a listed study) is
   found through the sets of listed studies and series;
@@ -419,7 +421,12 @@ def wrap_query(sql: str, level: str, *, uid_columns: Sequence[str] = UID_COLUMNS
     inner = strip_sql(sql)
     if path_column is not None:
         column = _quote_column(path_column)
-        return f"SELECT DISTINCT CAST({column} AS STRING) AS path FROM (\n{inner}\n) ORDER BY path"
+        # Not ORDER BY path: "/" sorts after ".", which would put /studies/1.2.3 between the lines
+        # of /studies/1.2. With "/" read as " " (below every UID character) a study's lines stay together.
+        return (
+            f"SELECT path FROM (SELECT DISTINCT CAST({column} AS STRING) AS path FROM (\n{inner}\n)) "
+            "ORDER BY REPLACE(path, '/', ' ')"
+        )
     depth = LEVELS.index(level) + 1
     names = ("study", "series", "instance")
     selected = [f"CAST({_quote_column(uid_columns[i])} AS STRING) AS {names[i]}" for i in range(depth)]

@@ -53,7 +53,7 @@ def build_from_query(
     sql: str,
     destination: str,
     *,
-    level: str,
+    level: str | None,
     parameters: Sequence[Any] = (),
     on_empty: str = "fail",
     path_column: str | None = None,
@@ -68,7 +68,9 @@ def build_from_query(
     from google.cloud import bigquery
 
     policy = check_on_empty(on_empty)
-    ordered = wrap_query(sql, level, uid_columns=uid_columns, path_column=path_column)
+    if level is None and path_column is None:
+        level = "instance"
+    ordered = wrap_query(sql, level or "instance", uid_columns=uid_columns, path_column=path_column)
     server_side_possible = destination.startswith("gs://") and staging_dataset and path_column is None
     config = bigquery.QueryJobConfig(query_parameters=list(parameters), use_legacy_sql=False)
     if server_side_possible:
@@ -84,7 +86,7 @@ def build_from_query(
         if log:
             log.info("%d rows > threshold %d: building %s server-side (query + extract job)", total, threshold, destination)
         result = _server_side(
-            client, config.destination, destination, level=level, policy=policy, location=location, log=log
+            client, config.destination, destination, level=level or "instance", policy=policy, location=location, log=log
         )
         result.input_tables = inputs
         return result

@@ -74,7 +74,8 @@ class BuildFilterFileOperator(BaseOperator):
 
     :param destination: ``gs://BUCKET/OBJECT`` or a local path; replaced on every run (idempotent).
     :param level: ``study``, ``series`` or ``instance``: one line per distinct resource at that
-        level. Default: ``instance`` for a query or table; for ``uids``, as deep as each value goes.
+        level. Default: ``instance`` for a query or table; for ``uids`` or a ``path_column``, as deep as
+        each value goes.
     :param query_parameters: named parameters (``@name`` in the SQL): ``{"name": value}``, or
         ``{"name": {"type": "DATE", "value": "{{ ds }}"}}`` for templated values (rendered to
         strings), or BigQuery API parameter dicts. See `filter_build.query_parameters`.
@@ -190,7 +191,7 @@ class BuildFilterFileOperator(BaseOperator):
 
     def effective_level(self) -> str | None:
         level = check_level(self.level, allow_none=True)
-        if level is None and self.uids is None:
+        if level is None and self.uids is None and not self.path_column:
             return "instance"
         return level
 
@@ -271,7 +272,7 @@ class BuildFilterFileOperator(BaseOperator):
             client,
             sql,
             self.destination,
-            level=level or "instance",
+            level=level,
             parameters=query_parameters(self.query_parameters),
             on_empty=policy,
             path_column=self.path_column or None,

@@ -53,6 +53,18 @@ with dag("filter_from_xcom"):
 
     BuildFilterFileOperator(task_id="filter", uids=pick(), destination="{{ params.out }}")
 
+with dag("filter_from_paths"):
+    BuildFilterFileOperator(
+        task_id="filter",
+        sql=(
+            "SELECT CONCAT('/studies/', StudyInstanceUID) AS p FROM `{{ params.table }}` WHERE Modality = 'MR' "
+            "UNION ALL SELECT CONCAT('/studies/', StudyInstanceUID, '/series/', SeriesInstanceUID, "
+            "'/instances/', SOPInstanceUID) FROM `{{ params.table }}`"
+        ),
+        path_column="p",
+        destination="{{ params.out }}",
+    )
+
 with dag("filter_empty_skips"):
     @task
     def downstream():
@@ -185,3 +197,18 @@ def test_empty_selection_skips_downstream(dags_folder, table, tmp_path):
     assert tis["filter"].state == "skipped" and tis["downstream"].state == "skipped"
     assert not out.exists()
     assert xcom(dag_run, "filter")["lines"] == 0
+
+
+def test_query_returning_paths_of_mixed_levels(dags_folder, table, tmp_path):
+    out = tmp_path / "paths.txt"
+    dag_run, tis = run(dags_folder, "filter_from_paths", table=table, out=str(out))
+    assert tis["filter"].state == "success"
+    assert out.read_text().splitlines() == [
+        "/studies/1.2.840.1/series/1.2.840.1.1/instances/1.2.840.1.1.1",
+        "/studies/1.2.840.1/series/1.2.840.1.1/instances/1.2.840.1.1.2",
+        "/studies/1.2.840.1/series/1.2.840.1.2/instances/1.2.840.1.2.1",
+        "/studies/1.2.840.2",
+        "/studies/1.2.840.4/series/1.2.840.4.1/instances/1.2.840.4.1.1",
+    ]
+    result = xcom(dag_run, "filter")
+    assert (result["covered"], result["rejected"], result["studies"], result["instances"]) == (1, 1, 3, 4)

@@ -170,7 +170,7 @@ def test_wrap_query_nests_orders_and_never_formats_values():
         "SELECT DISTINCT CAST(`StudyInstanceUID` AS STRING) AS study, CAST(`SeriesInstanceUID` AS STRING) AS series "
         "FROM (\nSELECT * FROM `p.d.t` WHERE Modality = @modality\n) ORDER BY study, series ASC NULLS FIRST"
     )
-    assert "ORDER BY path" in wrap_query("SELECT p AS path FROM x", "instance", path_column="path")
+    assert "ORDER BY REPLACE(path, '/', ' ')" in wrap_query("SELECT p AS path FROM x", "instance", path_column="p")
     with pytest.raises(ValueError, match="invalid column name"):
         wrap_query("SELECT 1", "study", uid_columns=("a; DROP", "b", "c"))
     with pytest.raises(ValueError, match="empty"):
@@ -289,3 +289,17 @@ def test_server_side_empty_result_follows_the_policy():
                               on_empty="write_empty")
     assert result.written and result.lines == 0
     client.extract_table.assert_called_once()
+
+
+def test_path_rows_in_the_order_the_wrapped_query_returns(tmp_path):
+    # Study 1.2 and study 1.2.3: in plain string order 1.2.3's lines fall between 1.2's.
+    paths = ["/studies/1.2", "/studies/1.2/series/5.6", "/studies/1.2.3/series/7.8/instances/9",
+             "/studies/1.2.3/series/7.8/instances/9", "/studies/1.2.3/series/7.8/instances/10"]
+    ordered = sorted(paths, key=lambda p: p.replace("/", " "))  # ORDER BY REPLACE(path, '/', ' ')
+    result = build_from_rows(({"path": p} for p in ordered), str(tmp_path / "f"), level=None, path_column="path")
+    assert (tmp_path / "f").read_text().splitlines() == [
+        "/studies/1.2", "/studies/1.2.3/series/7.8/instances/10", "/studies/1.2.3/series/7.8/instances/9"
+    ]
+    assert (result.covered, result.duplicates, result.studies, result.instances) == (1, 1, 2, 2)
+    with pytest.raises(UnorderedInputError):
+        build_from_rows(({"path": p} for p in sorted(paths)), str(tmp_path / "g"), level=None, path_column="path")
