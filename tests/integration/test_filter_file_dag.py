@@ -212,3 +212,26 @@ def test_query_returning_paths_of_mixed_levels(dags_folder, table, tmp_path):
     ]
     result = xcom(dag_run, "filter")
     assert (result["covered"], result["rejected"], result["studies"], result["instances"]) == (1, 1, 3, 4)
+
+
+def test_server_side_route_runs_its_sql_on_the_stand_in(table, bigquery_standin, bq_dataset, gcs_server, gcs_bucket):
+    """Above the threshold BigQuery builds the file: the staging tables and counts are checked here;
+    the stand-in accepts the extract job but writes no object (a known gap), so the object is not."""
+    from airflow_provider_dicom.filter_build import query_parameters
+    from airflow_provider_dicom.filter_query import build_from_query, staging_table_id
+
+    out = f"gs://{gcs_bucket.name}/big.txt"
+    result = build_from_query(
+        bigquery_standin, f"SELECT * FROM `{table}` WHERE Modality = @m", out, level="instance",
+        parameters=query_parameters({"m": "CT"}), threshold=0, staging_dataset=bq_dataset,
+    )
+    assert result.route == "server" and result.written
+    assert (result.lines, result.instances, result.studies, result.series, result.rejected) == (4, 4, 2, 3, 1)
+    paths = sorted(r["path"] for r in bigquery_standin.query(
+        f"SELECT path FROM `{staging_table_id(bq_dataset, out, 'paths')}`").result())
+    assert paths == [
+        "/studies/1.2.840.1/series/1.2.840.1.1/instances/1.2.840.1.1.1",
+        "/studies/1.2.840.1/series/1.2.840.1.1/instances/1.2.840.1.1.2",
+        "/studies/1.2.840.1/series/1.2.840.1.2/instances/1.2.840.1.2.1",
+        "/studies/1.2.840.4/series/1.2.840.4.1/instances/1.2.840.4.1.1",
+    ]
