@@ -87,3 +87,15 @@ def test_link_and_lineage():
     local = op(destination="/tmp/f.txt", sql="SELECT 1")
     local._inputs = ["p.d.export", "p._results.anon"]
     assert local.lineage_datasets() == ([("bigquery", "p.d.export")], [("file", "/tmp/f.txt")])
+
+
+def test_openlineage_facets_with_and_without_the_provider(monkeypatch):
+    import sys
+
+    pytest.importorskip("airflow.providers.openlineage.extractors")
+    operator = op(destination="gs://bucket/f.txt", source_table="bq://my-project.d.t")
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("bigquery", "my-project.d.t")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("gs://bucket", "f.txt")]
+    monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)
+    assert operator.get_openlineage_facets_on_complete(None) is None
