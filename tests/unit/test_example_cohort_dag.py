@@ -74,3 +74,12 @@ def test_form_params_and_tasks(module):
     ]
     assert dag.get_task("build_filter").on_empty == "skip"
     assert dag.get_task("export_cohort_metadata").write_disposition == "WRITE_TRUNCATE"
+
+
+def test_links_survive_serialization(module):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(module.dag))
+    links = {t.task_id: sorted(t.extra_links) for t in restored.tasks}
+    assert links["build_filter"] == ["Filter File"]
+    assert links["export_cohort_files"] == ["Cloud Storage Destination", "DICOM Store", "Operation Logs"]
