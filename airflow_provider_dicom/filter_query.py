@@ -63,8 +63,11 @@ def build_from_query(
     staging_dataset: str | None = None,
     location: str | None = None,
     log: Any = None,
+    jobs: list[Any] | None = None,
 ) -> BuildResult:
-    """Run `sql` and write its selection to `destination`; see the module docstring for the routes."""
+    """Run `sql` and write its selection to `destination`; see the module docstring for the routes.
+    Every BigQuery job started is appended to `jobs` as it starts, so a killed task can cancel it."""
+    jobs = jobs if jobs is not None else []
     from google.cloud import bigquery
 
     policy = check_on_empty(on_empty)
@@ -77,6 +80,7 @@ def build_from_query(
         config.destination = staging_table_id(staging_dataset, destination, "rows")  # type: ignore[arg-type]
         config.write_disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
     job = client.query(ordered, job_config=config, location=location)
+    jobs.append(job)
     rows = job.result(page_size=PAGE_SIZE)
     inputs = [_table_id(table) for table in (getattr(job, "referenced_tables", None) or [])]
     total = rows.total_rows or 0
@@ -86,7 +90,8 @@ def build_from_query(
         if log:
             log.info("%d rows > threshold %d: building %s server-side (query + extract job)", total, threshold, destination)
         result = _server_side(
-            client, config.destination, destination, level=level or "instance", policy=policy, location=location, log=log
+            client, config.destination, destination, level=level or "instance", policy=policy, location=location,
+            log=log, jobs=jobs,
         )
         result.input_tables = inputs
         return result
@@ -111,14 +116,24 @@ def _table_id(table: Any) -> str:
 
 
 def _server_side(
-    client: Any, rows_table: Any, destination: str, *, level: str, policy: str, location: str | None, log: Any
+    client: Any,
+    rows_table: Any,
+    destination: str,
+    *,
+    level: str,
+    policy: str,
+    location: str | None,
+    log: Any,
+    jobs: list[Any],
 ) -> BuildResult:
     from google.cloud import bigquery
 
     rows_id = _table_id(rows_table)
     dataset = rows_id.rsplit(".", 1)[0]
     paths_sql, counts_sql = server_side_sql(rows_id, level)
-    counts = next(iter(client.query(counts_sql, location=location).result()))
+    counts_job = client.query(counts_sql, location=location)
+    jobs.append(counts_job)
+    counts = next(iter(counts_job.result()))
     result = BuildResult(uri=destination, level=level, route="server")
     result.rejected = int(counts["rejected"] or 0)
     result.studies = int(counts["studies"] or 0)
@@ -132,7 +147,9 @@ def _server_side(
     config = bigquery.QueryJobConfig(
         destination=paths_table, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE, use_legacy_sql=False
     )
-    written = client.query(paths_sql, job_config=config, location=location).result()
+    paths_job = client.query(paths_sql, job_config=config, location=location)
+    jobs.append(paths_job)
+    written = paths_job.result()
     result.lines = int(written.total_rows or 0) if written.total_rows is not None else accepted
     if level == "instance":
         result.instances = result.lines
@@ -151,6 +168,7 @@ def _server_side(
         job_config=bigquery.ExtractJobConfig(destination_format="CSV", print_header=False),
         location=location,
     )
+    jobs.append(extract)
     extract.result()
     if log:
         log.info("Extract job %s wrote %d lines to %s", getattr(extract, "job_id", "?"), result.lines, destination)

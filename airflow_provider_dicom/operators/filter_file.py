@@ -268,6 +268,7 @@ class BuildFilterFileOperator(BaseOperator):
         else:
             sql = table_sql(uris.BigQueryTableUri.parse(self.source_table).table_id)
         client = self._bigquery_client()
+        self._jobs: list[Any] = []
         return build_from_query(
             client,
             sql,
@@ -282,7 +283,19 @@ class BuildFilterFileOperator(BaseOperator):
             staging_dataset=self.staging_dataset or None,
             location=self.location,
             log=self.log,
+            jobs=self._jobs,
         )
+
+    def on_kill(self) -> None:
+        """Cancel the BigQuery jobs still running (a killed task should not leave a large query or
+        extract running and billed)."""
+        for job in getattr(self, "_jobs", []):
+            try:
+                if not job.done():
+                    job.cancel()
+                    self.log.info("Cancelled BigQuery job %s", getattr(job, "job_id", "?"))
+            except Exception as exc:  # noqa: BLE001 - best effort while the task is being killed
+                self.log.warning("Could not cancel BigQuery job %s: %s", getattr(job, "job_id", "?"), exc)
 
     def _bigquery_client(self):
         from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook

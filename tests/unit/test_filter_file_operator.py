@@ -99,3 +99,29 @@ def test_openlineage_facets_with_and_without_the_provider(monkeypatch):
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("gs://bucket", "f.txt")]
     monkeypatch.setitem(sys.modules, "airflow.providers.openlineage.extractors", None)
     assert operator.get_openlineage_facets_on_complete(None) is None
+
+
+def test_on_kill_cancels_the_running_bigquery_jobs():
+    operator = op(destination="gs://bucket/f.txt", sql="SELECT 1")
+    running, finished = mock.Mock(), mock.Mock()
+    running.done.return_value, finished.done.return_value = False, True
+    operator._jobs = [finished, running]
+    operator.on_kill()
+    running.cancel.assert_called_once_with()
+    finished.cancel.assert_not_called()
+    op(destination="gs://bucket/f.txt", uids=[]).on_kill()  # nothing started: nothing to cancel
+
+
+def test_the_query_jobs_are_recorded_as_they_start(tmp_path):
+    from airflow_provider_dicom.filter_query import build_from_query
+
+    client = mock.Mock()
+    job = mock.Mock(referenced_tables=[])
+    rows = mock.MagicMock()
+    rows.total_rows = 0
+    rows.__iter__.return_value = iter([])
+    job.result.return_value = rows
+    client.query.return_value = job
+    jobs: list = []
+    build_from_query(client, "SELECT 1", str(tmp_path / "f"), level="study", on_empty="write_empty", jobs=jobs)
+    assert jobs == [job]
