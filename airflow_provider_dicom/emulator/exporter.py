@@ -133,10 +133,10 @@ class ExportJob:
         uri = (self.request.get("filterConfig") or {}).get("resourcePathsGcsUri")
         if not uri:
             return list(self.instances)
-        accept = self._load_filter(uri)
+        accept = self.load_filter_config(uri)
         return [i for i in self.instances if accept.accepts(i.study, i.series, i.sop)]
 
-    def _load_filter(self, uri: str) -> FilterSet:
+    def load_filter_config(self, uri: str) -> FilterSet:
         from airflow_provider_dicom.filters import FilterFileError, load_filter
 
         try:

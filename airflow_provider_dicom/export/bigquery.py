@@ -146,12 +146,12 @@ def export_to_bigquery(
     from airflow_provider_dicom.dicom.parallel import resolve_processes
 
     processes = resolve_processes(processes)
-    parsed = _checked_source(source)
+    parsed = checked_source(source)
     if parsed.kind is SourceKind.GCS_PREFIX and storage_client is None:
         from airflow_provider_dicom.dicom.gcs_source import default_storage_client
 
         storage_client = default_storage_client(project or table.project)
-    accept = _load_filter(filter_config, storage_client)
+    accept = load_filter_config(filter_config, storage_client)
     if client is None:
         client = make_bigquery_client(project or table.project)
 
@@ -174,7 +174,7 @@ def export_to_bigquery(
         from airflow_provider_dicom.dicom.convert import InstanceConverter
 
         converter = InstanceConverter(schema=variant)
-        outcomes = _source_outcomes(
+        outcomes = source_outcomes(
             parsed, converter, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
             workers=workers, processes=processes,
         )
@@ -215,7 +215,7 @@ def make_bigquery_client(project: str):
     return bigquery.Client(project=project)
 
 
-def _checked_source(source: str | os.PathLike) -> DicomSource:
+def checked_source(source: str | os.PathLike) -> DicomSource:
     """The classified source, refused before any remote call when it cannot be exported."""
     parsed = DicomSource.parse(source)
     parsed.require_supported()
@@ -224,7 +224,7 @@ def _checked_source(source: str | os.PathLike) -> DicomSource:
     return parsed
 
 
-def _source_outcomes(
+def source_outcomes(
     parsed: DicomSource,
     converter: Any,
     accept: FilterSet | None,
@@ -278,7 +278,7 @@ def _source_outcomes(
     raise UnsupportedSourceError(f"exporting from a {parsed.kind.description} is not supported here")
 
 
-def _load_filter(filter_config: Any, storage_client: Any) -> FilterSet | None:
+def load_filter_config(filter_config: Any, storage_client: Any) -> FilterSet | None:
     if filter_config is None:
         return None
     from airflow_provider_dicom.filters import FilterSet, load_filter

@@ -20,10 +20,9 @@ def describe(result: Any, elapsed: float) -> str:
     parts = [f"read {done}", f"{rate:,.0f} files/s"]
     if total and rate > 0 and seen < total:
         parts.append(f"about {_duration((total - seen) / rate)} left")
-    parts.append(
-        f"{result.instances_exported:,} to export, {result.failure_count:,} failed, "
-        f"{result.not_dicom_count:,} not DICOM"
-    )
+    exported = getattr(result, "instances_exported", None)
+    done_part = f"{exported:,} to export" if exported is not None else f"{result.instances_copied:,} copied"
+    parts.append(f"{done_part}, {result.failure_count:,} failed, {result.not_dicom_count:,} not DICOM")
     duplicates = getattr(result, "duplicate_count", 0)
     if duplicates:
         parts.append(f"{duplicates:,} duplicates")

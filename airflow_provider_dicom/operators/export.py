@@ -313,24 +313,13 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         return hook.get_client(project_id=project, location=self.location)
 
     def _dicomweb_client(self, base_url: str):
-        """A DICOMweb client for `base_url` with the credentials of `dicomweb_conn_id` (none without it)."""
-        from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+        from airflow_provider_dicom.operators.clients import dicomweb_client
 
-        if self.dicomweb_conn_id is None:
-            return client_from_connection(base_url, pool_size=self.max_concurrent_requests)
-        from airflow.providers.common.compat.sdk import BaseHook
-
-        conn = BaseHook.get_connection(self.dicomweb_conn_id)
-        return client_from_connection(
-            base_url, login=conn.login, password=conn.password, extra=conn.extra_dejson,
-            pool_size=self.max_concurrent_requests, conn_id=self.dicomweb_conn_id,
-        )
+        return dicomweb_client(base_url, self.dicomweb_conn_id, self.max_concurrent_requests)
 
     def _storage_client(self):
-        """A Cloud Storage client from the same connection, for a gs:// source or filter file;
-        google-cloud-storage honours STORAGE_EMULATOR_HOST."""
-        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+        from airflow_provider_dicom.operators.clients import storage_client
 
-        return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain).get_conn()
+        return storage_client(self.gcp_conn_id, self.impersonation_chain)
 
 

@@ -1,9 +1,11 @@
-"""Operator exporting the DICOM instance files of a Cloud Healthcare store to Cloud Storage.
+"""Operator exporting DICOM instance files to Cloud Storage in the Cloud Healthcare layout.
 
-A thin front on `dicomStores.export` with a `gcsDestination`: Google writes each instance to
-`{uri_prefix}/{study}/{series}/{instance}.dcm` (or `.jpg`/`.png`, per `mime_type`). Typically the
-last step of "export metadata -> query UIDs -> write a filter file -> export the subset".
-The waiting, retry safety, failure policy and links are `DicomStoreExportBase`'s.
+For a Cloud Healthcare store it is a thin front on `dicomStores.export` with a `gcsDestination`:
+Google writes each instance to `{uri_prefix}/{study}/{series}/{instance}.dcm` (or `.jpg`/`.png`,
+per `mime_type`); the waiting, retry safety, failure policy and links are `DicomStoreExportBase`'s.
+For a folder, a gs:// prefix or a DICOMweb server the task copies the files itself into the same
+layout (`export/gcs_copy.py`), as they are stored. Typically the last step of "export metadata ->
+query UIDs -> write a filter file -> export the subset".
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from airflow_provider_dicom.operators.store_export import (
 class DicomExportToGcsOperator(DicomStoreExportBase):
     """Export the instances of a Cloud Healthcare DICOM store (all, or those a filter file lists) to Cloud Storage.
 
-    :param source: the store, ``projects/P/locations/L/datasets/D/dicomStores/S``; templated, so
-        any piece may be a template (``projects/{{ var.value.gcp_project }}/locations/...``).
+    :param source: the store, ``projects/P/locations/L/datasets/D/dicomStores/S`` (templated, so
+        any piece may be a template), or a folder, ``gs://`` prefix or DICOMweb base URL whose
+        files the task copies itself, as stored (only the two ``application/dicom`` MIME types).
     :param uri_prefix: ``gs://BUCKET[/DIR]``; files land at ``{uri_prefix}/{study}/{series}/{instance}.dcm``.
     :param mime_type: output format, as the API documents it: ``application/dicom; transfer-syntax=*``
         (as stored), ``application/dicom; transfer-syntax=UID`` (transcoded), ``application/octet-stream;
@@ -43,6 +46,8 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
         (default 0; None: never for that reason). The message carries the count and the logs link.
     :param gcp_conn_id: Airflow connection to Google Cloud.
     :param impersonation_chain: service account (or chain) to impersonate.
+    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials (DICOMweb sources).
+    :param max_concurrent_requests: copies in flight at once for non-store sources (default 16).
 
     ``deferrable``, ``wait_for_completion``, ``poll_interval``, ``cancel_on_kill`` and
     ``api_endpoint``: see `DicomStoreExportBase`. Returns (XCom) the operation's summary.
@@ -57,6 +62,7 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
             "gcp_conn_id",
             "impersonation_chain",
             "max_failed_instances",
+            "dicomweb_conn_id",
         )
     )
     ui_color = "#e8f0fe"
@@ -72,9 +78,19 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
         max_failed_instances: int | str | None = 0,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
+        dicomweb_conn_id: str | None = None,
+        max_concurrent_requests: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.dicomweb_conn_id = dicomweb_conn_id
+        if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) or not (
+            1 <= max_concurrent_requests <= 256
+        ):
+            raise ValueError(
+                f"invalid max_concurrent_requests {max_concurrent_requests!r}: expected an integer from 1 to 256"
+            )
+        self.max_concurrent_requests = max_concurrent_requests
         self.source = source
         self.uri_prefix = uri_prefix
         self.mime_type = mime_type
@@ -98,13 +114,23 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
         def pending(value: object) -> bool:
             return skip_templated and uris.is_templated(value)
 
+        store = self._from_store()
         if not pending(self.source):
-            export_requests.check_store_name(self.source)
+            if store:
+                export_requests.check_store_name(self.source)
+            else:
+                from airflow_provider_dicom.sources import DicomSource
+
+                DicomSource.parse(self.source).require_supported()
         if not pending(self.uri_prefix):
             export_requests.check_uri_prefix(self.uri_prefix)
         if self.mime_type is not None and not pending(self.mime_type):
             export_requests.parse_mime_type(self.mime_type)
-        if not pending(self.filter_config):
+            if not store and not pending(self.source):
+                from airflow_provider_dicom.export.gcs_copy import check_mime_type_for_copy
+
+                check_mime_type_for_copy(self.mime_type)
+        if not pending(self.filter_config) and store:
             check_filter_for_store(self.filter_config)
         if not pending(self.max_failed_instances):
             parse_max_failed_instances(self.max_failed_instances)
@@ -124,8 +150,53 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
             filter_gcs_uri=check_filter_for_store(self.filter_config),
         )
 
+    def _from_store(self) -> bool:
+        return uris.is_dicom_store_name(self.source) or (
+            uris.is_templated(self.source) and str(self.source).startswith("projects/")
+        )
+
     def execute(self, context: Any) -> dict[str, Any]:
-        return self.execute_store_export(context)
+        if self._from_store():
+            return self.execute_store_export(context)
+        return self._copy_files(context)
+
+    def _copy_files(self, context: Any) -> dict[str, Any]:
+        """Non-store sources: the task copies the files (it has no operation to wait on or defer)."""
+        from airflow.providers.common.compat.sdk import AirflowFailException
+
+        from airflow_provider_dicom.export.gcs_copy import export_to_gcs
+        from airflow_provider_dicom.export.progress import ProgressReporter
+        from airflow_provider_dicom.operators.clients import dicomweb_client, storage_client
+        from airflow_provider_dicom.operators.export import parse_max_failed_instances
+        from airflow_provider_dicom.sources import DicomSource, SourceKind
+
+        try:
+            self._validate(skip_templated=False)
+        except (ValueError, NotImplementedError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        source = DicomSource.parse(self.source)
+        web = (
+            dicomweb_client(source.value, self.dicomweb_conn_id, self.max_concurrent_requests)
+            if source.kind is SourceKind.DICOMWEB else None
+        )
+        self.log.info("Copying DICOM files from %s to %s", source.display, self.uri_prefix)
+        result = export_to_gcs(
+            source.value, self.uri_prefix,
+            storage_client=storage_client(self.gcp_conn_id, self.impersonation_chain),
+            filter_config=self.filter_config, mime_type=self.mime_type, dicomweb_client=web,
+            workers=self.max_concurrent_requests, progress=ProgressReporter(self.log.info, 30.0),
+        )
+        summary = result.to_dict()
+        tolerated = parse_max_failed_instances(self.max_failed_instances)
+        if tolerated is not None and result.failure_count > tolerated:
+            context["ti"].xcom_push(key="return_value", value=summary)
+            shown = "; ".join(f"{path}: {reason}" for path, reason in result.failures[:5])
+            raise AirflowFailException(
+                f"{result.failure_count} DICOM instances failed to copy (max_failed_instances="
+                f"{self.max_failed_instances}); the {result.instances_copied} good ones were copied to "
+                f"{self.uri_prefix}. Failures: {shown}"
+            )
+        return summary
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         from airflow_provider_dicom.lineage import gcs_dataset_name

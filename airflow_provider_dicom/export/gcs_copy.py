@@ -1,0 +1,228 @@
+"""Export DICOM files from a folder, a gs:// prefix or a DICOMweb server to Cloud Storage, laid out
+as the Cloud Healthcare export lays them out: `{uri_prefix}/{study}/{series}/{instance}.dcm`.
+
+Each instance is read the way the BigQuery export reads it (so the filter file, the failure
+reporting and the one-instance-per-UID rule are the same), then its bytes are copied: a local file
+is uploaded, a gs:// object is copied server-side (its bytes never pass through the worker), a
+DICOMweb instance is retrieved with WADO-RS. Files are copied as they are (the original transfer
+syntax); transcoding is what only a Cloud Healthcare store does, so another MIME type is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_dicom.sources import DicomSource, SourceKind
+from airflow_provider_dicom.uris import GcsUri
+
+log = logging.getLogger(__name__)
+
+XCOM_MAX_LISTED = 1_000
+ORIGINAL_MIME_TYPES = ("application/dicom", "application/dicom; transfer-syntax=*")
+DICOM_CONTENT_TYPE = "application/dicom"
+
+
+@dataclass
+class GcsExportResult:
+    uri_prefix: str
+    instances_copied: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    not_dicom_count: int = 0
+    filtered_out_count: int = 0
+    duplicate_count: int = 0
+    bytes_copied: int = 0
+
+    @property
+    def failure_count(self) -> int:
+        return len(self.failures)
+
+    @property
+    def files_seen(self) -> int:
+        return (
+            self.instances_copied + self.failure_count + self.not_dicom_count + self.filtered_out_count
+            + self.duplicate_count
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri_prefix": self.uri_prefix,
+            "instances_copied": self.instances_copied,
+            "failure_count": self.failure_count,
+            "failures": [{"path": p, "reason": r} for p, r in self.failures[:XCOM_MAX_LISTED]],
+            "failures_truncated": self.failure_count > XCOM_MAX_LISTED,
+            "not_dicom_count": self.not_dicom_count,
+            "filtered_out_count": self.filtered_out_count,
+            "duplicate_count": self.duplicate_count,
+            "bytes_copied": self.bytes_copied,
+        }
+
+
+def check_mime_type_for_copy(mime_type: str | None) -> None:
+    """Only a Cloud Healthcare store transcodes; from other sources files are copied as they are."""
+    if mime_type is None:
+        return
+    normalised = "; ".join(part.strip() for part in str(mime_type).split(";")).lower()
+    if normalised not in ORIGINAL_MIME_TYPES:
+        raise ValueError(
+            f"mime_type {mime_type!r} needs transcoding, which only a Cloud Healthcare store does: from a "
+            f"folder, gs:// prefix or DICOMweb server files are copied as they are ({' or '.join(ORIGINAL_MIME_TYPES)})"
+        )
+
+
+def export_to_gcs(
+    source: str | os.PathLike,
+    uri_prefix: str,
+    *,
+    storage_client: Any,
+    filter_config: Any = None,
+    mime_type: str | None = None,
+    dicomweb_client: Any = None,
+    workers: int = 16,
+    progress: Callable[[GcsExportResult], None] | None = None,
+) -> GcsExportResult:
+    """Copy the instances of `source` (not a Cloud Healthcare store) under `uri_prefix`."""
+    from airflow_provider_dicom.dicom.convert import InstanceConverter
+    from airflow_provider_dicom.export.bigquery import checked_source, load_filter_config, source_outcomes
+
+    check_mime_type_for_copy(mime_type)
+    destination = GcsUri.parse(uri_prefix)
+    if DicomSource.parse(source).kind is SourceKind.DICOM_STORE:
+        raise ValueError(f"{source!r} is a Cloud Healthcare store: its export to GCS is dicomStores.export")
+    parsed = checked_source(source)
+    accept = load_filter_config(filter_config, storage_client)
+    if parsed.kind is SourceKind.DICOMWEB and dicomweb_client is None:
+        from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient
+
+        dicomweb_client = DicomWebClient(parsed.value, pool_size=workers)
+    bucket = storage_client.bucket(destination.bucket)
+    if not bucket.exists():
+        raise ValueError(f"Cloud Storage bucket {destination.bucket!r} of {uri_prefix!r} does not exist")
+    prefix = destination.name.rstrip("/")
+    result = GcsExportResult(str(uri_prefix))
+    copy = _copier(parsed, storage_client, bucket, dicomweb_client)
+    outcomes = source_outcomes(
+        parsed, InstanceConverter(), accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
+        workers=workers,
+    )
+    seen: set[str] = set()
+    for path, target, done in _copy_in_parallel(outcomes, prefix, copy, seen, result, workers):
+        try:
+            result.bytes_copied += done.result()
+            result.instances_copied += 1
+        except Exception as exc:  # noqa: BLE001 - one failed copy must not stop the others
+            from airflow_provider_dicom.redact import redact_quoted
+
+            result.failures.append((path, f"copy to gs://{bucket.name}/{target} failed: {redact_quoted(exc)}"))
+        if progress is not None:
+            progress(result)
+    log.info(
+        "Copied %d instances (%d bytes) to %s: %d failed, %d not DICOM, %d filtered out, %d duplicates",
+        result.instances_copied, result.bytes_copied, uri_prefix, result.failure_count,
+        result.not_dicom_count, result.filtered_out_count, result.duplicate_count,
+    )
+    return result
+
+
+def _copy_in_parallel(
+    outcomes: Iterator[Any],
+    prefix: str,
+    copy: Callable[[str, str], int],
+    seen: set[str],
+    result: GcsExportResult,
+    workers: int,
+) -> Iterator[tuple[str, str, Future]]:
+    """Start each good instance's copy on a thread pool (at most 2 x workers in flight) and yield
+    them in source order; count the other outcomes as they come."""
+    from collections import deque
+
+    pending: deque[tuple[str, str, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for outcome in outcomes:
+            if outcome.status == "ok":
+                converted = outcome.converted
+                uid = converted.sop_uid
+                if uid in seen:
+                    result.duplicate_count += 1
+                    continue
+                seen.add(uid)
+                target = "/".join(p for p in (prefix, converted.study_uid, converted.series_uid, f"{uid}.dcm") if p)
+                pending.append((outcome.path, target, pool.submit(copy, outcome.path, target)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft()
+            elif outcome.status == "not_dicom":
+                result.not_dicom_count += 1
+            elif outcome.status == "filtered":
+                result.filtered_out_count += 1
+            else:
+                result.failures.append((outcome.path, outcome.reason or "unknown error"))
+        while pending:
+            yield pending.popleft()
+
+
+def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_client: Any) -> Callable[[str, str], int]:
+    """A function copying one instance (named as its outcome names it) to an object; returns bytes."""
+    if parsed.kind is SourceKind.FOLDER:
+
+        def upload(path: str, target: str) -> int:
+            bucket.blob(target).upload_from_filename(path, content_type=DICOM_CONTENT_TYPE)
+            return os.path.getsize(path)
+
+        return upload
+    if parsed.kind is SourceKind.GCS_PREFIX:
+
+        def server_side_copy(uri: str, target: str) -> int:
+            source = GcsUri.parse(uri, require_object=True)
+            blob = storage_client.bucket(source.bucket).blob(source.name)
+            copied = storage_client.bucket(source.bucket).copy_blob(blob, bucket, target)
+            return int(copied.size or 0)
+
+        return server_side_copy
+
+    def retrieve(instance_url: str, target: str) -> int:
+        data = retrieve_instance(dicomweb_client, instance_url)
+        bucket.blob(target).upload_from_string(data, content_type=DICOM_CONTENT_TYPE)
+        return len(data)
+
+    return retrieve
+
+
+def retrieve_instance(client: Any, instance_url: str) -> bytes:
+    """WADO-RS retrieve of one instance, in its stored transfer syntax, as Part 10 bytes."""
+    response = client.session.get(
+        instance_url,
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=client.timeout,
+    )
+    if response.status_code != 200:
+        raise OSError(f"WADO-RS retrieve answered HTTP {response.status_code}")
+    parts = _multipart_parts(response.content, response.headers.get("Content-Type", ""))
+    if len(parts) != 1:
+        raise OSError(f"WADO-RS retrieve returned {len(parts)} parts, expected one instance")
+    return parts[0]
+
+
+def _multipart_parts(body: bytes, content_type: str) -> list[bytes]:
+    """The bodies of a multipart/related response (headers of each part dropped)."""
+    boundary = None
+    for parameter in content_type.split(";")[1:]:
+        key, _, value = parameter.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip('"')
+    if not boundary:
+        raise OSError("multipart response without a boundary")
+    delimiter = b"--" + boundary.encode()
+    parts = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        header_end = chunk.find(b"\r\n\r\n")
+        if header_end < 0:
+            continue
+        payload = chunk[header_end + 4 :]
+        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
+    return parts
