@@ -23,7 +23,6 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dicom import uris
 from airflow_provider_dicom.filter_build import (
-    LEVELS,
     REJECT_EXAMPLES,
     UID_COLUMNS,
     check_destination,
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
 
 CONSOLE_URL = "https://console.cloud.google.com"
-DEFAULT_THRESHOLD = 1_000_000  # rows; filter_query.DEFAULT_THRESHOLD (not imported: it pulls nothing, but keep parse lean)
+DEFAULT_THRESHOLD = 1_000_000  # rows; the same as filter_query.DEFAULT_THRESHOLD
 
 
 def gcs_object_console_url(uri: str) -> str:
@@ -353,4 +352,4 @@ def _parse_max_rejected(value: object) -> int | None:
     raise ValueError(f"invalid max_rejected {value!r}: expected an integer >= 0, or None")
 
 
-__all__ = ["LEVELS", "BuildFilterFileOperator", "DicomFilterFileLink"]
+__all__ = ["BuildFilterFileOperator", "DicomFilterFileLink"]
