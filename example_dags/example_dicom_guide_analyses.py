@@ -10,8 +10,8 @@ patient search, the PatientID substituted (the ID as an escaped string literal, 
 - ``latest_studies``: "Querying for the latest studies": the 10 most recent studies with their
   instance counts, the start of a reading worklist.
 
-Results land in XCom (each task's return value, shown in the UI) and in the task log, as counts and
-UIDs/paths only (the worklist's PatientID column is counted, not printed).
+Results land in XCom (each task's return value, shown in the UI) and in the task log; the log gets
+counts, UIDs and paths only (the worklist's dates and PatientIDs stay in XCom).
 
 Configuration: Param ``table`` (``bq://PROJECT.DATASET.TABLE``) or the Variable ``dicom_table``;
 credentials from ``google_cloud_default`` (``BIGQUERY_EMULATOR_HOST`` and an anonymous connection
@@ -71,9 +71,10 @@ with DAG(
 
         table = BigQueryTableUri.parse(templates_dict["table"])
         rows = _run(latest_studies_sql(table), table.project)
-        print(f"the {len(rows)} latest studies (StudyDateTime, StudyInstanceUID, InstanceCount):")
+        # The log gets UIDs and counts only; dates and patient IDs stay in the XCom result.
+        print(f"the {len(rows)} latest studies (StudyInstanceUID, InstanceCount), newest first:")
         for row in rows:
-            print(f"  {row['StudyDateTime']}  {row['StudyInstanceUID']}  {row['InstanceCount']}")
+            print(f"  {row['StudyInstanceUID']}  {row['InstanceCount']}")
         return {"count": len(rows), "studies": rows}
 
     patient_dicomweb_paths()
