@@ -39,7 +39,6 @@ LEVELS = ("study", "series", "instance")
 ON_EMPTY = ("fail", "skip", "write_empty")
 MAX_UID_LENGTH = 64
 REJECT_EXAMPLES = 5  # rejected values quoted back in the result and the log
-_SHOWN = 80  # characters of a rejected value quoted back
 # The default column names: the Cloud Healthcare export table's.
 UID_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 # The same rule as `uid_problem`, for the server-side route (GoogleSQL RE2).
@@ -95,8 +94,11 @@ def uid_problem(value: object) -> str | None:
 
 
 def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+    """How a rejected value is described in logs and XCom: its shape, never its text. Whatever
+    failed to be a UID may be a patient ID, a name or a date handed over by mistake."""
+    if isinstance(value, str):
+        return f"a {len(value)}-character value"
+    return f"a {type(value).__name__}"
 
 
 @dataclass

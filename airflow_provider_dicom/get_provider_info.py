@@ -24,6 +24,7 @@ def get_provider_info() -> dict:
             "airflow_provider_dicom.healthcare_links.DicomStoreLink",
             "airflow_provider_dicom.healthcare_links.DicomOperationLogsLink",
             "airflow_provider_dicom.healthcare_links.DicomGcsDestinationLink",
+            "airflow_provider_dicom.operators.filter_file.DicomFilterFileLink",
         ],
         "hooks": [
             {
@@ -49,6 +50,7 @@ def get_provider_info() -> dict:
                 "python-modules": [
                     "airflow_provider_dicom.operators.export",
                     "airflow_provider_dicom.operators.export_gcs",
+                    "airflow_provider_dicom.operators.filter_file",
                 ],
             }
         ],

@@ -544,7 +544,16 @@ class InstanceConverter:
             kept = Dataset({tag: elem for tag, elem in ds._dict.items() if tag not in deferred})
             kept.set_original_encoding(*ds.original_encoding[:2], None)
             ds = kept
-        metadata = ds.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk)
+        metadata = ds.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk, suppress_invalid_tags=True)
+        for tag, elem in ds._dict.items():
+            key = tag_reference(tag)
+            if key in metadata or key in dropped or not tag & 0xFFFF:
+                continue
+            # pydicom could not convert this value (e.g. IS "1A"): keep its text rather than lose it,
+            # as the flattened table keeps it in OtherElements.
+            text = _raw_text(elem)
+            if text is not None:
+                metadata[key] = {"vr": elem.VR or "UN", "Value": text}
         if file_meta is not None:
             metadata.update(file_meta.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk))
         metadata = {key: value for key, value in metadata.items() if "BulkDataURI" not in value and key[4:] != "0000"}
@@ -574,6 +583,16 @@ class InstanceConverter:
             f for f in JSON_SCHEMA_FIELDS if f.name != "SourceDicomStore"
         )
         return ConvertedInstance({k: v for k, v in row.items() if v is not None}, fields, study, series, sop)
+
+
+def _raw_text(elem: Any) -> list[str] | None:
+    """The values of an element pydicom could not convert, as text; None if it has no text form."""
+    value = getattr(elem, "value", None)
+    if isinstance(value, bytes):
+        return [part.strip(" \x00") for part in value.decode("latin_1").split("\\")]
+    if isinstance(value, str):
+        return [value]
+    return None
 
 
 def _json_uid(metadata: dict, key: str) -> str | None:

@@ -408,3 +408,17 @@ def _item(**elements) -> Dataset:
     for keyword, value in elements.items():
         setattr(item, keyword, value)
     return item
+
+
+def test_json_variant_keeps_a_value_pydicom_cannot_convert_as_text():
+    ds = make_dataset(Modality="CT")
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    # InstanceNumber that is not an integer, as a writer once put it on disk.
+    ds[0x00200013] = RawDataElement(Tag(0x00200013), "IS", 2, b"1A", 0, False, True)
+    converted = convert(ds, schema="json")
+    assert converted.row["Metadata"]["00200013"] == {"vr": "IS", "Value": ["1A"]}
+    assert converted.row["Metadata"]["00080060"] == {"vr": "CS", "Value": ["CT"]}
+    # The flattened table keeps IS as its text anyway.
+    assert convert(ds).row["InstanceNumber"] == "1A"
