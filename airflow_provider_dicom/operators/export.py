@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.operators.arguments import check_concurrency
 from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
 from airflow_provider_dicom.healthcare_links import DicomOperationLogsLink, DicomStoreLink
 from airflow_provider_dicom.links import DicomBigQueryTableLink
@@ -53,17 +54,10 @@ def _check_impersonation_chain(value: object) -> None:
 
 
 def parse_max_failed_instances(value: object) -> int | None:
-    """An int >= 0 or None; also the text a template renders to ("3", "None", ""), since Jinja
-    renders a DAG param to a string unless the DAG renders native objects."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "none", "null"):
-            return None
-        if text.isdigit():
-            return int(text)
-    elif value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise ValueError(f"invalid max_failed_instances {value!r}: expected an integer >= 0, or None")
+    """An int >= 0 or None (no limit); also the text a template renders to."""
+    from airflow_provider_dicom.operators.arguments import parse_optional_count
+
+    return parse_optional_count(value, "max_failed_instances")
 
 
 class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
@@ -170,13 +164,7 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
         self.dicomweb_conn_id = dicomweb_conn_id
-        if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) or not (
-            1 <= max_concurrent_requests <= 256
-        ):
-            raise ValueError(
-                f"invalid max_concurrent_requests {max_concurrent_requests!r}: expected an integer from 1 to 256"
-            )
-        self.max_concurrent_requests = max_concurrent_requests
+        self.max_concurrent_requests = check_concurrency(max_concurrent_requests)
         from airflow_provider_dicom.dicom.parallel import resolve_processes
 
         resolve_processes(processes)  # a ValueError naming the value, at DAG parse time

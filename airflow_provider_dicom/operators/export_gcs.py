@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.operators.arguments import check_concurrency
 from airflow_provider_dicom.healthcare_links import (
     DicomGcsDestinationLink,
     DicomOperationLogsLink,
@@ -84,13 +85,7 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
     ) -> None:
         super().__init__(**kwargs)
         self.dicomweb_conn_id = dicomweb_conn_id
-        if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) or not (
-            1 <= max_concurrent_requests <= 256
-        ):
-            raise ValueError(
-                f"invalid max_concurrent_requests {max_concurrent_requests!r}: expected an integer from 1 to 256"
-            )
-        self.max_concurrent_requests = max_concurrent_requests
+        self.max_concurrent_requests = check_concurrency(max_concurrent_requests)
         self.source = source
         self.uri_prefix = uri_prefix
         self.mime_type = mime_type

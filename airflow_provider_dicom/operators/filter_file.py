@@ -341,15 +341,9 @@ class BuildFilterFileOperator(BaseOperator):
 
 
 def _parse_max_rejected(value: object) -> int | None:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "none", "null"):
-            return None
-        if text.isdigit():
-            return int(text)
-    elif value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise ValueError(f"invalid max_rejected {value!r}: expected an integer >= 0, or None")
+    from airflow_provider_dicom.operators.arguments import parse_optional_count
+
+    return parse_optional_count(value, "max_rejected")
 
 
 __all__ = ["BuildFilterFileOperator", "DicomFilterFileLink"]
