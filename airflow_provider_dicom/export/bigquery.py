@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
+from airflow_provider_dicom.export.counts import XCOM_MAX_LISTED, SourceCounts
 from airflow_provider_dicom.redact import redact_quoted
 from airflow_provider_dicom.sources import DicomSource, SourceKind, UnsupportedSourceError
 from airflow_provider_dicom.uris import BigQueryTableUri
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_COLUMNS = 10_000  # BigQuery's limit, nested columns included
-XCOM_MAX_FAILURES = 1_000  # failures listed in to_dict(); the count is always complete
 JOB_ID_PREFIX = "dicom_export_"
 
 
@@ -50,49 +50,27 @@ class DestinationError(ExportError):
 
 
 @dataclass
-class ExportResult:
+class ExportResult(SourceCounts):
     """What an export did, in the terms of the Healthcare API's counters plus what only we can see."""
 
     table_uri: str
     write_disposition: str
     instances_exported: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    not_dicom_count: int = 0
-    filtered_out_count: int = 0
-    # Files whose SOPInstanceUID an earlier file of this export already had (paths, capped like
-    # failures): a DICOM store holds one instance per UID, so the table gets one row per UID.
-    duplicates: list[str] = field(default_factory=list)
-    duplicate_count: int = 0
-    # Known up front for folders (one cheap directory walk), so progress can say how much is left.
-    files_total: int | None = None
     column_count: int = 0
     table_written: bool = False
     job_id: str | None = None
 
     @property
-    def failure_count(self) -> int:
-        return len(self.failures)
-
-    @property
-    def files_seen(self) -> int:
-        return (
-            self.instances_exported + self.failure_count + self.not_dicom_count + self.filtered_out_count
-            + self.duplicate_count
-        )
+    def done_count(self) -> int:
+        return self.instances_exported
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary for XCom; the failure list is capped so a broken folder cannot flood it."""
+        """JSON-ready summary for XCom; lists are capped so a broken folder cannot flood it."""
         return {
             "table_uri": self.table_uri,
             "write_disposition": self.write_disposition,
             "instances_exported": self.instances_exported,
-            "failure_count": self.failure_count,
-            "failures": [{"path": path, "reason": reason} for path, reason in self.failures[:XCOM_MAX_FAILURES]],
-            "failures_truncated": self.failure_count > XCOM_MAX_FAILURES,
-            "not_dicom_count": self.not_dicom_count,
-            "filtered_out_count": self.filtered_out_count,
-            "duplicate_count": self.duplicate_count,
-            "duplicates": self.duplicates[:XCOM_MAX_FAILURES],
+            **self.counts_dict(),
             "column_count": self.column_count,
             "table_written": self.table_written,
             "job_id": self.job_id,
@@ -347,7 +325,7 @@ def _write_rows(
     from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
-    # instance; exports of many millions are split into shards (see the README).
+    # instance, so ~120 MB for a million.
     exported_uids: set[str] = set()
     with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
         for outcome in outcomes:
@@ -356,27 +334,15 @@ def _write_rows(
             status = outcome.status
             if status == "ok":
                 if outcome.sop_uid in exported_uids:
-                    result.duplicate_count += 1
-                    if len(result.duplicates) < XCOM_MAX_FAILURES:
-                        result.duplicates.append(outcome.path)
-                    log.warning(
-                        "Not exporting %s: SOPInstanceUID %s was already exported from another file",
-                        outcome.path, outcome.sop_uid,
-                    )
+                    result.add_duplicate(outcome.path, outcome.sop_uid)
                     continue
                 exported_uids.add(outcome.sop_uid)
                 out.write(outcome.line)
                 out.write("\n")
                 table_schema.add(outcome.fields)
                 result.instances_exported += 1
-            elif status == "not_dicom":
-                result.not_dicom_count += 1
-            elif status == "filtered":
-                result.filtered_out_count += 1
             else:
-                reason = outcome.reason or "unknown error"
-                result.failures.append((outcome.path, reason))
-                log.warning("Skipping %s: %s", outcome.path, reason)
+                result.count_not_done(status, outcome.path, outcome.reason)
             if progress is not None:
                 progress(result)
 

@@ -14,50 +14,34 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_dicom.export.counts import SourceCounts
 from airflow_provider_dicom.sources import DicomSource, SourceKind
 from airflow_provider_dicom.uris import GcsUri
 
 log = logging.getLogger(__name__)
 
-XCOM_MAX_LISTED = 1_000
 ORIGINAL_MIME_TYPES = ("application/dicom", "application/dicom; transfer-syntax=*")
 DICOM_CONTENT_TYPE = "application/dicom"
 
 
 @dataclass
-class GcsExportResult:
+class GcsExportResult(SourceCounts):
     uri_prefix: str
     instances_copied: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    not_dicom_count: int = 0
-    filtered_out_count: int = 0
-    duplicate_count: int = 0
     bytes_copied: int = 0
 
     @property
-    def failure_count(self) -> int:
-        return len(self.failures)
-
-    @property
-    def files_seen(self) -> int:
-        return (
-            self.instances_copied + self.failure_count + self.not_dicom_count + self.filtered_out_count
-            + self.duplicate_count
-        )
+    def done_count(self) -> int:
+        return self.instances_copied
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "uri_prefix": self.uri_prefix,
             "instances_copied": self.instances_copied,
-            "failure_count": self.failure_count,
-            "failures": [{"path": p, "reason": r} for p, r in self.failures[:XCOM_MAX_LISTED]],
-            "failures_truncated": self.failure_count > XCOM_MAX_LISTED,
-            "not_dicom_count": self.not_dicom_count,
-            "filtered_out_count": self.filtered_out_count,
-            "duplicate_count": self.duplicate_count,
+            **self.counts_dict(),
             "bytes_copied": self.bytes_copied,
         }
 
@@ -147,19 +131,15 @@ def _copy_in_parallel(
                 converted = outcome.converted
                 uid = converted.sop_uid
                 if uid in seen:
-                    result.duplicate_count += 1
+                    result.add_duplicate(outcome.path, uid)
                     continue
                 seen.add(uid)
                 target = "/".join(p for p in (prefix, converted.study_uid, converted.series_uid, f"{uid}.dcm") if p)
                 pending.append((outcome.path, target, pool.submit(copy, outcome.path, target)))
                 if len(pending) >= 2 * workers:
                     yield pending.popleft()
-            elif outcome.status == "not_dicom":
-                result.not_dicom_count += 1
-            elif outcome.status == "filtered":
-                result.filtered_out_count += 1
             else:
-                result.failures.append((outcome.path, outcome.reason or "unknown error"))
+                result.count_not_done(outcome.status, outcome.path, outcome.reason)
         while pending:
             yield pending.popleft()
 
