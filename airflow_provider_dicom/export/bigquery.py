@@ -19,12 +19,12 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
-from airflow_provider_dicom.export.counts import XCOM_MAX_LISTED, SourceCounts
+from airflow_provider_dicom.export.counts import SourceCounts
 from airflow_provider_dicom.redact import redact_quoted
 from airflow_provider_dicom.sources import DicomSource, SourceKind, UnsupportedSourceError
 from airflow_provider_dicom.uris import BigQueryTableUri

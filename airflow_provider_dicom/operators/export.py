@@ -24,7 +24,6 @@ from airflow_provider_dicom.sources import SourceKind
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_dicom.export.bigquery import ExportResult
 
 # How many failed instances the task's failure message lists by name (the XCom result lists up to 1,000).
 FAILURES_IN_MESSAGE = 5
