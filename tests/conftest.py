@@ -35,9 +35,15 @@ os.environ.setdefault(
 (_AIRFLOW_HOME / "dags").mkdir()
 
 STANDIN_FIXTURES = frozenset(
-    {"bigquery_server", "bigquery_standin", "bq_dataset", "gcs_server", "gcs_standin", "gcs_bucket", "orthanc_standin"}
+    {
+        "bigquery_server", "bigquery_standin", "bq_dataset", "gcs_server", "gcs_standin", "gcs_bucket",
+        "orthanc_standin", "healthcare_emulator", "healthcare", "dicom_store", "healthcare_hook",
+    }
 )
 
+
+# The Cloud Healthcare emulator fixtures (healthcare_emulator, healthcare, dicom_store, ...).
+pytest_plugins = ["tests.integration.conftest_healthcare"]
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)

@@ -1,8 +1,8 @@
 """Fixtures for the Cloud Healthcare side: the emulator (in-process, on a free 127.0.0.1 port), a fresh
 DICOM store per test, and a DicomStoreHook pointed at the emulator.
 
-Import them into a test module (`from tests.integration.conftest_healthcare import *`); they may
-move into tests/conftest.py. The emulator exports through the BigQuery and GCS stand-ins that the
+tests/conftest.py registers this module as a plugin, so every test can ask for them; like the
+other stand-ins they are for tests marked integration only. The emulator exports through the BigQuery and GCS stand-ins that the
 `bigquery_server` / `gcs_server` fixtures start: those fixtures set BIGQUERY_EMULATOR_HOST and
 STORAGE_EMULATOR_HOST in this process, which is where the in-process emulator reads them.
 """

@@ -11,11 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest_healthcare import (  # noqa: F401 - fixtures
-    dicom_store,
-    healthcare,
-    healthcare_emulator,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -27,12 +27,6 @@ from airflow_provider_dicom.hooks.operations import (
     OperationFailedError,
     OperationStatus,
 )
-from tests.integration.conftest_healthcare import (  # noqa: F401 - fixtures
-    dicom_store,
-    healthcare,
-    healthcare_emulator,
-    healthcare_hook,
-)
 
 pytestmark = pytest.mark.integration
 

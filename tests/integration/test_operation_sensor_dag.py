@@ -13,12 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest_healthcare import (  # noqa: F401 - fixtures
-    dicom_store,
-    healthcare,
-    healthcare_emulator,
-    healthcare_hook,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest_healthcare import healthcare, healthcare_emulator  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,6 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dicom.hooks.operations import EXPORT_DICOM_DATA_METHOD
-from tests.integration.conftest_healthcare import (  # noqa: F401 - fixtures
-    dicom_store,
-    healthcare,
-    healthcare_emulator,
-    healthcare_hook,
-)
 
 pytestmark = pytest.mark.integration
 

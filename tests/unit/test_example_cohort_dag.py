@@ -76,8 +76,14 @@ def test_form_params_and_tasks(module):
     assert dag.get_task("export_cohort_metadata").write_disposition == "WRITE_TRUNCATE"
 
 
-def test_links_survive_serialization(module):
+def test_links_survive_serialization(module, monkeypatch):
+    from airflow.serialization import serialized_objects
     from airflow.serialization.serialized_objects import DagSerialization
+
+    # The API server loads links; loading a serialized DAG for the scheduler (as dag.test() does in
+    # integration tests earlier in the same session) switches this class-wide flag off and leaves it.
+    for name in ("DagSerialization", "OperatorSerialization"):
+        monkeypatch.setattr(getattr(serialized_objects, name), "_load_operator_extra_links", True)
 
     restored = DagSerialization.from_dict(DagSerialization.to_dict(module.dag))
     links = {t.task_id: sorted(t.extra_links) for t in restored.tasks}
