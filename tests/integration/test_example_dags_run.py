@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.helpers.dag_runs import xcom
 
 
 pytestmark = pytest.mark.integration
@@ -47,18 +48,6 @@ def run(folder: Path, dag_id: str, **kwargs):
     dag_run = bag.dags[dag_id].test(**kwargs)
     return dag_run, {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
-
-def xcom(dag_run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id, XComModel.key == "return_value")
-            .one_or_none()
-        )
-        return None if row is None else row.value
 
 
 def sop(pydicom_corpus: Path, name: str) -> str:

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tests.helpers.dag_runs import xcom
 
 pytestmark = pytest.mark.integration
 
@@ -123,18 +124,6 @@ def run(folder: Path, dag_id: str, **conf):
     dag_run = bag.dags[dag_id].test(run_conf=conf)
     return dag_run, {ti.task_id: ti for ti in dag_run.get_task_instances()}
 
-
-def xcom(dag_run, task_id: str, key: str = "return_value"):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id, XComModel.key == key)
-            .one_or_none()
-        )
-        return None if row is None else row.value
 
 
 def test_query_with_parameters_to_gcs(dags_folder, table, gcs_server, gcs_bucket):

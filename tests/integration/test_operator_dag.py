@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.helpers.dag_runs import load_dag, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -73,13 +74,6 @@ def dags_folder(airflow_db, airflow_home) -> Path:
     return folder
 
 
-def load_dag(dags_folder: Path, dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(dags_folder), safe_mode=False)
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
-
 
 @pytest.fixture
 def dataset(bq_dataset) -> str:
@@ -130,18 +124,6 @@ def table_rows(client, table_id: str) -> list[dict]:
     return [dict(row.items()) for row in client.query(f"SELECT * FROM `{table_id}`").result()]
 
 
-def xcom_value(run, task_id: str, key: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == run.run_id, XComModel.task_id == task_id, XComModel.key == key)
-            .one_or_none()
-        )
-        return None if row is None else row.value
-
 
 def test_export_loads_rows_with_their_types_and_reports_counts(
     dags_folder, dataset, good_folder, bigquery_standin, pydicom_corpus, tmp_path
@@ -169,7 +151,7 @@ def test_export_loads_rows_with_their_types_and_reports_counts(
     assert schema["ImageType"].mode == "REPEATED"
     assert schema["PatientName"].field_type in ("RECORD", "STRUCT")
 
-    link = xcom_value(dag_run, "export", "_link_DicomBigQueryTableLink")
+    link = xcom(dag_run, "export", "_link_DicomBigQueryTableLink")
     assert link.startswith("https://console.cloud.google.com/bigquery?")
     assert f"d={dataset_name}" in link and "t=instances" in link
 
@@ -249,4 +231,4 @@ def test_example_dag_reruns_are_idempotent(dags_folder, dataset, good_folder, bi
         }
         rows = table_rows(bigquery_standin, f"{dataset}.instances")
         assert sorted(row["SOPInstanceUID"] for row in rows) == sorted(sop_uids(pydicom_corpus))
-    assert xcom_value(dag_run, "export_folder_to_bigquery", "return_value")["write_disposition"] == "WRITE_TRUNCATE"
+    assert xcom(dag_run, "export_folder_to_bigquery", "return_value")["write_disposition"] == "WRITE_TRUNCATE"

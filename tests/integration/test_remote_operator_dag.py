@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.helpers.dag_runs import load_dag
 
 pytestmark = pytest.mark.integration
 
@@ -76,13 +77,6 @@ def dags_folder(airflow_db) -> Path:
     (folder / "dicom_export_remote_dags.py").write_text(textwrap.dedent(DAGS))
     return folder
 
-
-def load_dag(folder: Path, dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(folder), safe_mode=False)
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
 
 
 def run(dag, tmp_path: Path, **conf):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dicom.hooks.operations import EXPORT_DICOM_DATA_METHOD
+from tests.helpers.dag_runs import load_dag, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -103,13 +104,6 @@ def dags_folder(airflow_db) -> Path:
     return folder
 
 
-def load_dag(folder: Path, dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(folder), safe_mode=False)
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags[dag_id]
-
 
 @pytest.fixture
 def emulator_env(healthcare_emulator, monkeypatch):
@@ -169,18 +163,6 @@ def run(folder: Path, dag_id: str, **conf):
     dag_run = load_dag(folder, dag_id).test(run_conf=conf)
     return dag_run, {ti.task_id: ti for ti in dag_run.get_task_instances()}
 
-
-def xcom(dag_run, task_id: str, key: str = "return_value"):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter(XComModel.run_id == dag_run.run_id, XComModel.task_id == task_id, XComModel.key == key)
-            .one_or_none()
-        )
-        return None if row is None else row.value
 
 
 def rows(client, table_uri: str) -> list[dict]:
