@@ -378,7 +378,7 @@ class InstanceConverter:
         if not values:
             return
         try:
-            typed = self._typed(values, vr, column_type, state)
+            typed = self._typed(values, column_type, state)
             if not repeated and len(typed) > 1:
                 raise vrs.ValueConversionError(f"{len(typed)} values in a VM 1 element")
         except vrs.ValueConversionError:
@@ -394,7 +394,7 @@ class InstanceConverter:
         else:
             row[name] = value
 
-    def _typed(self, values: list, vr: str, column_type: str, state: _InstanceState) -> list:
+    def _typed(self, values: list, column_type: str, state: _InstanceState) -> list:
         """Values decoded by their actual VR -> values of the column's type."""
         if column_type == STRING:
             return [v if isinstance(v, str) else _text(v) for v in values]
@@ -465,15 +465,11 @@ class InstanceConverter:
         return vrs.split_text(text, vr)
 
     def _sequence(self, ds, tag, elem, info, row, fields, other, encodings, depth, path, state) -> None:
-        if info is not None:
-            name = info.keyword
-        else:
-            name = tag_name(tag)
+        # A keyword column taken already in this dataset (a second element with the same
+        # keyword) keeps its items under its tag's name, as a private sequence does.
+        name = info.keyword if info is not None and info.keyword not in fields else tag_name(tag)
         if depth + 1 > state.max_depth:
             self._drop(tag, info, path, state)
-            return
-        if info is not None and name in fields:
-            other.append({"Tag": tag_name(tag), "Data": []})
             return
         if getattr(elem, "is_raw", False):
             elem = ds[tag]

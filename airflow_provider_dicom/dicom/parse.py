@@ -157,7 +157,7 @@ class _Parser:
             btag = BaseTag(tag)
             if vr == "UN" and length == _UNDEFINED:
                 raise Unsupported("UN of undefined length (an implicit VR sequence inside explicit VR)")
-            if vr == "SQ" or (vr is None and (length == _UNDEFINED or self._implicit_sequence(tag, pos, length))):
+            if vr == "SQ" or (vr is None and (length == _UNDEFINED or self._implicit_sequence(tag, length))):
                 items, pos = self.sequence(pos, length, end)
                 out[btag] = self._sequence_element(btag, items, length)
                 continue
@@ -189,7 +189,7 @@ class _Parser:
         # pydicom reads through; let it judge.
         raise Unsupported(f"{what} runs past its container")
 
-    def _implicit_sequence(self, tag: int, pos: int, length: int) -> bool:
+    def _implicit_sequence(self, tag: int, length: int) -> bool:
         if length < 8:
             return False
         from pydicom.datadict import dictionary_VR
