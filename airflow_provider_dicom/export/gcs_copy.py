@@ -70,7 +70,6 @@ def export_to_gcs(
     progress: Callable[[GcsExportResult], None] | None = None,
 ) -> GcsExportResult:
     """Copy the instances of `source` (not a Cloud Healthcare store) under `uri_prefix`."""
-    from airflow_provider_dicom.dicom.convert import InstanceConverter
     from airflow_provider_dicom.export.bigquery import checked_source, load_filter_config, source_outcomes
 
     check_mime_type_for_copy(mime_type)
@@ -90,7 +89,7 @@ def export_to_gcs(
     result = GcsExportResult(str(uri_prefix))
     copy = _copier(parsed, storage_client, bucket, dicomweb_client)
     outcomes = source_outcomes(
-        parsed, InstanceConverter(), accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
+        parsed, _UidReader(), accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
         workers=workers,
     )
     seen: set[str] = set()
@@ -110,6 +109,21 @@ def export_to_gcs(
         result.not_dicom_count, result.filtered_out_count, result.duplicate_count,
     )
     return result
+
+
+class _UidReader:
+    """Stands in for InstanceConverter where only the three UIDs are needed: a copy names its
+    object from them, and building the whole row would be work thrown away."""
+
+    def convert(self, ds: Any, **_: Any) -> Any:
+        from airflow_provider_dicom.dicom.convert import ConvertedInstance
+        from airflow_provider_dicom.dicom.outcomes import instance_uids
+
+        study, series, sop = instance_uids(ds)
+        meta = getattr(ds, "file_meta", None)
+        sop_class = meta.get("MediaStorageSOPClassUID") if meta is not None else None
+        row = {"MediaStorageSOPClassUID": str(sop_class)} if sop_class else {}
+        return ConvertedInstance(row, (), study, series, sop)
 
 
 def _copy_in_parallel(
