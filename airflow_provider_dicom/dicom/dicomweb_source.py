@@ -50,6 +50,7 @@ INSTANCE_REQUESTS_PER_SERIES = 10
 DEFAULT_TIMEOUT = (10.0, 300.0)  # connect, read: a large series' metadata takes a while to build
 _BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
 _NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
+_NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
 _SPECIFIC_CHARACTER_SET = "00080005"
 _PLACEHOLDER = "AAA="  # base64 of b"\x00\x00"
 _SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
@@ -254,6 +255,15 @@ class InstanceJson:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ListedStudy:
+    """A study as QIDO-RS listed it; the counts are None when the server did not give them."""
+
+    uid: str
+    series: int | None = None
+    instances: int | None = None
+
+
 class DicomWebSource:
     """The instances of a DICOMweb server (or the part a filter selects), read with WADO-RS metadata."""
 
@@ -275,15 +285,22 @@ class DicomWebSource:
 
     # -- what to read ----------------------------------------------------------------------------
 
-    def study_uids(self) -> Iterator[tuple[str, int | None]]:
-        """Every study on the server once (QIDO-RS may list a UID twice), with its series count."""
+    def listed_studies(self) -> Iterator[ListedStudy]:
+        """Every study on the server once (QIDO-RS may list a UID twice), with the sizes it gave."""
         seen: set[str] = set()
         for study in self.client.iter_search("studies"):
             uid = _first(study, _STUDY_UID)
             if uid is None or uid in seen:
                 continue
             seen.add(uid)
-            yield uid, _count(study, _NUMBER_OF_STUDY_RELATED_SERIES)
+            yield ListedStudy(
+                uid, _count(study, _NUMBER_OF_STUDY_RELATED_SERIES), _count(study, _NUMBER_OF_STUDY_RELATED_INSTANCES)
+            )
+
+    def study_uids(self) -> Iterator[tuple[str, int | None]]:
+        """Every study on the server once, with its series count."""
+        for study in self.listed_studies():
+            yield study.uid, study.series
 
     def series_of(self, study: str, expected: int | None = None) -> list[SeriesRef]:
         found = self.client.search("studies", study, "series", expected=expected)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -463,9 +463,13 @@ class GcsDicomSource:
             ) from None
 
     def outcomes(
-        self, converter: InstanceConverter, accept: Accept | None = None
+        self,
+        converter: InstanceConverter,
+        accept: Accept | None = None,
+        objects: Iterable[ObjectInfo] | None = None,
     ) -> Iterator[InstanceOutcome]:
-        """One outcome per object, in listing order."""
+        """One outcome per object, in listing order; `objects` (a listing made earlier, e.g. one
+        shard's part of it) replaces listing the prefix now."""
         _widen_connection_pool(self.client, self.workers)
         bucket = self.client.bucket(self.bucket)
 
@@ -482,7 +486,8 @@ class GcsDicomSource:
             return result
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dicom-gcs") as pool:
-            for result in ordered_map(pool, read, self.list_objects(), self.max_in_flight, warm_up=1):
+            listing = self.list_objects() if objects is None else objects
+            for result in ordered_map(pool, read, listing, self.max_in_flight, warm_up=1):
                 yield self._outcome(result, converter, accept)
 
     def _outcome(

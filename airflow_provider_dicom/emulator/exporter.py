@@ -307,15 +307,10 @@ def destination_options(destination: dict[str, Any]):
 # two wrappers are the only places that reach into the engine's module.
 
 def _plan_destination(engine: Any, client: Any, table: Any, options: Any) -> Any:
-    return engine._plan_destination(client, table, options)
+    return engine.plan_destination(client, table, options)
 
 
 def _load(engine: Any, client: Any, table: Any, plan: Any, rows_path: Path, fields: tuple) -> str:
-    final_fields, add_columns = engine._final_schema(table, plan, fields)
-    columns = sum(f.column_count() for f in final_fields)
-    if columns > engine.MAX_COLUMNS:
-        raise engine.ExportError(
-            f"the export to {table} needs {columns} columns (nested ones included); BigQuery allows at most "
-            f"{engine.MAX_COLUMNS}"
-        )
+    final_fields, add_columns = engine.final_schema(table, plan, fields)
+    engine.check_column_count(table, final_fields)
     return engine._load(client, table, rows_path, final_fields, plan.job_disposition, add_columns)

@@ -78,7 +78,7 @@ class ExportResult(SourceCounts):
 
 
 @dataclass(frozen=True)
-class _Plan:
+class DestinationPlan:
     """How the load job must write, decided from the table's state before any file is read."""
 
     job_disposition: WriteDisposition
@@ -133,7 +133,7 @@ def export_to_bigquery(
     if client is None:
         client = make_bigquery_client(project or table.project)
 
-    plan = _plan_destination(client, table, options)
+    plan = plan_destination(client, table, options)
     result = ExportResult(str(table), options.disposition.value)
     log.info(
         "Exporting DICOM from %s to %s (%s%s)", parsed.display, table, options.disposition.value,
@@ -156,7 +156,7 @@ def export_to_bigquery(
             parsed, converter, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
             workers=workers, processes=processes,
         )
-        _write_rows(outcomes, rows_path, table_schema, result, progress)
+        write_rows(outcomes, rows_path, table_schema, result, progress)
         log.info(
             "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out, "
             "%d duplicates of an instance already read",
@@ -168,13 +168,8 @@ def export_to_bigquery(
             # untouched keeps the next real export free to create or extend it.
             log.warning("No instance to export: %s was not created or changed", table)
             return result
-        final_fields, add_columns = _final_schema(table, plan, table_schema.fields)
-        result.column_count = sum(f.column_count() for f in final_fields)
-        if result.column_count > MAX_COLUMNS:
-            raise ExportError(
-                f"the export to {table} needs {result.column_count} columns (nested ones included); "
-                f"BigQuery allows at most {MAX_COLUMNS}"
-            )
+        final_fields, add_columns = final_schema(table, plan, table_schema.fields)
+        result.column_count = check_column_count(table, final_fields)
         result.job_id = _load(client, table, rows_path, final_fields, plan.job_disposition, add_columns)
     result.table_written = True
     log.info("Exported %d instances to %s (%d columns, job %s)", result.instances_exported, table,
@@ -266,7 +261,7 @@ def load_filter_config(filter_config: Any, storage_client: Any) -> FilterSet | N
     return load_filter(filter_config, storage_client=storage_client)
 
 
-def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions) -> _Plan:
+def plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions) -> DestinationPlan:
     """Apply the Healthcare API's destination rules to the table as it is now."""
     from google.api_core.exceptions import NotFound
 
@@ -288,7 +283,7 @@ def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOption
             WriteDisposition.WRITE_APPEND if options.disposition is WriteDisposition.WRITE_APPEND
             else WriteDisposition.WRITE_EMPTY
         )
-        return _Plan(job, None)
+        return DestinationPlan(job, None)
 
     if existing.table_type not in (None, "TABLE"):
         raise DestinationError(f"{table} is a {existing.table_type}, not a table: export to a table")
@@ -299,7 +294,7 @@ def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOption
         )
     disposition = options.disposition
     if disposition is WriteDisposition.WRITE_TRUNCATE:
-        return _Plan(WriteDisposition.WRITE_TRUNCATE, None)
+        return DestinationPlan(WriteDisposition.WRITE_TRUNCATE, None)
     if disposition is WriteDisposition.WRITE_EMPTY:
         rows = existing.num_rows or 0
         if not rows and existing.streaming_buffer is not None:
@@ -312,16 +307,21 @@ def _plan_destination(client: Any, table: BigQueryTableUri, options: WriteOption
             )
     # WRITE_APPEND, or WRITE_EMPTY into an existing empty table: keep the table and its columns,
     # add what the new instances need. A load job can only widen a schema when appending.
-    return _Plan(WriteDisposition.WRITE_APPEND, from_bigquery_fields(existing.schema))
+    return DestinationPlan(WriteDisposition.WRITE_APPEND, from_bigquery_fields(existing.schema))
 
 
-def _write_rows(
+def write_rows(
     outcomes: Iterable[InstanceOutcome | LineOutcome],
     rows_path: Path,
     table_schema: Any,
-    result: ExportResult,
-    progress: Callable[[ExportResult], None] | None,
+    result: Any,
+    progress: Callable[[Any], None] | None,
+    on_row: Callable[[LineOutcome], None] | None = None,
 ) -> None:
+    """Write each new instance's NDJSON line, grow the schema, count the rest into `result`.
+
+    `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every written
+    row, in file order (a sharded export records each row's UID and schema with it)."""
     from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
@@ -341,14 +341,16 @@ def _write_rows(
                 out.write("\n")
                 table_schema.add(outcome.fields)
                 result.instances_exported += 1
+                if on_row is not None:
+                    on_row(outcome)
             else:
                 result.count_not_done(status, outcome.path, outcome.reason)
             if progress is not None:
                 progress(result)
 
 
-def _final_schema(
-    table: BigQueryTableUri, plan: _Plan, new_fields: tuple[Field, ...]
+def final_schema(
+    table: BigQueryTableUri, plan: DestinationPlan, new_fields: tuple[Field, ...]
 ) -> tuple[tuple[Field, ...], bool]:
     """The schema the load job declares, and whether it adds columns to an existing table."""
     if plan.existing_fields is None:
@@ -365,6 +367,18 @@ def _final_schema(
     return merged, added
 
 
+def check_column_count(table: BigQueryTableUri, fields: tuple[Field, ...]) -> int:
+    """The table's column count (nested ones included), refused above BigQuery's limit before a
+    load job is sent."""
+    columns = sum(f.column_count() for f in fields)
+    if columns > MAX_COLUMNS:
+        raise ExportError(
+            f"the export to {table} needs {columns} columns (nested ones included); "
+            f"BigQuery allows at most {MAX_COLUMNS}"
+        )
+    return columns
+
+
 def _added_names(existing: tuple[Field, ...], merged: tuple[Field, ...], prefix: str = "") -> list[str]:
     before = {f.name: f for f in existing}
     names: list[str] = []
@@ -377,15 +391,8 @@ def _added_names(existing: tuple[Field, ...], merged: tuple[Field, ...], prefix:
     return names
 
 
-def _load(
-    client: Any,
-    table: BigQueryTableUri,
-    rows_path: Path,
-    fields: tuple[Field, ...],
-    disposition: WriteDisposition,
-    add_columns: bool,
-) -> str:
-    from google.api_core.exceptions import GoogleAPICallError
+def load_job_config(fields: tuple[Field, ...], disposition: WriteDisposition, add_columns: bool) -> Any:
+    """The one load job every export runs: NDJSON, explicit schema, no bad record tolerated."""
     from google.cloud import bigquery
 
     from airflow_provider_dicom.dicom.schema import to_bigquery_fields
@@ -400,6 +407,31 @@ def _load(
     )
     if add_columns:
         config.schema_update_options = [bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION]
+    return config
+
+
+def load_error(exc: Any, job: Any, table: BigQueryTableUri) -> ExportError:
+    """An ExportError naming the job and table, with BigQuery's reasons stripped of quoted values
+    (a reason may quote a row's content)."""
+    job_id = job.job_id if job is not None else "not started"
+    details = "; ".join(redact_quoted(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
+    return ExportError(
+        f"BigQuery load job {job_id} into {table} failed ({exc.code} {type(exc).__name__}): "
+        f"{redact_quoted(exc.message)}{'; ' + details if details else ''}"
+    )
+
+
+def _load(
+    client: Any,
+    table: BigQueryTableUri,
+    rows_path: Path,
+    fields: tuple[Field, ...],
+    disposition: WriteDisposition,
+    add_columns: bool,
+) -> str:
+    from google.api_core.exceptions import GoogleAPICallError
+
+    config = load_job_config(fields, disposition, add_columns)
     job = None
     try:
         with open(rows_path, "rb") as data:
@@ -408,11 +440,5 @@ def _load(
             )
         job.result()
     except GoogleAPICallError as exc:
-        job_id = job.job_id if job is not None else "not started"
-        details = "; ".join(redact_quoted(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
-        raise ExportError(
-            f"BigQuery load job {job_id} into {table} failed ({exc.code} {type(exc).__name__}): "
-            f"{redact_quoted(exc.message)}{'; ' + details if details else ''}"
-        ) from None
+        raise load_error(exc, job, table) from None
     return job.job_id
-

@@ -109,3 +109,13 @@ def rows_by_sop(rows: Iterable[dict]) -> dict[str, list[dict]]:
     for row in rows:
         out.setdefault(row.get("SOPInstanceUID"), []).append(row)
     return out
+
+
+def canonical_rows(client, table_id: str, drop: Iterable[str] = ()) -> list[str]:
+    """Every row of the table as sorted-key JSON, in sorted order: two tables are equal row for
+    row (whatever order BigQuery returns them in) when these lists are equal."""
+    skip = set(drop)
+    rows = client.query(f"SELECT * FROM `{table_id}`").result()
+    return sorted(
+        json.dumps({k: v for k, v in dict(row).items() if k not in skip}, sort_keys=True, default=str) for row in rows
+    )
