@@ -12,6 +12,20 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def bigquery_client(
+    gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None, location: str | None, project: str | None
+) -> Any:
+    """A google-cloud-bigquery client from the Google Cloud connection, through the Google
+    provider's BigQueryHook; the library itself honours BIGQUERY_EMULATOR_HOST when the connection
+    sets no endpoint. Without `project`, the connection's project runs (and pays for) the jobs."""
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+    hook = BigQueryHook(
+        gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, use_legacy_sql=False, location=location
+    )
+    return hook.get_client(project_id=project or hook.project_id, location=location)
+
+
 def storage_client(gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None) -> Any:
     """A google-cloud-storage client from the Google Cloud connection."""
     from airflow.providers.google.cloud.hooks.gcs import GCSHook

@@ -59,6 +59,18 @@ def parse_max_failed_instances(value: object) -> int | None:
     return parse_optional_count(value, "max_failed_instances")
 
 
+def failed_instances_message(failures: list, exported: int, table: object, max_failed_instances: object) -> str:
+    """Why the task fails although the good instances were loaded: the count and the first few."""
+    shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:FAILURES_IN_MESSAGE])
+    more = f"; and {len(failures) - FAILURES_IN_MESSAGE} more" if len(failures) > FAILURES_IN_MESSAGE else ""
+    noun = "instance" if len(failures) == 1 else "instances"
+    return (
+        f"{len(failures)} DICOM {noun} failed to export (max_failed_instances="
+        f"{max_failed_instances}); the {exported} good instances were loaded into "
+        f"{table}. Failures: {shown}{more}"
+    )
+
+
 class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
     """Export DICOM metadata into a BigQuery table shaped exactly like the Cloud Healthcare export's.
 
@@ -272,32 +284,15 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
             # The summary is the task's result even though the task fails: downstream tasks with a
             # permissive trigger rule, and people reading the UI, still get the counts.
             context["ti"].xcom_push(key="return_value", value=summary)
-            raise AirflowFailException(self._failure_message(result.instances_exported, failures, request))
+            raise AirflowFailException(
+                failed_instances_message(failures, result.instances_exported, request.table, self.max_failed_instances)
+            )
         return summary
 
-    def _failure_message(self, exported: int, failures: list, request: ExportRequest) -> str:
-        shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:FAILURES_IN_MESSAGE])
-        more = f"; and {len(failures) - FAILURES_IN_MESSAGE} more" if len(failures) > FAILURES_IN_MESSAGE else ""
-        noun = "instance" if len(failures) == 1 else "instances"
-        return (
-            f"{len(failures)} DICOM {noun} failed to export (max_failed_instances="
-            f"{self.max_failed_instances}); the {exported} good instances were loaded into "
-            f"{request.table}. Failures: {shown}{more}"
-        )
-
     def _bigquery_client(self, project: str):
-        """A BigQuery client built the way the Google provider builds one, from the Airflow
-        connection (key file, ADC, anonymous, impersonation); google-cloud-bigquery itself honours
-        BIGQUERY_EMULATOR_HOST when the connection sets no endpoint."""
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+        from airflow_provider_dicom.operators.clients import bigquery_client
 
-        hook = BigQueryHook(
-            gcp_conn_id=self.gcp_conn_id,
-            impersonation_chain=self.impersonation_chain,
-            use_legacy_sql=False,
-            location=self.location,
-        )
-        return hook.get_client(project_id=project, location=self.location)
+        return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, project)
 
     def _dicomweb_client(self, base_url: str):
         from airflow_provider_dicom.operators.clients import dicomweb_client

@@ -297,20 +297,14 @@ class BuildFilterFileOperator(BaseOperator):
                 self.log.warning("Could not cancel BigQuery job %s: %s", getattr(job, "job_id", "?"), exc)
 
     def _bigquery_client(self):
-        from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+        from airflow_provider_dicom.operators.clients import bigquery_client
 
-        hook = BigQueryHook(
-            gcp_conn_id=self.gcp_conn_id,
-            impersonation_chain=self.impersonation_chain,
-            use_legacy_sql=False,
-            location=self.location,
-        )
-        return hook.get_client(project_id=self.project_id or hook.project_id, location=self.location)
+        return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, self.project_id)
 
     def _storage_client(self):
-        from airflow.providers.google.cloud.hooks.gcs import GCSHook
+        from airflow_provider_dicom.operators.clients import storage_client
 
-        return GCSHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain).get_conn()
+        return storage_client(self.gcp_conn_id, self.impersonation_chain)
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         from airflow_provider_dicom.lineage import BIGQUERY_NAMESPACE, FILE_NAMESPACE, bigquery_dataset_name, gcs_dataset_name
