@@ -51,6 +51,7 @@ def get_provider_info() -> dict:
                     "airflow_provider_dicom.operators.export",
                     "airflow_provider_dicom.operators.export_gcs",
                     "airflow_provider_dicom.operators.filter_file",
+                    "airflow_provider_dicom.operators.sharded_export",
                 ],
             }
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import textwrap
 import uuid
 from pathlib import Path
@@ -69,10 +70,14 @@ with DAG("dicom_sharded_flaky", schedule=None, start_date=datetime.datetime(2025
 '''
 
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_dags" / "example_dicom_sharded_export.py"
+
+
 @pytest.fixture(scope="module")
 def dags_folder(airflow_db) -> Path:
     folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     (folder / "dicom_sharded_dags.py").write_text(textwrap.dedent(DAGS))
+    shutil.copy(EXAMPLE, folder / EXAMPLE.name)
     return folder
 
 
@@ -168,3 +173,15 @@ def test_sharded_dicomweb_export_equals_the_unsharded_one(
     assert canonical_rows(bigquery_standin, f"{bq_dataset}.sharded") == canonical_rows(
         bigquery_standin, f"{bq_dataset}.whole"
     )
+
+
+def test_shipped_example_runs_and_reports(dags_folder, pydicom_corpus, bigquery_standin, bq_dataset, tmp_path, capsys):
+    dag = load_dag(dags_folder, "example_dicom_sharded_export")
+    dag_run = dag.test(run_conf={
+        "source": str(pydicom_corpus), "table": f"{bq_dataset}.instances", "staging": str(tmp_path / "staging"),
+        "shards": 5,
+    })
+    states = states_of(dag_run)
+    assert states == {"plan": ["success"], "shard": ["success"] * 5, "load": ["success"], "report": ["success"]}
+    assert bigquery_standin.get_table(f"{bq_dataset}.instances").num_rows == 120
+    assert "5 shards exported 120 instances" in capsys.readouterr().out
