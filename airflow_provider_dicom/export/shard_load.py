@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 LOAD_ROUTES = ("auto", "uris", "stream")
 KEPT_ROWS_FILE = "rows.kept.ndjson"
+LOADED_FILE = "loaded.json"  # written once the load job succeeded
 # A load retried this many times with every job failing is not going to succeed by retrying more.
 MAX_LOAD_JOBS = 20
 
@@ -71,6 +72,22 @@ class ShardedExportResult(ExportResult):
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "shard_count": self.shard_count, "load_route": self.load_route,
                 "reattached": self.reattached}
+
+    def to_json(self) -> bytes:
+        """The complete record (every failure), for loaded.json."""
+        data = self.to_dict()
+        data["failures"] = [list(item) for item in self.failures]
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ShardedExportResult:
+        raw = json.loads(data)
+        result = cls(raw["table_uri"], raw["write_disposition"])
+        for name in ("instances_exported", "column_count", "table_written", "job_id", "shard_count", "load_route",
+                     "not_dicom_count", "filtered_out_count", "duplicate_count", "duplicates"):
+            setattr(result, name, raw[name])
+        result.failures = [tuple(item) for item in raw["failures"]]
+        return result
 
 
 def check_load_route(value: object) -> str:
@@ -114,6 +131,15 @@ def load_sharded_export(
     table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)
     options = WriteOptions.resolve(write_disposition, force)
     route = resolve_route(load_from, staging)
+    done = staging.read_bytes(join(plan_root, LOADED_FILE))
+    if done is not None:
+        # A retry of a load that succeeded (the task died after the job, say): the shards' files
+        # may be gone, but the outcome is recorded. Never load twice.
+        result = ShardedExportResult.from_json(done)
+        result.reattached = True
+        log.info("Plan %s was already loaded into %s by job %s: not loading again", plan_root, result.table_uri,
+                 result.job_id)
+        return result
     plan = read_plan(staging, plan_root)
     shards = _finished_shards(staging, plan, table)
     destination = plan_destination(client, table, options)
@@ -148,8 +174,11 @@ def load_sharded_export(
                 plan.shard_count, table, result.column_count, job_id,
                 ", which an earlier try had already run" if result.reattached else "",
             )
+    staging.write_bytes(join(plan.root, LOADED_FILE), result.to_json())
     if not keep_staging:
-        removed = staging.delete_tree(plan.root)
+        # The listings and rows go; plan.json and loaded.json (a few hundred bytes) stay, so a
+        # retry of this task knows the load happened.
+        removed = sum(staging.delete_tree(join(plan.root, part)) for part in ("listing", "shards"))
         log.info("Removed %d staged files under %s", removed, staging.uri_of(plan.root))
     return result
 

@@ -57,8 +57,8 @@ def test_sharded_folder_export_equals_the_unsharded_table(pydicom_corpus, bigque
     assert canonical_rows(bigquery_standin, f"{bq_dataset}.sharded") == canonical_rows(
         bigquery_standin, f"{bq_dataset}.whole"
     )
-    # The staging area is cleaned up after a successful load.
-    assert not (tmp_path / "staging" / plan.root).exists()
+    # The staged rows and listings are removed after a successful load; the plan and its record stay.
+    assert sorted(p.name for p in (tmp_path / "staging" / plan.root).rglob("*")) == ["loaded.json", "plan.json"]
 
 
 def test_a_shard_that_did_not_finish_leaves_the_table_untouched(pydicom_corpus, bigquery_standin, bq_dataset, tmp_path):
@@ -147,7 +147,8 @@ def test_sharded_gcs_export_with_gcs_staging_equals_the_folder_table(
     assert canonical_rows(bigquery_standin, f"{bq_dataset}.gcs", drop=("LastUpdated",)) == canonical_rows(
         bigquery_standin, f"{bq_dataset}.disk", drop=("LastUpdated",)
     )
-    assert list(gcs_standin.list_blobs(gcs_bucket, prefix=f"staging/{plan.root}")) == []
+    left = sorted(b.name for b in gcs_standin.list_blobs(gcs_bucket, prefix=f"staging/{plan.root}"))
+    assert left == [f"staging/{plan.root}/loaded.json", f"staging/{plan.root}/plan.json"]
 
 
 def test_sharded_filtered_export_keeps_only_the_filter(pydicom_corpus, bigquery_standin, bq_dataset, tmp_path):

@@ -250,7 +250,23 @@ def test_stream_route_uploads_the_kept_rows_once(tmp_path):
     [(_, body, config)] = client.submitted
     assert body == b'{"SOPInstanceUID": "1"}\n'
     assert config.write_disposition == "WRITE_TRUNCATE"
-    assert result.load_route == "stream" and not (tmp_path / plan.root).exists()
+    assert result.load_route == "stream"
+    # Rows and listings go after the load; the plan and the record of the load stay.
+    assert sorted(p.name for p in (tmp_path / plan.root).rglob("*")) == ["loaded.json", "plan.json"]
+
+
+def test_a_load_retried_after_it_succeeded_returns_the_recorded_result_without_bigquery(tmp_path):
+    staging = LocalStaging(tmp_path)
+    plan = staged_plan(tmp_path, staging, [[("1", {"a": "1"})], [("2", {"a": "2"})]])
+    first = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=RecordingClient())
+
+    class NoCalls:
+        def __getattr__(self, name):
+            raise AssertionError(f"BigQuery was called ({name}) for a plan already loaded")
+
+    again = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=NoCalls())
+    assert again.reattached and again.job_id == first.job_id == "dicom_export_p1_0"
+    assert again.to_dict() == {**first.to_dict(), "reattached": True}
 
 
 def test_a_missing_shard_result_stops_the_load_before_any_bigquery_call(tmp_path):
@@ -268,21 +284,23 @@ def test_a_missing_shard_result_stops_the_load_before_any_bigquery_call(tmp_path
     assert (tmp_path / plan.root).exists()  # kept for the rerun
 
 
-def test_a_retried_load_reattaches_to_a_successful_job_and_replaces_a_failed_one(tmp_path):
+@pytest.mark.parametrize(
+    ("earlier_job", "reattached", "submitted"),
+    [
+        (RecordingJob("dicom_export_p1_0"), True, []),  # succeeded: not loaded again
+        (RecordingJob("dicom_export_p1_0", error={"reason": "invalid"}), False, ["dicom_export_p1_1"]),
+        (RecordingJob("dicom_export_p1_0", "RUNNING"), True, []),  # still running: waited on
+    ],
+)
+def test_a_load_retried_before_its_record_was_written_finds_its_job(tmp_path, earlier_job, reattached, submitted):
+    """The earlier try died after starting the job but before writing loaded.json."""
     staging = LocalStaging(tmp_path)
     plan = staged_plan(tmp_path, staging, [[("1", {"a": "1"})]])
-    done = RecordingClient({"dicom_export_p1_0": RecordingJob("dicom_export_p1_0")})
-    result = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=done, keep_staging=True)
-    assert result.reattached and result.job_id == "dicom_export_p1_0" and done.submitted == []
-
-    failed = RecordingClient({"dicom_export_p1_0": RecordingJob("dicom_export_p1_0", error={"reason": "invalid"})})
-    result = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=failed, keep_staging=True)
-    assert not result.reattached and [s[0] for s in failed.submitted] == ["dicom_export_p1_1"]
-
-    running = RecordingJob("dicom_export_p1_0", "RUNNING")
-    waiting = RecordingClient({"dicom_export_p1_0": running})
-    result = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=waiting)
-    assert result.reattached and running.waited and waiting.submitted == []
+    client = RecordingClient({"dicom_export_p1_0": earlier_job})
+    result = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=client)
+    assert result.reattached is reattached
+    assert [job_id for job_id, _, _ in client.submitted] == submitted
+    assert client.jobs[result.job_id].state == "DONE"
 
 
 def test_load_route_auto_follows_the_staging_and_the_emulator(tmp_path, monkeypatch):
