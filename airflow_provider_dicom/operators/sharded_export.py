@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 PROGRESS_INTERVAL_SECONDS = 30.0
+LISTING_CONNECTIONS = 4  # the plan pages through QIDO-RS one request at a time
 _SPEC_KEYS = ("staging_uri", "plan", "plan_id", "index", "shard_count")
 
 
@@ -109,11 +110,17 @@ class DicomShardPlanOperator(_ShardedBase):
     :param staging_uri: where shards leave their rows for the load: ``gs://BUCKET/PREFIX`` for
         deployments with several workers (Cloud Composer), or an absolute local folder when every
         task runs on one machine. Each run writes below ``{staging_uri}/{dag_id}/{run_id}/{plan id}/``;
-        a successful load removes it. A lifecycle rule on the bucket clears what failed runs leave.
+        a successful load removes the rows and listings. A lifecycle rule on the bucket clears the
+        rest and what failed runs leave.
     :param shards: at most this many shards (fewer for a small source). Each is one mapped task;
         limit how many run at once with ``max_active_tis_per_dagrun`` on the shard task.
-    :param write_disposition: / :param force: / :param filter_config: / :param schema: as for
-        `DicomExportToBigQueryOperator`; pass the same disposition to the load task.
+    :param write_disposition: as for `DicomExportToBigQueryOperator`; give the load task the same.
+    :param force: as for `DicomExportToBigQueryOperator`; give the load task the same.
+    :param filter_config: as for `DicomExportToBigQueryOperator`; read once, here, and staged, so
+        every shard applies the same filter even if the file changes during the run.
+    :param schema: ``flattened`` or ``json``, as for `DicomExportToBigQueryOperator`.
+    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials, to list its
+        studies (DICOMweb sources only).
 
     Returns (XCom) one small dict per shard, to map the shard task over.
     """
@@ -195,7 +202,7 @@ class DicomShardPlanOperator(_ShardedBase):
         if kind is SourceKind.DICOMWEB:
             from airflow_provider_dicom.operators.clients import dicomweb_client
 
-            web = dicomweb_client(request.source.value, self.dicomweb_conn_id, 16)
+            web = dicomweb_client(request.source.value, self.dicomweb_conn_id, LISTING_CONNECTIONS)
         client = bigquery_client(
             self.gcp_conn_id, self.impersonation_chain, self.location, self.project_id or request.table.project
         )
@@ -303,8 +310,10 @@ class DicomShardLoadOperator(_ShardedBase):
     the rows twice.
 
     :param shards: the plan task's output (``plan.output``).
-    :param destination_table_uri: / :param write_disposition: / :param force: the same as given
-        to the plan task; the table's state is checked again here, as it may have changed.
+    :param destination_table_uri: the table, as given to the plan task.
+    :param write_disposition: as given to the plan task; the table's state is checked again here,
+        as it may have changed while the shards ran.
+    :param force: as given to the plan task.
     :param max_failed_instances: as for `DicomExportToBigQueryOperator`, over all shards: the
         good instances are loaded, then the task fails above this many failures.
     :param load_from: ``auto`` (default), ``uris`` or ``stream``: ``uris`` has BigQuery read the
