@@ -6,6 +6,8 @@ renders native objects, so counts accept their text forms too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def parse_optional_count(value: object, name: str) -> int | None:
     """An int >= 0, or None for "no limit"; also "3", "None", "null" or "" as a template renders them."""
@@ -25,3 +27,27 @@ def check_concurrency(value: object, name: str = "max_concurrent_requests", most
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise ValueError(f"invalid {name} {value!r}: expected an integer from 1 to {most}")
     return value
+
+
+def check_identifier(name: str, value: object, *, optional: bool) -> None:
+    """A connection id, project or location: a non-empty string without surrounding blanks."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip() or value != value.strip():
+        raise ValueError(f"invalid {name} {value!r}: expected a non-empty string")
+
+
+def check_impersonation_chain(value: object) -> None:
+    """What the Google provider's operators take: one service account, or a non-empty list of them."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and value
+        and all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        return
+    raise ValueError(
+        f"invalid impersonation_chain {value!r}: expected a service account email or a non-empty list of them"
+    )

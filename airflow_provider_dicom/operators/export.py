@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom import uris
-from airflow_provider_dicom.operators.arguments import check_concurrency
+from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
 from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
 from airflow_provider_dicom.healthcare_links import DicomOperationLogsLink, DicomStoreLink
 from airflow_provider_dicom.links import DicomBigQueryTableLink
@@ -28,28 +28,6 @@ if TYPE_CHECKING:
 # How many failed instances the task's failure message lists by name (the XCom result lists up to 1,000).
 FAILURES_IN_MESSAGE = 5
 PROGRESS_INTERVAL_SECONDS = 30.0
-
-
-def _check_identifier(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value.strip() or value != value.strip():
-        raise ValueError(f"invalid {name} {value!r}: expected a non-empty string")
-
-
-def _check_impersonation_chain(value: object) -> None:
-    if value is None or (isinstance(value, str) and value.strip()):
-        return
-    if (
-        isinstance(value, Sequence)
-        and not isinstance(value, str)
-        and value
-        and all(isinstance(item, str) and item.strip() for item in value)
-    ):
-        return
-    raise ValueError(
-        f"invalid impersonation_chain {value!r}: expected a service account email or a non-empty list of them"
-    )
 
 
 def parse_max_failed_instances(value: object) -> int | None:
@@ -200,15 +178,15 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         for name in ("project_id", "location", "gcp_conn_id"):
             value = getattr(self, name)
             if not (skip_templated and uris.is_templated(value)):
-                _check_identifier(name, value, optional=name != "gcp_conn_id")
+                check_identifier(name, value, optional=name != "gcp_conn_id")
         if not (skip_templated and uris.is_templated(self.impersonation_chain)):
-            _check_impersonation_chain(self.impersonation_chain)
+            check_impersonation_chain(self.impersonation_chain)
         if not (skip_templated and uris.is_templated(self.max_failed_instances)):
             parse_max_failed_instances(self.max_failed_instances)
         if not (skip_templated and uris.is_templated(self.dicomweb_conn_id)):
             if self.dicomweb_conn_id == "":
                 self.dicomweb_conn_id = None  # a DAG param left empty renders to "": no connection
-            _check_identifier("dicomweb_conn_id", self.dicomweb_conn_id, optional=True)
+            check_identifier("dicomweb_conn_id", self.dicomweb_conn_id, optional=True)
             if (
                 self.dicomweb_conn_id is not None
                 and request.source is not None

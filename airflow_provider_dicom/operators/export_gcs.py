@@ -101,10 +101,8 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
 
     def _validate(self, *, skip_templated: bool) -> None:
         """Literal bad values fail the DAG at parse time; templated ones after rendering."""
-        from airflow_provider_dicom.operators.export import (
-            _check_impersonation_chain,
-            parse_max_failed_instances,
-        )
+        from airflow_provider_dicom.operators.arguments import check_impersonation_chain
+        from airflow_provider_dicom.operators.export import parse_max_failed_instances
 
         def pending(value: object) -> bool:
             return skip_templated and uris.is_templated(value)
@@ -130,7 +128,7 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
         if not pending(self.max_failed_instances):
             parse_max_failed_instances(self.max_failed_instances)
         if not pending(self.impersonation_chain):
-            _check_impersonation_chain(self.impersonation_chain)
+            check_impersonation_chain(self.impersonation_chain)
         if not pending(self.gcp_conn_id) and (
             not isinstance(self.gcp_conn_id, str) or not self.gcp_conn_id.strip()
         ):

@@ -28,7 +28,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_dicom import uris
 from airflow_provider_dicom.links import DicomBigQueryTableLink
-from airflow_provider_dicom.operators.arguments import check_concurrency
+from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
 from airflow_provider_dicom.sources import DicomSource, SourceKind
 
 if TYPE_CHECKING:
@@ -86,6 +86,16 @@ class _ShardedBase(BaseOperator):
         super().__init__(**kwargs)
         self.gcp_conn_id = gcp_conn_id
         self.impersonation_chain = impersonation_chain
+
+    def _check_connections(self, *, skip_templated: bool, **optional: object) -> None:
+        """The Google connection arguments, and any optional identifiers (project, location, ...)."""
+        if not _pending(self.gcp_conn_id, skip_templated):
+            check_identifier("gcp_conn_id", self.gcp_conn_id, optional=False)
+        if not _pending(self.impersonation_chain, skip_templated):
+            check_impersonation_chain(self.impersonation_chain)
+        for name, value in optional.items():
+            if not _pending(value, skip_templated):
+                check_identifier(name, value, optional=True)
 
     def _storage_client(self) -> Any:
         from airflow_provider_dicom.operators.clients import storage_client
@@ -182,7 +192,11 @@ class DicomShardPlanOperator(_ShardedBase):
         if not _pending(self.shards, skip_templated):
             self.shards = check_shard_count(self.shards)
         if self.dicomweb_conn_id == "" and not skip_templated:
-            self.dicomweb_conn_id = None
+            self.dicomweb_conn_id = None  # a DAG param left empty renders to "": no connection
+        self._check_connections(
+            skip_templated=skip_templated, project_id=self.project_id, location=self.location,
+            dicomweb_conn_id=self.dicomweb_conn_id or None,
+        )
         return request
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
@@ -374,6 +388,7 @@ class DicomShardLoadOperator(_ShardedBase):
             WriteOptions.resolve(self.write_disposition, self.force)
         if not _pending(self.max_failed_instances, skip_templated):
             parse_max_failed_instances(self.max_failed_instances)
+        self._check_connections(skip_templated=skip_templated, project_id=self.project_id, location=self.location)
         return table
 
     def execute(self, context: Context) -> dict[str, Any]:

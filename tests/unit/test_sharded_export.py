@@ -328,6 +328,10 @@ def test_operators_refuse_bad_literal_arguments_at_parse_time():
         DicomShardPlanOperator(source="/data", **{**common, "staging_uri": "relative"})
     with pytest.raises(ValueError, match="invalid shards 0"):
         DicomShardPlanOperator(source="/data", shards=0, **common)
+    with pytest.raises(ValueError, match="invalid location ' EU'"):
+        DicomShardPlanOperator(source="/data", location=" EU", **common)
+    with pytest.raises(ValueError, match="invalid impersonation_chain"):
+        DicomShardLoadOperator(task_id="load", shards=[], destination_table_uri="bq://proj-1.d.t", impersonation_chain=[])
     # Templated values wait for rendering.
     DicomShardPlanOperator(source="{{ params.s }}", shards="{{ params.n }}", **{**common, "staging_uri": "{{ x }}"})
     with pytest.raises(ValueError, match="invalid load_from"):
