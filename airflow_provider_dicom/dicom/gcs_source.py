@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +57,10 @@ MAX_FIRST_READ = 1024 * 1024
 _MARGIN_FRACTION = 0.10
 _MARGIN_MIN = 128
 _RECENT_HEADERS = 32
+# Kinds of object (lengths after the header) remembered, and how far a predicted header may be
+# from its kind's last one (headers of one kind vary by tens to hundreds of bytes).
+_KINDS_REMEMBERED = 64
+_KIND_TOLERANCE_MIN = 1024
 # Ranges pydicom asks for (fallback reader) are rounded up to this, so it does not fetch byte by byte.
 _FALLBACK_BLOCK = 16 * 1024
 _LIST_FIELDS = "items(name,size,updated,generation,contentEncoding),nextPageToken"
@@ -114,31 +118,54 @@ class _CountingFetch:
 
 
 class FirstReadEstimator:
-    """Sizes an object's first range from the headers of the objects read just before it.
+    """Sizes an object's first range from the headers of the objects read before it.
 
-    Objects under one prefix usually come from the same modality and device, so their headers are
-    alike; reading a little more than the recent headers fetches almost nothing past them (the
-    pixel data) and rarely needs a second request. The 90th percentile rather than the largest:
-    one odd object (an enhanced multi-frame header of megabytes among CT slices) must not make
-    the next thirty reads fetch megabytes each; it costs itself a few requests instead."""
+    Objects under one prefix usually come from a few kinds of series (modality, device, image
+    geometry). Within a kind, what follows the header (the pixel data) has one length, so an
+    object's header size is its size minus that length: the estimator remembers, per length seen,
+    the last header, and predicts a new object's header exactly when its size fits one of them.
+    The prediction is accepted only when it lands near that kind's last header, so a coincidence
+    between unrelated sizes is not trusted. Otherwise (compressed pixel data, a kind not seen yet)
+    it falls back to the 90th percentile of recent headers rather than the largest: one odd object
+    (an enhanced multi-frame header of megabytes among CT slices) must not make the next thirty
+    reads fetch megabytes each; it costs itself a few requests instead."""
 
     def __init__(self, initial: int = INITIAL_FIRST_READ) -> None:
         self.initial = initial
         self._recent: deque[int] = deque(maxlen=_RECENT_HEADERS)
+        # length after the header -> the last header size seen with it (most recent last)
+        self._kinds: OrderedDict[int, int] = OrderedDict()
         self._lock = threading.Lock()
 
-    def observe(self, header_end: int) -> None:
+    def observe(self, header_end: int, size: int | None = None) -> None:
         with self._lock:
             self._recent.append(header_end)
+            if size is not None and size > header_end:
+                trailer = size - header_end
+                self._kinds[trailer] = header_end
+                self._kinds.move_to_end(trailer)
+                if len(self._kinds) > _KINDS_REMEMBERED:
+                    self._kinds.popitem(last=False)
 
-    def first_read(self) -> int:
+    def first_read(self, size: int | None = None) -> int:
         with self._lock:
             if not self._recent:
                 return self.initial
+            predicted = self._predict(size) if size is not None else None
             recent = sorted(self._recent)
-        typical = recent[(len(recent) - 1) * 9 // 10]
+        typical = predicted if predicted is not None else recent[(len(recent) - 1) * 9 // 10]
         margin = max(_MARGIN_MIN, int(typical * _MARGIN_FRACTION))
         return max(MIN_FIRST_READ, min(MAX_FIRST_READ, typical + margin))
+
+    def _predict(self, size: int) -> int | None:
+        best: int | None = None
+        best_gap = None
+        for trailer, header in self._kinds.items():
+            guess = size - trailer
+            gap = abs(guess - header)
+            if guess > 0 and gap <= max(_KIND_TOLERANCE_MIN, header // 4) and (best_gap is None or gap < best_gap):
+                best, best_gap = guess, gap
+        return best
 
 
 @dataclass(slots=True)
@@ -479,10 +506,10 @@ class GcsDicomSource:
                 fetch = _whole_fetch(blob)
             else:
                 fetch = gcs_fetch(blob)
-            first = self._fixed_first_read or self.estimator.first_read()
+            first = self._fixed_first_read or self.estimator.first_read(info.size)
             result = read_header(info, fetch, first, uri=f"gs://{self.bucket}/{info.name}")
             if result.record.header_end is not None and self._fixed_first_read is None:
-                self.estimator.observe(result.record.header_end)
+                self.estimator.observe(result.record.header_end, info.size)
             return result
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="dicom-gcs") as pool:

@@ -266,6 +266,23 @@ def test_first_read_learns_from_recent_headers():
     assert small.first_read() == MIN_FIRST_READ
 
 
+def test_first_read_predicts_each_kind_of_object_from_its_size():
+    """Interleaved kinds (say CT slices with 800-byte headers and MR images with 8 KB private
+    blocks) each get a range fitted to their own header, not the largest recent one."""
+    ct_pixels, mr_pixels = 2 * 1024 * 1024, 768 * 768 * 2
+    estimator = FirstReadEstimator()
+    estimator.observe(771, 771 + ct_pixels)
+    estimator.observe(7805, 7805 + mr_pixels)
+    for _ in range(5):
+        estimator.observe(7805, 7805 + mr_pixels)  # the 90th percentile is now the MR header
+    assert estimator.first_read(812 + ct_pixels) == 812 + 128  # this CT's own header, exactly
+    assert estimator.first_read(7850 + mr_pixels) == 7850 + 785
+    # A size that fits no kind (compressed pixel data, a new geometry): the recent headers decide.
+    assert estimator.first_read(5_000_000) == 7805 + 780
+    # A fit far from the kind's header is a coincidence, not a prediction.
+    assert estimator.first_read(ct_pixels + 60_000) == 7805 + 780
+
+
 def test_one_odd_header_does_not_inflate_the_reads_after_it():
     estimator = FirstReadEstimator()
     for _ in range(20):
