@@ -30,7 +30,7 @@ import uuid
 from array import array
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,7 @@ def plan_shards(
             items=len(weights),
             bounds=tuple(bounds),
             has_filter=filter_text is not None,
-            created=datetime.now(timezone.utc).isoformat(),
+            created=datetime.now(UTC).isoformat(),
         )
         if filter_text is not None:
             staging.write_bytes(join(root, FILTER_FILE), filter_text.encode("utf-8"))

@@ -46,7 +46,7 @@ def test_partition_is_contiguous_balanced_and_never_empty(weights, shards, expec
     bounds = partition(weights, shards)
     assert bounds == expected
     assert bounds[0][0] == 0 and bounds[-1][1] == len(weights)
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
 
 
 def test_partition_of_a_million_items_is_even():
