@@ -12,6 +12,8 @@ Rules (DESIGN.md section 3, and Google's "Understanding the BigQuery DICOM schem
   is kept as text in OtherElements instead of being lost;
 - group-length elements (gggg,0000) are structural, not metadata, and are not exported.
 Both the flattened table and the single-JSON-column table (`schemaJson`) are produced here.
+Files we parse ourselves take a faster route to the same flattened row, without pydicom objects
+(`convert_lean`, lean_convert.py); it shares the value decoding and column rules below.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from airflow_provider_dicom.dicom.convert import (
     ordered_fields,
     sequence_field,
 )
+from airflow_provider_dicom.dicom.scan import LeanInstance
 from airflow_provider_dicom.dicom.schema import Field
 from airflow_provider_dicom.dicom.tags import TagInfo, tag_info, tag_name, tag_reference
 
@@ -73,6 +74,25 @@ def _plan(tag: int, vr: str | None) -> tuple:
         kind = _STANDARD
     dropped_name = info.keyword if info is not None else tag_name(tag)
     return (*fast_part, kind, resolved, info, dropped_name, tag_reference(tag))
+
+
+def hands_on(lean: LeanInstance) -> bool:
+    """Whether the fast route would hand this instance to pydicom (NeedsPydicom), judged before
+    converting anything: what the scan flagged, and for implicit VR the top-level elements whose
+    dictionary VR is ambiguous ("US or SS"). A cheap early answer, not a complete one."""
+    if lean.unusual:
+        return True
+    if not lean.implicit:
+        return False
+    plans = _PLANS
+    for tag, element in lean.body.items():
+        key = (tag, element[0])
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _plan(*key)
+        if plan[5] == _PYDICOM:
+            return True
+    return False
 
 
 def convert_elements(

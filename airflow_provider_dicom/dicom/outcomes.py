@@ -100,6 +100,7 @@ def convert_part10(
     with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
     a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
     declines (NeedsPydicom) is converted from the Dataset built from the same scan."""
+    from airflow_provider_dicom.dicom.lean_convert import hands_on
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
     if converter.schema is not SchemaVariant.FLATTENED:
@@ -124,6 +125,8 @@ def convert_part10(
         if sop and not accept(study, series, sop):
             return InstanceOutcome(name, FILTERED)
     try:
+        if hands_on(lean):
+            raise NeedsPydicom("flagged before converting")
         converted = converter.convert_lean(lean, blob_storage_size=blob_storage_size, last_updated=last_updated)
     except NeedsPydicom:
         from airflow_provider_dicom.dicom.parse import to_dataset

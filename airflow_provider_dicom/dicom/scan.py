@@ -74,6 +74,9 @@ class LeanInstance:
     body: Elements
     implicit: bool
     little: bool
+    # It holds explicit UN or implicit VR private elements, whose VR only pydicom works out (with
+    # its private dictionary): the fast converter would hand the instance on, so skip it.
+    unusual: bool = False
 
 
 # Whether the dictionary makes an implicit VR tag a sequence; bounded by the tags a corpus uses.
@@ -94,7 +97,9 @@ def _dictionary_says_sequence(tag: int) -> bool:
 
 
 class _Walker:
-    __slots__ = ("buf", "elements", "end", "explicit_header", "little", "long_length", "prefix", "tag_length")
+    __slots__ = (
+        "buf", "elements", "end", "explicit_header", "little", "long_length", "prefix", "tag_length", "unusual"
+    )
 
     def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:
         self.buf = buf
@@ -106,6 +111,7 @@ class _Walker:
         self.explicit_header = _LE_EXPLICIT if little else _BE_EXPLICIT
         self.long_length = _LE_LENGTH if little else _BE_LENGTH
         self.elements = self._implicit if implicit else self._explicit
+        self.unusual = False  # see LeanInstance.unusual
 
     def _explicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Explicit VR elements from `pos` up to `end` (or an item delimiter); returns them and the end offset."""
@@ -135,8 +141,10 @@ class _Walker:
                 if vr == "SQ":
                     out[tag], pos = self._sequence_element(pos, length, end)
                     continue
-                if vr == "UN" and length == _UNDEFINED:
-                    raise Unsupported("UN of undefined length (an implicit VR sequence inside explicit VR)")
+                if vr == "UN":
+                    if length == _UNDEFINED:
+                        raise Unsupported("UN of undefined length (an implicit VR sequence inside explicit VR)")
+                    self.unusual = True
             else:
                 pos += 8
             if top and tag in _PIXEL_TAGS:
@@ -173,6 +181,8 @@ class _Walker:
             tag = group << 16 | element
             if tag == _ITEM_END:
                 return out, pos + 8
+            if group & 1:
+                self.unusual = True
             pos += 8
             # Like pydicom: a defined-length implicit element is a sequence only if the dictionary
             # says so; an unknown private one stays UN (and is dropped), whatever bytes follow.
@@ -276,5 +286,6 @@ def scan_part10(buf: bytes | memoryview, *, object_size: int | None = None) -> L
         raise Unsupported("deflated")
     implicit, little = _SYNTAXES.get(syntax, (False, True))
     # A body that is implicit despite an explicit syntax fails the VR check: pydicom handles those.
-    body, _ = _Walker(buf, implicit, little, prefix=prefix).elements(pos, len(buf), True)
-    return LeanInstance(meta, body, implicit, little)
+    walker = _Walker(buf, implicit, little, prefix=prefix)
+    body, _ = walker.elements(pos, len(buf), True)
+    return LeanInstance(meta, body, implicit, little, walker.unusual)

@@ -259,3 +259,25 @@ def _scan(data: bytes):
     from airflow_provider_dicom.dicom.scan import scan_part10
 
     return scan_part10(data)
+
+
+def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
+    """hands_on spares the fast converter work it would throw away; it must not send pydicom
+    an instance the fast route carries (that would cost speed, silently)."""
+    from airflow_provider_dicom.dicom.convert import NeedsPydicom
+    from airflow_provider_dicom.dicom.lean_convert import hands_on
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
+
+    converter = InstanceConverter()
+    flagged = []
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        try:
+            lean = scan_part10(path.read_bytes())
+        except Unsupported:
+            continue
+        if hands_on(lean):
+            flagged.append(path.name)
+            with pytest.raises(NeedsPydicom):
+                converter.convert_lean(lean)
+    # Implicit VR private elements, an ambiguous "US or SS" in implicit VR, explicit UN.
+    assert {"priv_SQ.dcm", "MR_small_implicit.dcm", "rtdose_rle.dcm"} <= set(flagged)
