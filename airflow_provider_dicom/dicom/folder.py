@@ -23,9 +23,9 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
     convert_instance,
     convert_part10,
     instance_uids,
+    takes_fast_route,
 )
 from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
-from airflow_provider_dicom.export.options import SchemaVariant
 from airflow_provider_dicom.redact import redact_quoted
 
 
@@ -55,7 +55,7 @@ def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: 
                 "blob_storage_size": stat.st_size,
                 "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
             }
-            if stat.st_size >= 132 and converter.schema is SchemaVariant.FLATTENED:
+            if stat.st_size >= 132 and takes_fast_route(converter):
                 try:
                     mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
                 except (OSError, ValueError):  # not mappable (a special file): read it plainly

@@ -84,6 +84,16 @@ def convert_bytes(
     )
 
 
+def takes_fast_route(converter: object) -> bool:
+    """Whether the fast route gives what `converter.convert` would: a stock InstanceConverter
+    (not a subclass that converts otherwise, nor a stand-in with only `convert`) making the
+    flattened table."""
+    return (
+        getattr(type(converter), "convert", None) is InstanceConverter.convert
+        and getattr(converter, "schema", None) is SchemaVariant.FLATTENED
+    )
+
+
 def convert_part10(
     name: str,
     buf: bytes | memoryview,
@@ -95,7 +105,7 @@ def convert_part10(
     last_updated: datetime | None = None,
 ) -> InstanceOutcome:
     """An instance whose whole Part 10 file is in `buf` (bytes, or an mmap of the file), by the
-    fast route where it applies (the flattened table): scanned into plain values and converted without building
+    fast route where it applies (see `takes_fast_route`): scanned into plain values and converted without building
     pydicom objects (scan.py, lean_convert.py). The outcome is the one `convert_instance` gives
     with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
     a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
@@ -103,7 +113,7 @@ def convert_part10(
     from airflow_provider_dicom.dicom.lean_convert import hands_on
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
-    if converter.schema is not SchemaVariant.FLATTENED:
+    if not takes_fast_route(converter):
         return convert_instance(
             name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept,
             blob_storage_size=blob_storage_size, last_updated=last_updated,

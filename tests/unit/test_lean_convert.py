@@ -281,3 +281,34 @@ def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
                 converter.convert_lean(lean)
     # Implicit VR private elements, an ambiguous "US or SS" in implicit VR, explicit UN.
     assert {"priv_SQ.dcm", "MR_small_implicit.dcm", "rtdose_rle.dcm"} <= set(flagged)
+
+
+def test_a_converter_of_another_kind_is_given_the_dataset(tmp_path):
+    """Callers may pass their own converter (the GCS copy reads only UIDs) or a subclass: the
+    fast route is for the stock converter only; the others get a pydicom Dataset as before."""
+    from airflow_provider_dicom.dicom.outcomes import takes_fast_route
+
+    seen = []
+
+    class UidsOnly:
+        def convert(self, ds, **_):
+            from airflow_provider_dicom.dicom.convert import ConvertedInstance
+
+            seen.append(type(ds).__name__)
+            return ConvertedInstance({}, (), None, None, str(ds.SOPInstanceUID))
+
+    class Tweaked(InstanceConverter):
+        def convert(self, ds, **kwargs):
+            converted = super().convert(ds, **kwargs)
+            converted.row["Tweaked"] = True
+            return converted
+
+    data = (CORPUS / "CT_small.dcm").read_bytes()
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(data)
+    assert takes_fast_route(InstanceConverter()) and not takes_fast_route(InstanceConverter(schema="json"))
+    for outcome in (convert_file(path, UidsOnly()), convert_bytes("mem", data, UidsOnly())):
+        assert outcome.status == "ok" and outcome.converted.sop_uid
+    assert seen == ["FileDataset", "FileDataset"]
+    assert convert_file(path, Tweaked()).converted.row["Tweaked"] is True
+    assert convert_bytes("mem", data, Tweaked()).converted.row["Tweaked"] is True
