@@ -12,6 +12,8 @@ Rules (DESIGN.md section 3, and Google's "Understanding the BigQuery DICOM schem
   is kept as text in OtherElements instead of being lost;
 - group-length elements (gggg,0000) are structural, not metadata, and are not exported.
 Both the flattened table and the single-JSON-column table (`schemaJson`) are produced here.
+Files we parse ourselves take a faster route to the same flattened row, without pydicom objects
+(`convert_lean`, lean_convert.py); it shares the value decoding and column rules below.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from airflow_provider_dicom.export.options import SchemaVariant
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    from airflow_provider_dicom.dicom.scan import LeanInstance
 
 # BigQuery allows 15 levels of nested RECORDs; deeper content is dropped (and listed).
 MAX_NESTING = 15
@@ -107,6 +111,52 @@ def _repeating_group_field(name: str, type_: str, repeated_value: bool) -> Field
     return found
 
 
+# Per-instance schema work, cached: most instances of an export repeat a few shapes. Each cache
+# is emptied when it outgrows its bound, so memory stays flat however many instances pass.
+_CACHE_LIMIT = 4096
+_order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+_record_cache: dict[tuple[str, tuple[Field, ...]], Field] = {}
+_merge_cache: dict[tuple[tuple[Field, ...], tuple[Field, ...]], tuple[Field, ...]] = {}
+
+
+def ordered_fields(fields: dict[str, Field]) -> tuple[Field, ...]:
+    """The fields of one dataset in canonical column order."""
+    names = tuple(fields)
+    order = _order_cache.get(names)
+    if order is None:
+        if len(_order_cache) >= _CACHE_LIMIT:
+            _order_cache.clear()
+        order = _order_cache[names] = tuple(sorted(names, key=_rank))
+    return tuple([fields[name] for name in order])
+
+
+def sequence_field(name: str, item_fields: tuple[Field, ...]) -> Field:
+    """The REPEATED RECORD column of a sequence; one shared object per shape, which also makes
+    comparing instance schemas (TableSchema.add) an identity check."""
+    key = (name, item_fields)
+    found = _record_cache.get(key)
+    if found is None:
+        if len(_record_cache) >= _CACHE_LIMIT:
+            _record_cache.clear()
+        found = _record_cache[key] = Field(name, RECORD, REPEATED, item_fields)
+    return found
+
+
+def merge_item_fields(merged: tuple[Field, ...], incoming: tuple[Field, ...]) -> tuple[Field, ...]:
+    """The union of the fields of a sequence's items (both in canonical order)."""
+    if not merged:
+        return incoming
+    if merged == incoming:
+        return merged
+    key = (merged, incoming)
+    found = _merge_cache.get(key)
+    if found is None:
+        if len(_merge_cache) >= _CACHE_LIMIT:
+            _merge_cache.clear()
+        found = _merge_cache[key] = merge_fields(merged, incoming)
+    return found
+
+
 @dataclass(slots=True)
 class ConvertedInstance:
     row: dict[str, Any]
@@ -138,6 +188,86 @@ def _encodings_of(ds: Dataset, inherited: list[str]) -> list[str]:
     if not any(names):
         return _DEFAULT_ENCODINGS
     return convert_encodings(names if len(names) > 1 else names[0])
+
+
+class NeedsPydicom(Exception):
+    """A value only pydicom can decode (text in a character set with code extensions, a VR it
+    must work out): the general route asks pydicom for it; the lean route converts the whole
+    instance the general way."""
+
+
+def _codec_of(encodings: list[str]) -> str | None:
+    """The Python codec for text in `encodings` when decoding whole values is safe, else None."""
+    return _FAST_CODECS.get(encodings[0]) if len(encodings) == 1 else None
+
+
+_NUMERIC_VRS = frozenset(vr for vr, type_ in vrs.BQ_TYPE.items() if type_ in (INTEGER, "FLOAT"))
+
+
+def decode_raw(value: bytes, vr: str, little: bool, codec: str | None) -> list | None:
+    """Non-empty raw value bytes -> str values (string VRs) or numbers; None for binary VRs.
+
+    Raises NeedsPydicom for text VRs when `codec` is None (see `_codec_of`)."""
+    if vr in _NUMERIC_VRS:
+        try:
+            return vrs.decode_numbers(value, vr, little)
+        except vrs.ValueConversionError:
+            return [value.hex()]
+    if vr in vrs.BINARY_VRS:
+        return None
+    if vr in vrs.TEXT_VRS:
+        if codec is None:
+            raise NeedsPydicom(vr)
+        text = value.decode(codec, errors="replace")
+    else:
+        text = value.decode("latin_1")
+    if vr in vrs.SINGLE_VALUED:
+        return vrs.split_text(text, vr)
+    if vr == "PN":
+        return [part.rstrip(" \x00") for part in text.split("\\")]
+    return vrs.split_text(text, vr)
+
+
+def lean_values(element: tuple, vr: str, little: bool, codec: str | None) -> list | None:
+    """A scanned element's values, as `_values` gives them for the same raw element."""
+    value = element[1]
+    if value is None:
+        if not element[3]:
+            return []
+        raise NeedsPydicom("a value not read (deferred)")
+    if value.__class__ is list:
+        raise NeedsPydicom("a sequence where a value was expected")
+    if not value:
+        return []
+    return decode_raw(value, vr, little, codec)
+
+
+_lean_encodings: dict[bytes, list[str]] = {}
+
+
+def lean_encodings(elements: dict, inherited: list[str]) -> list[str]:
+    """The character sets of a scanned dataset, as `_encodings_of` gives them."""
+    element = elements.get(0x00080005)
+    if element is None:
+        return inherited
+    value = element[1]
+    if not isinstance(value, bytes):
+        raise NeedsPydicom("Specific Character Set is not text")
+    found = _lean_encodings.get(value)
+    if found is None:
+        names = [part.strip(" \x00") for part in value.decode("latin_1").split("\\")]
+        if not any(names):
+            return _DEFAULT_ENCODINGS
+        from pydicom.charset import convert_encodings
+
+        from airflow_provider_dicom.dicom.read import quiet_pydicom
+
+        with quiet_pydicom():  # a misspelt name is corrected with a warning; the row says enough
+            found = convert_encodings(names if len(names) > 1 else names[0])
+        if len(_lean_encodings) >= _CACHE_LIMIT:
+            _lean_encodings.clear()
+        _lean_encodings[value] = found
+    return found
 
 
 _RawDataElement: type | None = None  # pydicom's, bound on first use to keep imports lazy
@@ -239,28 +369,38 @@ class InstanceConverter:
         if file_meta is not None:
             self._convert_into(file_meta, row, fields, other, _DEFAULT_ENCODINGS, 0, "", state)
         self._convert_into(ds, row, fields, other, encodings, 0, "", state)
-        if other:
-            row["OtherElements"] = other
-            fields["OtherElements"] = OTHER_ELEMENTS_FIELD
-        if state.dropped:
-            row["DroppedTags"] = state.dropped
-            fields["DroppedTags"] = DROPPED_TAGS_FIELD
-        row["Type"] = "CREATE"
-        if last_updated is not None:
-            row["LastUpdated"] = _timestamp(last_updated)
-        row["StorageClass"] = storage_class
-        if blob_storage_size is not None:
-            row["BlobStorageSize"] = int(blob_storage_size)
-        for trailing in TRAILING_FIELDS:
-            fields[trailing.name] = trailing
-        ordered = tuple(fields[name] for name in sorted(fields, key=_rank))
-        return ConvertedInstance(
-            row,
-            ordered,
-            _single(row.get("StudyInstanceUID")),
-            _single(row.get("SeriesInstanceUID")),
-            _single(row.get("SOPInstanceUID")),
-        )
+        return _finish(row, fields, other, state, blob_storage_size, last_updated, storage_class)
+
+    def convert_lean(
+        self,
+        lean: LeanInstance,
+        *,
+        blob_storage_size: int | None = None,
+        last_updated: datetime | None = None,
+        storage_class: str = "STANDARD",
+    ) -> ConvertedInstance:
+        """The same row as `convert` on the Dataset pydicom would build from the same file, made
+        from a scanned header (scan.py) without pydicom objects: the export's fast route.
+
+        Flattened table only. Raises NeedsPydicom when the instance holds something only pydicom
+        can decode; convert it with `convert(parse.to_dataset(...))` then."""
+        if self.schema is SchemaVariant.JSON:
+            raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
+        from airflow_provider_dicom.dicom.lean_convert import convert_elements
+
+        state = _InstanceState(self.max_depth, None)
+        body = lean.body
+        offset = body.get(0x00080201)
+        if offset is not None:
+            offset_values = lean_values(offset, "SH", True, "latin_1")
+            state.tz_offset = vrs.parse_offset(offset_values[0] if offset_values else None)
+        row: dict[str, Any] = {}
+        fields: dict[str, Field] = {}
+        other: list[dict[str, Any]] = []
+        convert_elements(self, lean.meta, row, fields, other, _DEFAULT_ENCODINGS, True, 0, "", state)
+        encodings = lean_encodings(body, _DEFAULT_ENCODINGS)
+        convert_elements(self, body, row, fields, other, encodings, lean.little, 0, "", state)
+        return _finish(row, fields, other, state, blob_storage_size, last_updated, storage_class)
 
     # -- flattened ---------------------------------------------------------------------------
 
@@ -349,7 +489,10 @@ class InstanceConverter:
             self._standard(ds, tag, elem, vr, info, row, fields, other, encodings, depth, path, raw, state)
 
     def _standard(self, ds, tag, elem, vr, info: TagInfo, row, fields, other, encodings, depth, path, raw, state):
-        values = self._values(ds, elem, vr, encodings, raw)
+        self._standard_values(tag, self._values(ds, elem, vr, encodings, raw), info, row, fields, other, depth, path, state)
+
+    def _standard_values(self, tag, values, info: TagInfo, row, fields, other, depth, path, state) -> None:
+        """A standard element's decoded values -> its column (or OtherElements when they do not fit)."""
         if values is None:  # binary in disguise: an explicit VR that has no column type
             self._drop(tag, info, path, state)
             return
@@ -423,14 +566,11 @@ class InstanceConverter:
                 return self._values(ds, elem, elem.VR, encodings, False)
             if not value:
                 return []
-            if vr in vrs.BQ_TYPE and vr not in ("PN", "SQ") and vrs.BQ_TYPE[vr] in (INTEGER, "FLOAT") :
-                try:
-                    return vrs.decode_numbers(value, vr, elem.is_little_endian)
-                except vrs.ValueConversionError:
-                    return [value.hex()]
-            if vr in vrs.BINARY_VRS:
-                return None
-            return self._string_values(ds, elem, vr, encodings)
+            try:
+                return decode_raw(value, vr, elem.is_little_endian, _codec_of(encodings))
+            except NeedsPydicom:  # text in a character set only pydicom decodes
+                converted = ds[elem.tag]
+                return self._values(ds, converted, vr, encodings, False) or []
         # An already converted pydicom DataElement.
         value = elem.value
         if vr in vrs.BINARY_VRS:
@@ -447,22 +587,6 @@ class InstanceConverter:
         if isinstance(items[0], bytes):
             return None
         return [v if isinstance(v, (int, float)) and vr not in ("DS", "IS") else str(v) for v in items]
-
-    def _string_values(self, ds, elem, vr: str, encodings: list[str]) -> list[str]:
-        value: bytes = elem.value
-        if vr in vrs.TEXT_VRS:
-            codec = _FAST_CODECS.get(encodings[0]) if len(encodings) == 1 else None
-            if codec is None:
-                converted = ds[elem.tag]
-                return self._values(ds, converted, vr, encodings, False) or []
-            text = value.decode(codec, errors="replace")
-        else:
-            text = value.decode("latin_1")
-        if vr in vrs.SINGLE_VALUED:
-            return vrs.split_text(text, vr)
-        if vr == "PN":
-            return [part.rstrip(" \x00") for part in text.split("\\")]
-        return vrs.split_text(text, vr)
 
     def _sequence(self, ds, tag, elem, info, row, fields, other, encodings, depth, path, state) -> None:
         # A keyword column taken already in this dataset (a second element with the same
@@ -494,13 +618,12 @@ class InstanceConverter:
                 item_row["OtherElements"] = item_other
                 these["OtherElements"] = OTHER_ELEMENTS_FIELD
             item_rows.append(item_row)
-            ordered = tuple(these[n] for n in sorted(these, key=_rank))
-            item_fields = ordered if not item_fields else merge_fields(item_fields, ordered)
+            item_fields = merge_item_fields(item_fields, ordered_fields(these))
         if not item_fields:
             # No item holds any value: there is nothing to export, and BigQuery has no RECORD
             # without sub-fields, so an empty sequence gets no column.
             return
-        fields[name] = Field(name, RECORD, REPEATED, item_fields)
+        fields[name] = sequence_field(name, item_fields)
         if item_rows:
             row[name] = item_rows
 
@@ -579,6 +702,39 @@ class InstanceConverter:
             f for f in JSON_SCHEMA_FIELDS if f.name != "SourceDicomStore"
         )
         return ConvertedInstance({k: v for k, v in row.items() if v is not None}, fields, study, series, sop)
+
+
+def _finish(
+    row: dict[str, Any],
+    fields: dict[str, Field],
+    other: list[dict[str, Any]],
+    state: _InstanceState,
+    blob_storage_size: int | None,
+    last_updated: datetime | None,
+    storage_class: str,
+) -> ConvertedInstance:
+    """Close a flattened row: OtherElements, DroppedTags and the trailing non-DICOM columns."""
+    if other:
+        row["OtherElements"] = other
+        fields["OtherElements"] = OTHER_ELEMENTS_FIELD
+    if state.dropped:
+        row["DroppedTags"] = state.dropped
+        fields["DroppedTags"] = DROPPED_TAGS_FIELD
+    row["Type"] = "CREATE"
+    if last_updated is not None:
+        row["LastUpdated"] = _timestamp(last_updated)
+    row["StorageClass"] = storage_class
+    if blob_storage_size is not None:
+        row["BlobStorageSize"] = int(blob_storage_size)
+    for trailing in TRAILING_FIELDS:
+        fields[trailing.name] = trailing
+    return ConvertedInstance(
+        row,
+        ordered_fields(fields),
+        _single(row.get("StudyInstanceUID")),
+        _single(row.get("SeriesInstanceUID")),
+        _single(row.get("SOPInstanceUID")),
+    )
 
 
 def _raw_text(elem: Any) -> list[str] | None:

@@ -5,6 +5,7 @@ Each file yields exactly one outcome (see outcomes.py); nothing is held beyond t
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -20,9 +21,12 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
     Accept,
     InstanceOutcome,
     convert_instance,
+    convert_part10,
     instance_uids,
+    takes_fast_route,
 )
-from airflow_provider_dicom.dicom.read import read_instance
+from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
+from airflow_provider_dicom.redact import redact_quoted
 
 
 def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
@@ -39,17 +43,31 @@ def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
 
 
 def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: Accept | None = None) -> InstanceOutcome:
-    """Read and convert one file; BlobStorageSize and LastUpdated come from the file itself."""
+    """Read and convert one file; BlobStorageSize and LastUpdated come from the file itself.
+
+    The file is memory-mapped for the fast route (outcomes.convert_part10): only the header's
+    pages are touched, never the pixel data's."""
     name = os.fspath(path)
     try:
-        stat = os.stat(name)
+        with open(name, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            sizes = {
+                "blob_storage_size": stat.st_size,
+                "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            }
+            if stat.st_size >= 132 and takes_fast_route(converter):
+                try:
+                    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):  # not mappable (a special file): read it plainly
+                    mapped = None
+                if mapped is not None:
+                    with mapped:
+                        return convert_part10(
+                            name, mapped, converter, accept, lambda: read_with_pydicom(name), **sizes
+                        )
     except OSError as exc:
-        return InstanceOutcome(name, FAILED, reason=f"cannot read: {exc.strerror or exc}")
-    return convert_instance(
-        name, lambda: read_instance(name), converter, accept,
-        blob_storage_size=stat.st_size,
-        last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-    )
+        return InstanceOutcome(name, FAILED, reason=f"cannot read: {exc.strerror or redact_quoted(exc)}")
+    return convert_instance(name, lambda: read_instance(name), converter, accept, **sizes)
 
 
 def convert_folder(

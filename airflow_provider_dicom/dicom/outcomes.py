@@ -14,12 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter
-from airflow_provider_dicom.dicom.read import InvalidDicomError, NotDicomError, quiet_pydicom, read_instance
+from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
+from airflow_provider_dicom.dicom.read import (
+    InvalidDicomError,
+    NotDicomError,
+    quiet_pydicom,
+    read_instance,
+    read_with_pydicom,
+)
+from airflow_provider_dicom.export.options import SchemaVariant
 from airflow_provider_dicom.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+    from airflow_provider_dicom.dicom.scan import LeanInstance
 
 OK = "ok"
 NOT_DICOM = "not_dicom"
@@ -69,10 +78,77 @@ def convert_bytes(
     last_updated: datetime | None = None,
 ) -> InstanceOutcome:
     """An instance whose Part 10 bytes (at least its whole header) are in memory."""
-    return convert_instance(
-        name, lambda: read_instance(io.BytesIO(data)), converter, accept,
+    return convert_part10(
+        name, data, converter, accept, lambda: read_with_pydicom(io.BytesIO(data)),
         blob_storage_size=blob_storage_size, last_updated=last_updated,
     )
+
+
+def takes_fast_route(converter: object) -> bool:
+    """Whether the fast route gives what `converter.convert` would: a stock InstanceConverter
+    (not a subclass that converts otherwise, nor a stand-in with only `convert`) making the
+    flattened table."""
+    return (
+        getattr(type(converter), "convert", None) is InstanceConverter.convert
+        and getattr(converter, "schema", None) is SchemaVariant.FLATTENED
+    )
+
+
+def convert_part10(
+    name: str,
+    buf: bytes | memoryview,
+    converter: InstanceConverter,
+    accept: Accept | None = None,
+    read: Callable[[], Dataset] | None = None,
+    *,
+    blob_storage_size: int | None = None,
+    last_updated: datetime | None = None,
+) -> InstanceOutcome:
+    """An instance whose whole Part 10 file is in `buf` (bytes, or an mmap of the file), by the
+    fast route where it applies (see `takes_fast_route`): scanned into plain values and converted without building
+    pydicom objects (scan.py, lean_convert.py). The outcome is the one `convert_instance` gives
+    with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
+    a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
+    declines (NeedsPydicom) is converted from the Dataset built from the same scan."""
+    from airflow_provider_dicom.dicom.lean_convert import hands_on
+    from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
+
+    if not takes_fast_route(converter):
+        return convert_instance(
+            name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept,
+            blob_storage_size=blob_storage_size, last_updated=last_updated,
+        )
+    if read is None:
+        def read() -> Dataset:
+            return read_with_pydicom(io.BytesIO(bytes(buf)))
+
+    try:
+        lean = scan_part10(buf)
+    except Truncated as exc:
+        return InstanceOutcome(name, FAILED, reason=f"truncated DICOM file: {exc}")
+    except Unsupported:
+        return convert_instance(
+            name, read, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
+        )
+    if accept is not None:
+        study, series, sop = lean_uids(lean)
+        if sop and not accept(study, series, sop):
+            return InstanceOutcome(name, FILTERED)
+    try:
+        if hands_on(lean):
+            raise NeedsPydicom("flagged before converting")
+        converted = converter.convert_lean(lean, blob_storage_size=blob_storage_size, last_updated=last_updated)
+    except NeedsPydicom:
+        from airflow_provider_dicom.dicom.parse import to_dataset
+
+        with quiet_pydicom():
+            ds = to_dataset(lean, buf, name)
+        return convert_dataset(
+            name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+        return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {redact_quoted(exc)}")
+    return _judged(name, converted, accept)
 
 
 def convert_dataset(
@@ -95,6 +171,11 @@ def convert_dataset(
             converted = converter.convert(ds, blob_storage_size=blob_storage_size, last_updated=last_updated)
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
         return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {redact_quoted(exc)}")
+    return _judged(name, converted, accept)
+
+
+def _judged(name: str, converted: ConvertedInstance, accept: Accept | None) -> InstanceOutcome:
+    """A converted instance's outcome: identified, not a DICOMDIR, and accepted by the filter."""
     if not converted.sop_uid:
         if converted.row.get("MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
             return InstanceOutcome(name, NOT_DICOM, reason="a DICOMDIR (media storage directory), not an instance")
@@ -109,11 +190,24 @@ def instance_uids(ds: Dataset) -> tuple[str | None, str | None, str | None]:
     return _uid(ds, 0x0020000D), _uid(ds, 0x0020000E), _uid(ds, 0x00080018)
 
 
+def lean_uids(lean: LeanInstance) -> tuple[str | None, str | None, str | None]:
+    """`instance_uids` of a scanned header (scan.py)."""
+    body = lean.body
+    return _uid_value(body.get(0x0020000D)), _uid_value(body.get(0x0020000E)), _uid_value(body.get(0x00080018))
+
+
+def _uid_value(element: tuple | None) -> str | None:
+    return None if element is None else _uid_text(element[1])
+
+
 def _uid(ds: Dataset, tag: int) -> str | None:
     elem = ds._dict.get(tag)
     if elem is None:
         return None
-    value = elem.value
+    return _uid_text(elem.value)
+
+
+def _uid_text(value: object) -> str | None:
     if isinstance(value, bytes):
         value = value.decode("latin_1")
     if not isinstance(value, str):

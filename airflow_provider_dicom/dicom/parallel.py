@@ -26,7 +26,7 @@ from airflow_provider_dicom.dicom.outcomes import OK, Accept, InstanceOutcome
 if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.schema import Field
 
-CHUNK = 32  # files per task: amortises inter-process overhead, small enough to keep order cheap
+CHUNK = 128  # files per task: fewer messages and wake-ups for the parent (~1 MB of lines each)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ import io
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -70,6 +71,16 @@ def read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
     touched); anything it does not handle is read by pydicom."""
     with quiet_pydicom():
         return _read_instance(source)
+
+
+def read_with_pydicom(source: str | os.PathLike | BinaryIO) -> Dataset:
+    """Read one instance's header with pydicom's reader only: for a file the lean parser has
+    already declined (see outcomes.convert_part10), so it is not scanned twice."""
+    with quiet_pydicom():
+        if hasattr(source, "read"):
+            return _read(source)  # type: ignore[arg-type]
+        with open(source, "rb") as fp:
+            return _read(fp)
 
 
 def _read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
@@ -135,6 +146,8 @@ def _read(fp: BinaryIO) -> Dataset:
         raise InvalidDicomError(f"invalid DICOM: {redact_quoted(exc)}") from None
     except (EOFError, struct.error) as exc:
         raise InvalidDicomError(f"truncated DICOM file: {redact_quoted(exc) or type(exc).__name__}") from None
+    except zlib.error as exc:  # a deflated body that does not inflate
+        raise InvalidDicomError(f"invalid deflated DICOM: {redact_quoted(exc)}") from None
     except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, LookupError) as exc:
         raise InvalidDicomError(f"unreadable DICOM ({type(exc).__name__}): {redact_quoted(exc)}") from None
     return ds

@@ -123,3 +123,23 @@ def test_engine_benchmark_runs_on_a_tiny_corpus(tmp_path) -> None:
     assert result["ratio"] > 0
     assert [m["instances"] for m in result["memory"]] == [10, 20]
     assert all(m["failures"] == 0 and m["max_rss_bytes"] > 0 for m in result["memory"])
+
+
+def test_parallel_benchmark_runs_on_a_tiny_corpus(tmp_path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.bench_parallel",
+            "--count", "40", "--rounds", "1", "--corpus", str(tmp_path / "corpus"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    # The round ran all three sides, with no failed instance, and the summary names each figure.
+    assert out.count("2 independent processes at once") == 1, out
+    assert "failed instances" not in out, out
+    assert "speed-up 1 -> 2 processes" in out and "machine ceiling" in out and "start-up" in out, out

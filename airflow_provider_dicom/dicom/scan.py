@@ -1,0 +1,291 @@
+"""Walking a DICOM Part 10 header into plain Python values: the lean parser's byte walker.
+
+The export's hot path needs, per element, only its tag, VR and value bytes. Building pydicom's
+objects for them (BaseTag, RawDataElement, Dataset and Sequence for every item) costs more than
+walking the bytes, so the walk produces plain dicts and tuples instead:
+
+    {tag: (vr, value, offset, length)}     one dict per dataset (the top level, or an item)
+
+- `tag` is a plain int, `vr` the two-letter VR (None for an implicit VR element that is not a
+  sequence), `offset` where the value starts in the buffer, `length` the declared length;
+- `value` is the value's bytes, or for a sequence ("SQ") the list of its items' dicts, or None
+  for top-level pixel data (listed, never read).
+
+Dict order is file order and a repeated tag keeps its first place with its last value, as in
+pydicom's reader. `parse.parse_part10` turns this into the Dataset pydicom would build; the
+converter's fast route (`convert.InstanceConverter.convert_lean`) reads it directly.
+
+Anything unusual (deflate, a VR that is not two letters, an explicit/implicit mix, a value that
+runs past the end) raises `Unsupported`, and the caller reads the file with pydicom instead:
+speed for the common case, pydicom's judgement for every other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from struct import Struct
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+_PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))
+_LONG_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"))
+_KNOWN_VRS = _LONG_VRS | frozenset(
+    ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US")
+)
+# VR bytes -> VR: one dict lookup both decodes and validates the VR.
+_VR_OF_BYTES = {vr.encode("ascii"): vr for vr in _KNOWN_VRS}
+_SYNTAXES = {
+    "1.2.840.10008.1.2": (True, True),
+    "1.2.840.10008.1.2.2": (False, False),
+}
+_DEFLATED = frozenset(("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"))
+
+_LE_EXPLICIT, _BE_EXPLICIT = Struct("<HH2sH"), Struct(">HH2sH")
+_LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
+_LE_LENGTH, _BE_LENGTH = Struct("<L"), Struct(">L")
+
+Elements = dict  # {tag: (vr, value, offset, length)}, see the module docstring
+
+
+class Unsupported(Exception):
+    """Not a file for the lean parser; read it with pydicom."""
+
+
+class Truncated(Unsupported):
+    """The file ends inside an element: broken, whoever reads it (pydicom would keep a stub)."""
+
+
+class NeedMoreData(Unsupported):
+    """Parsing a prefix of an object: the header goes on past the prefix. `needed` is the
+    smallest prefix length that could hold it, so a remote reader can fetch the next range."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"the header goes on past the first {needed} bytes read")
+        self.needed = needed
+
+
+@dataclass(slots=True)
+class LeanInstance:
+    """A Part 10 header as plain values: File Meta Information, dataset, and the body's encoding."""
+
+    meta: Elements
+    body: Elements
+    implicit: bool
+    little: bool
+    # It holds explicit UN or implicit VR private elements, whose VR only pydicom works out (with
+    # its private dictionary): the fast converter would hand the instance on, so skip it.
+    unusual: bool = False
+
+
+# Whether the dictionary makes an implicit VR tag a sequence; bounded by the tags a corpus uses.
+_IMPLICIT_SQ: dict[int, bool] = {}
+
+
+def _dictionary_says_sequence(tag: int) -> bool:
+    known = _IMPLICIT_SQ.get(tag)
+    if known is None:
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            known = dictionary_VR(tag) == "SQ"
+        except KeyError:
+            known = False
+        _IMPLICIT_SQ[tag] = known
+    return known
+
+
+class _Walker:
+    __slots__ = (
+        "buf", "elements", "end", "explicit_header", "little", "long_length", "prefix", "tag_length", "unusual"
+    )
+
+    def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:
+        self.buf = buf
+        self.end = len(buf)
+        self.little = little
+        # True when `buf` is only the start of the object: its end is not the object's end.
+        self.prefix = prefix
+        self.tag_length = _LE_TAG_LENGTH if little else _BE_TAG_LENGTH
+        self.explicit_header = _LE_EXPLICIT if little else _BE_EXPLICIT
+        self.long_length = _LE_LENGTH if little else _BE_LENGTH
+        self.elements = self._implicit if implicit else self._explicit
+        self.unusual = False  # see LeanInstance.unusual
+
+    def _explicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
+        """Explicit VR elements from `pos` up to `end` (or an item delimiter); returns them and the end offset."""
+        buf = self.buf
+        header = self.explicit_header
+        long_length = self.long_length
+        vr_of = _VR_OF_BYTES
+        long_vrs = _LONG_VRS
+        out: Elements = {}
+        while pos < end:
+            if pos + 8 > end:
+                self._past_end(pos + 8, "element header")
+            group, element, vr_bytes, length = header.unpack_from(buf, pos)
+            if stop_group is not None and group != stop_group:
+                return out, pos
+            tag = group << 16 | element
+            if tag == _ITEM_END:
+                return out, pos + 8
+            vr = vr_of.get(vr_bytes)
+            if vr is None:
+                raise Unsupported("VR is not one of DICOM's")
+            if vr in long_vrs:
+                if pos + 12 > end:
+                    self._past_end(pos + 12, "element header")
+                (length,) = long_length.unpack_from(buf, pos + 8)
+                pos += 12
+                if vr == "SQ":
+                    out[tag], pos = self._sequence_element(pos, length, end)
+                    continue
+                if vr == "UN":
+                    if length == _UNDEFINED:
+                        raise Unsupported("UN of undefined length (an implicit VR sequence inside explicit VR)")
+                    self.unusual = True
+            else:
+                pos += 8
+            if top and tag in _PIXEL_TAGS:
+                # Pixel data is listed, never read; a file cut inside it still has its whole
+                # header, which is all a metadata export needs (a header-only read of a remote
+                # object could not tell either).
+                out[tag] = (vr, None, pos, length)
+                if self.prefix:
+                    return out, pos  # a prefix read stops here: the pixels are not fetched
+                pos = self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
+                continue
+            if length == _UNDEFINED:
+                raise Unsupported("undefined length outside pixel data")
+            stop = pos + length
+            if stop > end:
+                self._past_end(stop, f"value of ({group:04X},{element:04X})")
+            out[tag] = (vr, buf[pos:stop], pos, length)
+            pos = stop
+        if top and self.prefix:
+            raise NeedMoreData(self.end + 1)  # no pixel data yet: the header may go on
+        return out, pos
+
+    def _implicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
+        """Implicit VR elements, as `_explicit`; a sequence is told by undefined length or the dictionary."""
+        buf = self.buf
+        tag_length = self.tag_length
+        out: Elements = {}
+        while pos < end:
+            if pos + 8 > end:
+                self._past_end(pos + 8, "element header")
+            group, element, length = tag_length.unpack_from(buf, pos)
+            if stop_group is not None and group != stop_group:
+                return out, pos
+            tag = group << 16 | element
+            if tag == _ITEM_END:
+                return out, pos + 8
+            if group & 1:
+                self.unusual = True
+            pos += 8
+            # Like pydicom: a defined-length implicit element is a sequence only if the dictionary
+            # says so; an unknown private one stays UN (and is dropped), whatever bytes follow.
+            if length == _UNDEFINED or (length >= 8 and _dictionary_says_sequence(tag)):
+                out[tag], pos = self._sequence_element(pos, length, end)
+                continue
+            if top and tag in _PIXEL_TAGS:
+                out[tag] = ("OB" if length == _UNDEFINED else "OW", None, pos, length)
+                if self.prefix:
+                    return out, pos
+                pos = self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
+                continue
+            stop = pos + length
+            if stop > end:
+                self._past_end(stop, f"value of ({group:04X},{element:04X})")
+            out[tag] = (None, buf[pos:stop], pos, length)
+            pos = stop
+        if top and self.prefix:
+            raise NeedMoreData(self.end + 1)
+        return out, pos
+
+    def _past_end(self, needed: int, what: str, nested: bool = False) -> None:
+        if needed > self.end and self.prefix:
+            raise NeedMoreData(needed)
+        if needed > self.end and not nested:
+            raise Truncated(f"the {what} needs {needed} bytes but the file has {self.end}")
+        # An item or sequence whose declared length overruns is often a writer's mistake that
+        # pydicom reads through; let it judge.
+        raise Unsupported(f"{what} runs past its container")
+
+    def _sequence_element(self, pos: int, length: int, end: int) -> tuple[tuple, int]:
+        items, after = self.sequence(pos, length, end)
+        return ("SQ", items, pos, length), after
+
+    def sequence(self, pos: int, length: int, end: int) -> tuple[list[Elements], int]:
+        limit = end if length == _UNDEFINED else pos + length
+        if limit > end:
+            self._past_end(limit, "sequence", nested=True)
+        buf = self.buf
+        tag_length = self.tag_length
+        items: list[Elements] = []
+        while pos < limit:
+            if pos + 8 > limit:
+                self._past_end(pos + 8, "item header", nested=True)
+            group, element, item_length = tag_length.unpack_from(buf, pos)
+            tag = group << 16 | element
+            pos += 8
+            if tag == _SEQUENCE_END:
+                return items, pos
+            if tag != _ITEM:
+                raise Unsupported("sequence content is not an item")
+            if item_length == _UNDEFINED:
+                elements, pos = self.elements(pos, limit, False)
+            else:
+                if pos + item_length > limit:
+                    self._past_end(pos + item_length, "item", nested=True)
+                elements, _ = self.elements(pos, pos + item_length, False)
+                pos += item_length
+            items.append(elements)
+        if length == _UNDEFINED:
+            if self.prefix:
+                raise NeedMoreData(self.end + 1)  # the delimiter may lie past the prefix
+            raise Unsupported("sequence without a delimiter")
+        return items, pos
+
+    def _skip_fragments(self, pos: int, end: int) -> int:
+        while pos + 8 <= end:
+            group, element, length = self.tag_length.unpack_from(self.buf, pos)
+            tag = group << 16 | element
+            pos += 8
+            if tag == _SEQUENCE_END:
+                return pos
+            if tag != _ITEM or length == _UNDEFINED:
+                raise Unsupported("bad encapsulated pixel data")
+            pos += length
+        return end  # cut inside the pixel data: the header is whole (see _explicit)
+
+
+def scan_part10(buf: bytes | memoryview, *, object_size: int | None = None) -> LeanInstance:
+    """Walk a Part 10 file held in `buf` (bytes, or an mmap of the file) into plain values.
+
+    With `object_size` larger than `buf`, `buf` is the first bytes of a remote object: the walk
+    stops at the pixel data, and NeedMoreData says how many bytes to fetch when the header goes
+    on past the prefix (a whole header is never silently cut short)."""
+    prefix = object_size is not None and len(buf) < object_size
+    if len(buf) < 132:
+        if prefix:
+            raise NeedMoreData(132)
+        raise Unsupported("no DICM prefix")
+    if bytes(buf[128:132]) != b"DICM":
+        raise Unsupported("no DICM prefix")
+    meta, pos = _Walker(buf, implicit=False, little=True, prefix=prefix).elements(132, len(buf), False, 0x0002)
+    if prefix and pos >= len(buf):
+        raise NeedMoreData(len(buf) + 1)  # the File Meta Information may go on past the prefix
+    syntax_element = meta.get(0x00020010)
+    syntax_value = None if syntax_element is None else syntax_element[1]
+    if not isinstance(syntax_value, bytes):
+        raise Unsupported("no transfer syntax")
+    syntax = syntax_value.decode("latin_1").strip("\x00 ")
+    if syntax in _DEFLATED:
+        raise Unsupported("deflated")
+    implicit, little = _SYNTAXES.get(syntax, (False, True))
+    # A body that is implicit despite an explicit syntax fails the VR check: pydicom handles those.
+    walker = _Walker(buf, implicit, little, prefix=prefix)
+    body, _ = walker.elements(pos, len(buf), True)
+    return LeanInstance(meta, body, implicit, little, walker.unusual)
