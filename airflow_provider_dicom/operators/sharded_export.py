@@ -102,11 +102,12 @@ class _ShardedBase(BaseOperator):
 
         return storage_client(self.gcp_conn_id, self.impersonation_chain)
 
-    def _staging(self, staging_uri: str) -> Any:
+    def _staging(self, staging_uri: str, storage_client: Any = None) -> Any:
         from airflow_provider_dicom.export.staging import open_staging
 
-        client = self._storage_client() if staging_uri.startswith("gs://") else None
-        return open_staging(staging_uri, client)
+        if staging_uri.startswith("gs://") and storage_client is None:
+            storage_client = self._storage_client()
+        return open_staging(staging_uri, storage_client)
 
 
 class DicomShardPlanOperator(_ShardedBase):
@@ -211,7 +212,7 @@ class DicomShardPlanOperator(_ShardedBase):
         kind = request.source.kind
         needs_storage = kind is SourceKind.GCS_PREFIX or (request.filter_config or "").startswith("gs://")
         storage = self._storage_client() if needs_storage else None
-        staging = self._staging(self.staging_uri)
+        staging = self._staging(self.staging_uri, storage)
         web = None
         if kind is SourceKind.DICOMWEB:
             from airflow_provider_dicom.operators.clients import dicomweb_client
