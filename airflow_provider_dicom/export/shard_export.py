@@ -92,7 +92,7 @@ class ShardResult(SourceCounts):
 
 def export_shard(
     staging: Staging,
-    plan_root: str,
+    plan_root: str | ShardPlan,
     index: int,
     *,
     storage_client: Any = None,
@@ -101,8 +101,9 @@ def export_shard(
     processes: int = 1,
     progress: Callable[[Any], None] | None = None,
 ) -> ShardResult:
-    """Convert shard `index` of the plan at `plan_root` and stage its rows; returns its counts."""
-    plan = read_plan(staging, plan_root)
+    """Convert shard `index` of the plan at `plan_root` (or of that plan, already read) and stage
+    its rows; returns its counts."""
+    plan = plan_root if isinstance(plan_root, ShardPlan) else read_plan(staging, plan_root)
     if not 0 <= index < plan.shard_count:
         raise ValueError(f"invalid shard index {index}: the plan {plan.plan_id} has shards 0 to {plan.shard_count - 1}")
     from airflow_provider_dicom.dicom.schema import TableSchema

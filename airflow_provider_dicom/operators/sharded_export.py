@@ -308,7 +308,7 @@ class DicomShardExportOperator(_ShardedBase):
 
             web = dicomweb_client(plan.source, self.dicomweb_conn_id or None, self.max_concurrent_requests)
         result = export_shard(
-            staging, spec["plan"], int(spec["index"]), storage_client=storage, dicomweb_client=web,
+            staging, plan, int(spec["index"]), storage_client=storage, dicomweb_client=web,
             workers=self.max_concurrent_requests, processes=resolve_processes(self.processes),
             progress=ProgressReporter(self.log.info, PROGRESS_INTERVAL_SECONDS),
         )
