@@ -298,9 +298,22 @@ class Deployment:
         component.stop()
         component.start()
 
-    def stop(self) -> None:
-        for component in reversed(list(self.components.values())):
-            component.stop()
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM to every component's process group at once, SIGKILL to what is left after `timeout`."""
+        running = [c for c in self.components.values() if c.process is not None]
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            for component in running:
+                try:
+                    os.killpg(component.pid, sig)
+                except ProcessLookupError:
+                    pass
+            if _wait(lambda: not any(_group_alive(c.pid) for c in running), wait, 0.2):
+                break
+        for component in running:
+            try:
+                component.process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         if self._client is not None:
             self._client.close()
 
@@ -404,37 +417,55 @@ def build_environment(home: Path, database: str, redis_number: int, api_port: in
     return env
 
 
-def start(home: Path, extra_env: dict[str, str], *, startup_timeout: float = 300.0) -> tuple[Deployment, Callable[[], None]]:
-    """Create the database, migrate it, start every component, wait until the DAGs are parsed.
-    Returns the deployment and a cleanup that stops everything and drops the database."""
-    cleanups: list[Callable[[], None]] = []
+class Launcher:
+    """Builds a deployment in two steps, so the slow database migration can run in a background
+    thread while the stand-ins start: `prepare()` (database, Redis db, DAGs folder, `db migrate`),
+    then `launch(extra_env)` (every component, with the stand-ins' environment). `cleanup()` undoes
+    whatever was done, in reverse."""
 
-    def cleanup() -> None:
-        for step in reversed(cleanups):
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.cleanups: list[Callable[[], None]] = []
+        self.deployment: Deployment | None = None
+        self.migrate_seconds = 0.0
+
+    def cleanup(self) -> None:
+        for step in reversed(self.cleanups):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001 - cleanup goes on; the next step may still matter
                 print(f"deployment cleanup: {exc!r}", file=sys.stderr)
+        self.cleanups.clear()
 
-    try:
+    def prepare(self) -> None:
+        home = self.home
         database, drop = create_database()
-        cleanups.append(drop)
+        self.cleanups.append(drop)
         redis_number, flush = redis_db()
-        cleanups.append(flush)
+        self.cleanups.append(flush)
         (home / "dags").mkdir(parents=True, exist_ok=True)
         (home / "logs").mkdir(exist_ok=True)
         for source in [*sorted(EXAMPLE_DAGS.glob("*.py")), *sorted(TEST_DAGS.glob("*.py"))]:
             shutil.copy(source, home / "dags" / source.name)
-        api_port = free_port()
+        self.api_port = free_port()
         username, password = "admin", secrets.token_urlsafe(12)
-        env = build_environment(home, database, redis_number, api_port, extra_env, username, password)
-        deployment = Deployment(home, env, f"http://127.0.0.1:{api_port}", username, password)
-        cleanups.append(deployment.stop)
-        deployment.cli("db", "migrate", timeout=600)
+        env = build_environment(home, database, redis_number, self.api_port, {}, username, password)
+        self.deployment = Deployment(home, env, f"http://127.0.0.1:{self.api_port}", username, password)
+        self.cleanups.append(self.deployment.stop)
+        began = time.monotonic()
+        self.deployment.cli("db", "migrate", timeout=600)
+        self.migrate_seconds = time.monotonic() - began
 
+    def launch(self, extra_env: dict[str, str], *, startup_timeout: float = 300.0) -> Deployment:
+        deployment = self.deployment
+        assert deployment is not None, "prepare() first"
+        deployment.env.update(extra_env)
+        env = deployment.env
+        home = self.home
+        began = time.monotonic()
         airflow = [sys.executable, "-m", "airflow"]
         commands = {
-            "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(api_port)],
+            "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
             "dag-processor": [*airflow, "dag-processor"],
             "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
             "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
@@ -473,7 +504,6 @@ def start(home: Path, extra_env: dict[str, str], *, startup_timeout: float = 300
                     f"Airflow did not become ready in {startup_timeout:.0f}s; import errors {errors}\n" + "\n".join(
                         f"--- {c.name}:\n{c.tail(1500)}" for c in deployment.components.values()))
             time.sleep(1.0)
-        return deployment, cleanup
-    except BaseException:
-        cleanup()
-        raise
+        print(f"deployment: db migrate {self.migrate_seconds:.0f}s, components ready in "
+              f"{time.monotonic() - began:.0f}s", file=sys.stderr)
+        return deployment
