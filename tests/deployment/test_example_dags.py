@@ -71,7 +71,8 @@ def cli_runs(deployment, rest_runs) -> dict[str, str]:
 
     def trigger(dag_id: str) -> str:
         out = deployment.cli("dags", "trigger", dag_id, "--output", "json").stdout
-        return json.loads(out[out.index("["):])[0]["dag_run_id"]
+        table = next(line for line in out.splitlines() if line.startswith("[{"))  # log lines come first
+        return json.loads(table)[0]["dag_run_id"]
 
     with ThreadPoolExecutor(3) as pool:
         return dict(zip(EXAMPLES, pool.map(trigger, EXAMPLES), strict=True))
@@ -149,10 +150,11 @@ def backfill(deployment: Deployment, dag_id: str, days: list[datetime.date]) -> 
     unpause(deployment, dag_id)
     body = {"dag_id": dag_id, "from_date": f"{days[0]}T00:00:00Z", "to_date": f"{days[-1]}T00:00:00Z",
             "max_active_runs": 3}
-    backfill_id = deployment.api("POST", "/backfills", json=body)["id"]
+    backfill_id = deployment.api("POST", "/backfills", json=body)["id"]  # noqa: F841 - runs carry no id
 
     def runs() -> list[dict]:
-        found = [r for r in deployment.runs(dag_id) if r.get("backfill_id") == backfill_id]
+        found = [r for r in deployment.runs(dag_id) if r["run_type"] == "backfill"
+                 and r["logical_date"][:10] in {str(d) for d in days}]
         return found if found and all(r["state"] in ("success", "failed") for r in found) else []
 
     done = _wait(runs, 600, 2)
