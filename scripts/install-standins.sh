@@ -48,6 +48,38 @@ install_orthanc() {
 
 install_orthanc
 
+# The deployment tier (tests/deployment): Debian's chromium for the browser test (playwright drives it;
+# it never downloads a browser), and PostgreSQL and Redis when this machine has neither (the tier's
+# fixtures start them if they are installed but not running, and skip saying why otherwise).
+install_deployment_packages() {
+    local wanted=()
+    [[ -x /usr/bin/chromium ]] || wanted+=(chromium)
+    command -v psql >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || wanted+=(postgresql)
+    command -v redis-server >/dev/null 2>&1 || wanted+=(redis-server)
+    [[ ${#wanted[@]} -eq 0 ]] && return 0
+    local sudo=""
+    if [[ "$(id -u)" != 0 ]]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo="sudo -n"
+        else
+            echo "install-standins: not root (and no passwordless sudo): ${wanted[*]} not installed; the deployment tier may skip" >&2
+            return 0
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-standins: apt-get not found: ${wanted[*]} not installed; the deployment tier may skip" >&2
+        return 0
+    fi
+    echo "==> installing ${wanted[*]} for the deployment tier (apt-get)"
+    if ! { $sudo apt-get update -qq >/dev/null &&
+           $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+               "${wanted[@]}" >/dev/null; }; then
+        echo "install-standins: apt-get could not install ${wanted[*]}; the deployment tier may skip" >&2
+    fi
+}
+
+install_deployment_packages
+
 stamp="$root/.bigquery-installed-v2"
 if [[ -f "$stamp" ]]; then
     exit 0
