@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.dicom.outcomes import OK, Accept, InstanceOutcome
+from airflow_provider_dicom.dicom.outcomes import OK, Accept, InstanceOutcome, failure
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.schema import Field
@@ -47,12 +47,18 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=
 
 
 def to_line(outcome: InstanceOutcome) -> LineOutcome:
-    """Serialise an in-process outcome the way workers do."""
+    """Serialise an in-process outcome the way workers do; a row that does not serialise is that
+    instance's failure (outcomes.failure), like any other exception about one instance."""
     converted = outcome.converted
     if outcome.status != OK or converted is None:
         return LineOutcome(outcome.path, outcome.status, outcome.reason)
+    try:
+        line = _encode(converted.row)
+    except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+        failed = failure(outcome.path, exc, "conversion failed")
+        return LineOutcome(failed.path, failed.status, failed.reason)
     return LineOutcome(
-        outcome.path, OK, None, _encode(converted.row), converted.fields,
+        outcome.path, OK, None, line, converted.fields,
         converted.study_uid, converted.series_uid, converted.sop_uid,
     )
 
