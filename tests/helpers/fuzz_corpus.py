@@ -129,18 +129,22 @@ def element_offsets(data: bytes) -> list[tuple[int, int, bytes]]:
 
 
 def nested_sequences(depth: int, *, implicit: bool, undefined: bool) -> bytes:
-    """ContentSequence items nested `depth` deep, innermost holding a CodeValue, as raw bytes."""
+    """ContentSequence items nested `depth` deep, each item holding a CodeValue, as raw bytes."""
     def tag(value: int) -> bytes:
         return struct.pack("<HH", value >> 16, value & 0xFFFF)
 
     code = b"X "
-    inner = tag(0x00080100) + (struct.pack("<L", len(code)) if implicit else b"SH" + struct.pack("<H", len(code))) + code
+    code_value = tag(0x00080100) + (
+        struct.pack("<L", len(code)) if implicit else b"SH" + struct.pack("<H", len(code))
+    ) + code
+    inner = b""
     for _ in range(depth):
+        content = code_value + inner
         if undefined:
-            item = tag(_ITEM) + struct.pack("<L", 0xFFFFFFFF) + inner + tag(_ITEM_END) + b"\0\0\0\0"
+            item = tag(_ITEM) + struct.pack("<L", 0xFFFFFFFF) + content + tag(_ITEM_END) + b"\0\0\0\0"
             value, length = item + tag(_SEQUENCE_END) + b"\0\0\0\0", 0xFFFFFFFF
         else:
-            item = tag(_ITEM) + struct.pack("<L", len(inner)) + inner
+            item = tag(_ITEM) + struct.pack("<L", len(content)) + content
             value, length = item, len(item)
         header = tag(0x0040A730) + (b"" if implicit else b"SQ\0\0") + struct.pack("<L", length)
         inner = header + value
