@@ -9,12 +9,22 @@ memory does not grow with the number of files and the export stays deterministic
 
 Workers are started with "spawn": forking an Airflow task process that may hold threads (log
 shippers, client pools) can deadlock, and spawn costs well under a second per worker.
+
+Workers die with their parent: a task killed with SIGKILL (the OOM killer, `kill -9`, a lost
+Airflow worker) cannot shut its pool down, and its workers would go on converting, holding memory
+and files, for minutes. Each worker watches its parent's pid from a daemon thread and exits when
+the parent is gone. (Linux's PR_SET_PDEATHSIG fires when the *thread* that started the worker
+ends, which need not be the process's end: an export run from a pool thread could lose its
+workers mid-run, so it is not used.) multiprocessing's resource tracker exits by itself once the
+parent and every worker are gone: it ends when the last holder of its pipe does.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -27,6 +37,7 @@ if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.schema import Field
 
 CHUNK = 128  # files per task: fewer messages and wake-ups for the parent (~1 MB of lines each)
+PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
 
 
 @dataclass(slots=True)
@@ -98,7 +109,7 @@ def convert_files(
     in_flight: deque[Future] = deque()
     limit = window or workers * 4
     fields_by_key: dict[Any, tuple[Field, ...]] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(schema, accept)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(schema, accept, os.getpid())) as pool:
         for chunk in _chunks(paths, CHUNK):
             in_flight.append(pool.submit(_convert_chunk, chunk))
             if len(in_flight) >= limit:
@@ -141,12 +152,24 @@ def _unpack(results: list[tuple], fields_by_key: dict[Any, tuple[Field, ...]]) -
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(schema: str, accept: Accept | None) -> None:
+def _init_worker(schema: str, accept: Accept | None, parent_pid: int | None = None) -> None:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
 
+    if parent_pid is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="dicom-parent-watch", daemon=True).start()
     _worker["converter"] = InstanceConverter(schema=schema)
     _worker["accept"] = accept
     _worker["keys"] = {}
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the process that started it is gone (see the module docstring).
+
+    An orphan is re-parented (to init, or to a subreaper), so its parent pid changes; comparing
+    with the pid the parent gave also covers a parent that died before this thread started."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _convert_chunk(paths: Sequence[str]) -> list[tuple]:
