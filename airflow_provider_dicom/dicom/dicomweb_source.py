@@ -498,7 +498,9 @@ def _without_numbers(prepared: dict) -> dict:
         elif vr == "SQ" and isinstance(element.get("Value"), list):
             element = {
                 **element,
-                "Value": [_without_numbers(item) if isinstance(item, dict) else item for item in element["Value"]],
+                "Value": [
+                    _without_numbers(item) if isinstance(item, dict) else item for item in element["Value"]
+                ],
             }
         out[key] = element
     return out

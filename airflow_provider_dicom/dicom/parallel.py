@@ -109,7 +109,9 @@ def convert_files(
     in_flight: deque[Future] = deque()
     limit = window or workers * 4
     fields_by_key: dict[Any, tuple[Field, ...]] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(schema, accept, os.getpid())) as pool:
+    initargs = (schema, accept, os.getpid())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+    with pool:
         for chunk in _chunks(paths, CHUNK):
             in_flight.append(pool.submit(_convert_chunk, chunk))
             if len(in_flight) >= limit:
@@ -156,7 +158,10 @@ def _init_worker(schema: str, accept: Accept | None, parent_pid: int | None = No
     from airflow_provider_dicom.dicom.convert import InstanceConverter
 
     if parent_pid is not None:
-        threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="dicom-parent-watch", daemon=True).start()
+        watch = threading.Thread(
+            target=_exit_with_parent, args=(parent_pid,), name="dicom-parent-watch", daemon=True
+        )
+        watch.start()
     _worker["converter"] = InstanceConverter(schema=schema)
     _worker["accept"] = accept
     _worker["keys"] = {}

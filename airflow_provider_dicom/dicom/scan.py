@@ -109,8 +109,8 @@ def _dictionary_says_sequence(tag: int) -> bool:
 
 class _Walker:
     __slots__ = (
-        "buf", "cut", "depth", "elements", "end", "explicit_header", "implicit", "little", "long_length", "prefix",
-        "tag_length", "unusual",
+        "buf", "cut", "depth", "elements", "end", "explicit_header", "implicit", "little", "long_length",
+        "prefix", "tag_length", "unusual",
     )
 
     def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:

@@ -179,7 +179,9 @@ def _generate(root: Path, seed: int) -> Corpus:
         write(f"good-{name.removesuffix('.dcm')}", data, sop)
 
     def template() -> tuple[str, bytes]:
-        name = rng.choice(("CT_small.dcm", "rtplan.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "test-SR.dcm"))
+        name = rng.choice(
+            ("CT_small.dcm", "rtplan.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "test-SR.dcm")
+        )
         return name, with_fresh_uids(name, uid)[0]
 
     for name in TEMPLATES:  # every template once, good
@@ -191,7 +193,8 @@ def _generate(root: Path, seed: int) -> Corpus:
         good_file()
         name, data = template()
         header_end = min(len(data), 3000)
-        offsets = sorted({0, 1, 127, 128, 131, 132, 136, 140, 144, 150, *rng.sample(range(150, header_end), 10)})
+        fixed = {0, 1, 127, 128, 131, 132, 136, 140, 144, 150}
+        offsets = sorted({*fixed, *rng.sample(range(150, header_end), 10)})
         for offset in offsets:
             write(f"truncated-at-{offset}", data[:offset])
     # Flipped bytes in the header.
@@ -240,8 +243,8 @@ def _generate(root: Path, seed: int) -> Corpus:
         ds, sop = built(uid, syntax)
         data = _to_bytes(ds) + nested_sequences(depth, implicit=implicit, undefined=undefined)
         # Deep, but well formed: these export (content below BigQuery's 15 levels is dropped).
-        write(f"nested-{depth}-{'implicit' if implicit else 'explicit'}-{'undefined' if undefined else 'defined'}",
-              data, sop)
+        encoding = "implicit" if implicit else "explicit"
+        write(f"nested-{depth}-{encoding}-{'undefined' if undefined else 'defined'}", data, sop)
     # Huge VM: 100,000 values in one standard element, and in a private one.
     good_file()
     # Implicit VR: an explicit VR file cannot hold more than 64 KiB in these VRs (pydicom would
@@ -268,7 +271,8 @@ def _generate(root: Path, seed: int) -> Corpus:
             ds._dict[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, len(value), value, 0, False, True)
         write("charset", _to_bytes(ds))
     # Missing or empty UIDs.
-    for missing in (("SOPInstanceUID",), ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"), ("empty",)):
+    all_three = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    for missing in (("SOPInstanceUID",), all_three, ("empty",)):
         good_file()
         ds, _ = built(uid)
         if missing == ("empty",):

@@ -255,7 +255,8 @@ def test_an_invalid_ds_value_exports_from_orthanc_as_from_the_folder(orthanc_sta
     from tests.unit.dicom_factory import make_dataset, to_file_bytes
 
     ds = make_dataset(Modality="CT", PatientID="FUZZ-DS")
-    for tag, vr, text in ((0x00180050, "DS", b"1,5 "), (0x00281050, "DS", b"40\\abc "), (0x00200013, "IS", b"7A")):
+    invalid = ((0x00180050, "DS", b"1,5 "), (0x00281050, "DS", b"40\\abc "), (0x00200013, "IS", b"7A"))
+    for tag, vr, text in invalid:
         ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(text), text, 0, False, True)
     path = tmp_path / "invalid-ds.dcm"
     path.write_bytes(to_file_bytes(ds))

@@ -48,7 +48,8 @@ def expected_failures(corpus) -> set[str]:
 
 
 def sop_uids(client, table_id: str) -> list[str]:
-    return [row["SOPInstanceUID"] for row in client.query(f"SELECT SOPInstanceUID FROM `{table_id}`").result()]
+    rows = client.query(f"SELECT SOPInstanceUID FROM `{table_id}`").result()
+    return [row["SOPInstanceUID"] for row in rows]
 
 
 def check_summary(summary: dict, corpus: Corpus, expected_failures: set[str]) -> None:

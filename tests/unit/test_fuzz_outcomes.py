@@ -101,7 +101,8 @@ def _mangle(value, rng: random.Random):
     if choice == 2:
         return [rng.choice([None, 1, "x", {"a": 1}, [1], 1e308, True])]
     if choice == 3:
-        return {"vr": rng.choice(["ZZ", "SQ", "PN", "DS", "US", "AT", "DA", None, 7]), **(value if isinstance(value, dict) else {})}
+        vr = rng.choice(["ZZ", "SQ", "PN", "DS", "US", "AT", "DA", None, 7])
+        return {"vr": vr, **(value if isinstance(value, dict) else {})}
     if choice == 4:
         return {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["X"]}}] * 3}
     if choice == 5:

@@ -66,7 +66,8 @@ def test_every_override_is_needed_and_is_googles():
     seen = {keyword: (type_, mode) for _, keyword, type_, mode in reference_keyword_columns()}
     for keyword, (type_, mode) in GOOGLE_COLUMNS.items():
         vm = datadict.dictionary_VM(datadict.keyword_dict[keyword])
-        assert (mode == REPEATED) != (vm != "1") or type_ != tag_info(datadict.keyword_dict[keyword]).column_type
+        dictionary_type = tag_info(datadict.keyword_dict[keyword]).column_type
+        assert (mode == REPEATED) != (vm != "1") or type_ != dictionary_type
         if keyword in seen:
             assert seen[keyword] == (type_, mode), keyword
 
