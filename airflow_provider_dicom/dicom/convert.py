@@ -649,6 +649,10 @@ class InstanceConverter:
             return ""
 
         file_meta = getattr(ds, "file_meta", None)
+        from airflow_provider_dicom.dicom.parse import CUT_SEQUENCES
+
+        # Sequences nested deeper than the reader walks (scan.MAX_SEQUENCE_DEPTH): listed, not lost silently.
+        dropped.extend(tag_reference(tag) for tag in getattr(ds, CUT_SEQUENCES, ()))
         # Deferred: a raw element with a length but no value read (pydicom also gives empty
         # elements a None value, with length 0; those are kept as empty values).
         deferred = [

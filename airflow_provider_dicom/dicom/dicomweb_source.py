@@ -37,8 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from airflow_provider_dicom.dicom.outcomes import FAILED, FILTERED, Accept, InstanceOutcome, convert_dataset
+from airflow_provider_dicom.dicom.outcomes import (
+    FAILED,
+    FILTERED,
+    Accept,
+    InstanceOutcome,
+    convert_dataset,
+    failure,
+)
 from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS, RemoteReadError, ordered_map
+from airflow_provider_dicom.dicom.scan import MAX_SEQUENCE_DEPTH
 from airflow_provider_dicom.redact import redact_quoted
 
 log = logging.getLogger(__name__)
@@ -434,6 +442,12 @@ class DicomWebSource:
                     yield self._outcome(item, converter, accept)
 
     def _outcome(self, item: InstanceJson, converter: Any, accept: Accept | None) -> InstanceOutcome:
+        try:
+            return self._decide(item, converter, accept)
+        except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+            return failure(item.name, exc, "invalid DICOM JSON")
+
+    def _decide(self, item: InstanceJson, converter: Any, accept: Accept | None) -> InstanceOutcome:
         if item.metadata is None:
             return InstanceOutcome(item.name, FAILED, reason=item.reason or "unknown error")
         metadata = item.metadata
@@ -467,9 +481,29 @@ def dataset_from_json(metadata: dict, on_bulk_data: Callable[[str], None] | None
 
     prepared = _prepare(metadata, on_bulk_data)
     with quiet_pydicom():
-        ds = Dataset.from_json(prepared)
+        # DS/IS values reach pydicom empty: it would parse them as numbers and raise on text that
+        # is not one ("1,5"), where a file's row keeps that text. Their text is put in afterwards.
+        ds = Dataset.from_json(_without_numbers(prepared))
     _restore_number_text(ds, prepared)
     return ds
+
+
+def _without_numbers(prepared: dict) -> dict:
+    """`prepared` with the values of DS/IS elements left out (nested items included)."""
+    out: dict[str, Any] = {}
+    for key, element in prepared.items():
+        vr = element.get("vr")
+        if vr in ("DS", "IS") and "Value" in element:
+            element = {"vr": vr}
+        elif vr == "SQ" and isinstance(element.get("Value"), list):
+            element = {
+                **element,
+                "Value": [
+                    _without_numbers(item) if isinstance(item, dict) else item for item in element["Value"]
+                ],
+            }
+        out[key] = element
+    return out
 
 
 def _restore_number_text(ds: Any, prepared: dict) -> None:
@@ -496,9 +530,13 @@ def _restore_number_text(ds: Any, prepared: dict) -> None:
 
 
 def _prepare(
-    dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets: tuple[str, ...] = ()
+    dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets: tuple[str, ...] = (), depth: int = 0
 ) -> dict:
-    """Undo what the JSON model (and some servers) do to values, so they read as the file's did."""
+    """Undo what the JSON model (and some servers) do to values, so they read as the file's did.
+
+    Sequences are followed as deep as a file's are read (scan.MAX_SEQUENCE_DEPTH); deeper ones
+    are kept empty (the converter drops and lists what lies below BigQuery's 15 levels), so a
+    server's 1,000-deep JSON costs no recursion."""
     out: dict[str, Any] = {}
     charset_element = dataset.get(_SPECIFIC_CHARACTER_SET)
     if isinstance(charset_element, dict) and isinstance(charset_element.get("Value"), list):
@@ -523,9 +561,11 @@ def _prepare(
             continue
         values = element.get("Value")
         if isinstance(values, list) and values:
-            if vr == "SQ":
+            if vr == "SQ" and depth >= MAX_SEQUENCE_DEPTH:
+                values = []
+            elif vr == "SQ":
                 values = [
-                    _prepare(item, on_bulk_data, charsets) if isinstance(item, dict) else item
+                    _prepare(item, on_bulk_data, charsets, depth + 1) if isinstance(item, dict) else item
                     for item in values
                 ]
             elif vr in ("DS", "IS"):

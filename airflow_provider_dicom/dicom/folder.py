@@ -23,10 +23,10 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
     convert_instance,
     convert_part10,
     instance_uids,
+    never_raises,
     takes_fast_route,
 )
 from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
-from airflow_provider_dicom.redact import redact_quoted
 
 
 def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
@@ -42,31 +42,29 @@ def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
                 yield path
 
 
+@never_raises
 def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: Accept | None = None) -> InstanceOutcome:
     """Read and convert one file; BlobStorageSize and LastUpdated come from the file itself.
 
     The file is memory-mapped for the fast route (outcomes.convert_part10): only the header's
     pages are touched, never the pixel data's."""
     name = os.fspath(path)
-    try:
-        with open(name, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            sizes = {
-                "blob_storage_size": stat.st_size,
-                "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-            }
-            if stat.st_size >= 132 and takes_fast_route(converter):
-                try:
-                    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-                except (OSError, ValueError):  # not mappable (a special file): read it plainly
-                    mapped = None
-                if mapped is not None:
-                    with mapped:
-                        return convert_part10(
-                            name, mapped, converter, accept, lambda: read_with_pydicom(name), **sizes
-                        )
-    except OSError as exc:
-        return InstanceOutcome(name, FAILED, reason=f"cannot read: {exc.strerror or redact_quoted(exc)}")
+    with open(name, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        sizes = {
+            "blob_storage_size": stat.st_size,
+            "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        }
+        if stat.st_size >= 132 and takes_fast_route(converter):
+            try:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # not mappable (a special file): read it plainly
+                mapped = None
+            if mapped is not None:
+                with mapped:
+                    return convert_part10(
+                        name, mapped, converter, accept, lambda: read_with_pydicom(name), **sizes
+                    )
     return convert_instance(name, lambda: read_instance(name), converter, accept, **sizes)
 
 

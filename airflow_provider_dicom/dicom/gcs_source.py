@@ -230,6 +230,9 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
             return HeaderRead(info, record, dataset=ds)
     except RemoteReadError as exc:
         return HeaderRead(info, record, error=str(exc))
+    except Exception:  # noqa: BLE001 - whatever the lean parser cannot take, pydicom judges
+        # (its verdict, exception or not, becomes the object's outcome: outcomes.never_raises)
+        return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
 
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)

@@ -4,11 +4,18 @@ Every source (a folder, a gs:// prefix, a DICOMweb server) ends here: the instan
 filtered on its UIDs before any conversion work, converted, and reported as converted, not DICOM
 (skipped and counted), filtered out, or failed with a reason. Nothing raises for bad content, so a
 bad instance never costs its neighbours their rows.
+
+This module is the one place where an exception becomes an outcome: every entry point below is
+wrapped by `never_raises`, so whatever escapes reading or converting one instance (pydicom's
+BytesLengthException, a RecursionError, a MemoryError, a bug of ours) is that instance's failure,
+with its path and a reason that quotes no value (see redact.py), and never the export's end.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +54,39 @@ class InstanceOutcome:
     reason: str | None = None
 
 
+def failure(name: str, exc: BaseException, doing: str = "unreadable DICOM") -> InstanceOutcome:
+    """The outcome of an instance whose reading or converting raised `exc`.
+
+    The reason names the exception's type and keeps its message with every quoted value
+    redacted: messages from pydicom and Python quote the offending bytes, which can be PHI."""
+    if isinstance(exc, NotDicomError):
+        return InstanceOutcome(name, NOT_DICOM, reason=str(exc))
+    if isinstance(exc, InvalidDicomError):
+        return InstanceOutcome(name, FAILED, reason=str(exc))
+    if isinstance(exc, OSError):
+        return InstanceOutcome(name, FAILED, reason=f"cannot read: {exc.strerror or redact_quoted(exc)}")
+    if isinstance(exc, RecursionError):
+        return InstanceOutcome(name, FAILED, reason=f"{doing} (RecursionError): nested too deeply to walk")
+    message = redact_quoted(exc).strip().splitlines()
+    detail = f": {message[0][:500]}" if message else ""
+    return InstanceOutcome(name, FAILED, reason=f"{doing} ({type(exc).__name__}){detail}")
+
+
+def never_raises(decide: Callable[..., InstanceOutcome]) -> Callable[..., InstanceOutcome]:
+    """Wrap a function deciding the outcome of the instance named by its first argument, so that
+    any exception it lets out becomes that instance's failure (see `failure`)."""
+
+    @functools.wraps(decide)
+    def decided(name: str, *args, **kwargs) -> InstanceOutcome:
+        try:
+            return decide(name, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+            return failure(os.fspath(name), exc)
+
+    return decided
+
+
+@never_raises
 def convert_instance(
     name: str,
     read: Callable[[], Dataset],
@@ -56,18 +96,16 @@ def convert_instance(
     blob_storage_size: int | None = None,
     last_updated: datetime | None = None,
 ) -> InstanceOutcome:
-    """Read (with `read`, which raises NotDicomError / InvalidDicomError / OSError) and convert."""
+    """Read (with `read`; NotDicomError makes the instance "not DICOM", any other exception a
+    failure) and convert."""
     try:
         ds = read()
-    except NotDicomError as exc:
-        return InstanceOutcome(name, NOT_DICOM, reason=str(exc))
-    except InvalidDicomError as exc:
-        return InstanceOutcome(name, FAILED, reason=str(exc))
-    except OSError as exc:
-        return InstanceOutcome(name, FAILED, reason=f"cannot read: {exc.strerror or redact_quoted(exc)}")
+    except Exception as exc:  # noqa: BLE001 - see never_raises
+        return failure(name, exc)
     return convert_dataset(name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated)
 
 
+@never_raises
 def convert_bytes(
     name: str,
     data: bytes,
@@ -94,6 +132,7 @@ def takes_fast_route(converter: object) -> bool:
     )
 
 
+@never_raises
 def convert_part10(
     name: str,
     buf: bytes | memoryview,
@@ -147,10 +186,11 @@ def convert_part10(
             name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
         )
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
-        return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {redact_quoted(exc)}")
+        return failure(name, exc, "conversion failed")
     return _judged(name, converted, accept)
 
 
+@never_raises
 def convert_dataset(
     name: str,
     ds: Dataset,
@@ -170,7 +210,7 @@ def convert_dataset(
         with quiet_pydicom():
             converted = converter.convert(ds, blob_storage_size=blob_storage_size, last_updated=last_updated)
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
-        return InstanceOutcome(name, FAILED, reason=f"conversion failed ({type(exc).__name__}): {redact_quoted(exc)}")
+        return failure(name, exc, "conversion failed")
     return _judged(name, converted, accept)
 
 

@@ -9,24 +9,35 @@ memory does not grow with the number of files and the export stays deterministic
 
 Workers are started with "spawn": forking an Airflow task process that may hold threads (log
 shippers, client pools) can deadlock, and spawn costs well under a second per worker.
+
+Workers die with their parent: a task killed with SIGKILL (the OOM killer, `kill -9`, a lost
+Airflow worker) cannot shut its pool down, and its workers would go on converting, holding memory
+and files, for minutes. Each worker watches its parent's pid from a daemon thread and exits when
+the parent is gone. (Linux's PR_SET_PDEATHSIG fires when the *thread* that started the worker
+ends, which need not be the process's end: an export run from a pool thread could lose its
+workers mid-run, so it is not used.) multiprocessing's resource tracker exits by itself once the
+parent and every worker are gone: it ends when the last holder of its pipe does.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.dicom.outcomes import OK, Accept, InstanceOutcome
+from airflow_provider_dicom.dicom.outcomes import OK, Accept, InstanceOutcome, failure
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.schema import Field
 
 CHUNK = 128  # files per task: fewer messages and wake-ups for the parent (~1 MB of lines each)
+PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
 
 
 @dataclass(slots=True)
@@ -47,12 +58,18 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=
 
 
 def to_line(outcome: InstanceOutcome) -> LineOutcome:
-    """Serialise an in-process outcome the way workers do."""
+    """Serialise an in-process outcome the way workers do; a row that does not serialise is that
+    instance's failure (outcomes.failure), like any other exception about one instance."""
     converted = outcome.converted
     if outcome.status != OK or converted is None:
         return LineOutcome(outcome.path, outcome.status, outcome.reason)
+    try:
+        line = _encode(converted.row)
+    except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+        failed = failure(outcome.path, exc, "conversion failed")
+        return LineOutcome(failed.path, failed.status, failed.reason)
     return LineOutcome(
-        outcome.path, OK, None, _encode(converted.row), converted.fields,
+        outcome.path, OK, None, line, converted.fields,
         converted.study_uid, converted.series_uid, converted.sop_uid,
     )
 
@@ -92,7 +109,9 @@ def convert_files(
     in_flight: deque[Future] = deque()
     limit = window or workers * 4
     fields_by_key: dict[Any, tuple[Field, ...]] = {}
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(schema, accept)) as pool:
+    initargs = (schema, accept, os.getpid())
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+    with pool:
         for chunk in _chunks(paths, CHUNK):
             in_flight.append(pool.submit(_convert_chunk, chunk))
             if len(in_flight) >= limit:
@@ -135,12 +154,27 @@ def _unpack(results: list[tuple], fields_by_key: dict[Any, tuple[Field, ...]]) -
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(schema: str, accept: Accept | None) -> None:
+def _init_worker(schema: str, accept: Accept | None, parent_pid: int | None = None) -> None:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
 
+    if parent_pid is not None:
+        watch = threading.Thread(
+            target=_exit_with_parent, args=(parent_pid,), name="dicom-parent-watch", daemon=True
+        )
+        watch.start()
     _worker["converter"] = InstanceConverter(schema=schema)
     _worker["accept"] = accept
     _worker["keys"] = {}
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the process that started it is gone (see the module docstring).
+
+    An orphan is re-parented (to init, or to a subreaper), so its parent pid changes; comparing
+    with the pid the parent gave also covers a parent that died before this thread started."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _convert_chunk(paths: Sequence[str]) -> list[tuple]:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from pydicom.dataset import FileDataset
 
 _UNDEFINED = 0xFFFFFFFF
+# The Dataset attribute listing the tags of sequences the scan skipped below its depth limit
+# (scan.MAX_SEQUENCE_DEPTH): kept as empty sequences, so the JSON table lists them as dropped.
+CUT_SEQUENCES = "_cut_sequences"
 
 
 def _item_maker(implicit: bool, little: bool):
@@ -105,6 +108,8 @@ def to_dataset(lean: LeanInstance, buf: bytes | memoryview, name: str | None = N
     ds = FileDataset(name or "", elements, preamble=bytes(buf[:128]), file_meta=FileMetaDataset(meta),
                      is_implicit_VR=implicit, is_little_endian=little)
     ds.set_original_encoding(implicit, little, None)
+    if lean.cut:
+        setattr(ds, CUT_SEQUENCES, lean.cut)
     return ds
 
 

@@ -15,6 +15,12 @@ Dict order is file order and a repeated tag keeps its first place with its last 
 pydicom's reader. `parse.parse_part10` turns this into the Dataset pydicom would build; the
 converter's fast route (`convert.InstanceConverter.convert_lean`) reads it directly.
 
+Sequences are walked 16 levels deep, one more than BigQuery's 15 levels of RECORDs (the
+converter drops what lies below 15 and lists it in DroppedTags). A sequence deeper than that is
+skipped without recursion (`_skip_sequence` keeps an explicit stack) and kept as an empty
+sequence, its tag recorded in `LeanInstance.cut`: nesting 1,000 deep costs a loop, not Python's
+recursion limit.
+
 Anything unusual (deflate, a VR that is not two letters, an explicit/implicit mix, a value that
 runs past the end) raises `Unsupported`, and the caller reads the file with pydicom instead:
 speed for the common case, pydicom's judgement for every other.
@@ -41,6 +47,9 @@ _SYNTAXES = {
     "1.2.840.10008.1.2.2": (False, False),
 }
 _DEFLATED = frozenset(("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"))
+# Sequence levels walked into items; deeper sequences are skipped (see the module docstring).
+# One beyond BigQuery's 15 RECORD levels (convert.MAX_NESTING), so the converter sees all it keeps.
+MAX_SEQUENCE_DEPTH = 16
 
 _LE_EXPLICIT, _BE_EXPLICIT = Struct("<HH2sH"), Struct(">HH2sH")
 _LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
@@ -77,6 +86,8 @@ class LeanInstance:
     # It holds explicit UN or implicit VR private elements, whose VR only pydicom works out (with
     # its private dictionary): the fast converter would hand the instance on, so skip it.
     unusual: bool = False
+    # Tags (as ints) of the sequences below MAX_SEQUENCE_DEPTH that were skipped, outermost only.
+    cut: tuple[int, ...] = ()
 
 
 # Whether the dictionary makes an implicit VR tag a sequence; bounded by the tags a corpus uses.
@@ -98,7 +109,8 @@ def _dictionary_says_sequence(tag: int) -> bool:
 
 class _Walker:
     __slots__ = (
-        "buf", "elements", "end", "explicit_header", "little", "long_length", "prefix", "tag_length", "unusual"
+        "buf", "cut", "depth", "elements", "end", "explicit_header", "implicit", "little", "long_length",
+        "prefix", "tag_length", "unusual",
     )
 
     def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:
@@ -110,8 +122,11 @@ class _Walker:
         self.tag_length = _LE_TAG_LENGTH if little else _BE_TAG_LENGTH
         self.explicit_header = _LE_EXPLICIT if little else _BE_EXPLICIT
         self.long_length = _LE_LENGTH if little else _BE_LENGTH
+        self.implicit = implicit
         self.elements = self._implicit if implicit else self._explicit
         self.unusual = False  # see LeanInstance.unusual
+        self.depth = 0  # sequence levels entered
+        self.cut: list[int] = []  # see LeanInstance.cut
 
     def _explicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Explicit VR elements from `pos` up to `end` (or an item delimiter); returns them and the end offset."""
@@ -139,7 +154,7 @@ class _Walker:
                 (length,) = long_length.unpack_from(buf, pos + 8)
                 pos += 12
                 if vr == "SQ":
-                    out[tag], pos = self._sequence_element(pos, length, end)
+                    out[tag], pos = self._sequence_element(tag, pos, length, end)
                     continue
                 if vr == "UN":
                     if length == _UNDEFINED:
@@ -187,7 +202,7 @@ class _Walker:
             # Like pydicom: a defined-length implicit element is a sequence only if the dictionary
             # says so; an unknown private one stays UN (and is dropped), whatever bytes follow.
             if length == _UNDEFINED or (length >= 8 and _dictionary_says_sequence(tag)):
-                out[tag], pos = self._sequence_element(pos, length, end)
+                out[tag], pos = self._sequence_element(tag, pos, length, end)
                 continue
             if top and tag in _PIXEL_TAGS:
                 out[tag] = ("OB" if length == _UNDEFINED else "OW", None, pos, length)
@@ -213,9 +228,75 @@ class _Walker:
         # pydicom reads through; let it judge.
         raise Unsupported(f"{what} runs past its container")
 
-    def _sequence_element(self, pos: int, length: int, end: int) -> tuple[tuple, int]:
-        items, after = self.sequence(pos, length, end)
+    def _sequence_element(self, tag: int, pos: int, length: int, end: int) -> tuple[tuple, int]:
+        if self.depth >= MAX_SEQUENCE_DEPTH:
+            after = self._skip_sequence(pos, length, end)
+            self.cut.append(tag)
+            return ("SQ", [], pos, length), after
+        self.depth += 1
+        try:
+            items, after = self.sequence(pos, length, end)
+        finally:
+            self.depth -= 1
         return ("SQ", items, pos, length), after
+
+    def _skip_sequence(self, pos: int, length: int, end: int) -> int:
+        """The offset after a sequence's value, found without recursion: a defined length is
+        skipped whole; undefined lengths are walked with an explicit stack of open sequences
+        ("S") and items ("I"), reading only element headers."""
+        if length != _UNDEFINED:
+            if pos + length > end:
+                self._past_end(pos + length, "sequence", nested=True)
+            return pos + length
+        buf = self.buf
+        tag_length = self.tag_length
+        stack = ["S"]
+        while stack:
+            if pos + 8 > end:
+                self._past_end(pos + 8, "nested sequence", nested=True)
+            group, element, item_length = tag_length.unpack_from(buf, pos)
+            tag = group << 16 | element
+            if stack[-1] == "S":
+                pos += 8
+                if tag == _SEQUENCE_END:
+                    stack.pop()
+                elif tag != _ITEM:
+                    raise Unsupported("sequence content is not an item")
+                elif item_length == _UNDEFINED:
+                    stack.append("I")
+                else:
+                    pos += item_length
+                continue
+            if tag == _ITEM_END:
+                pos += 8
+                stack.pop()
+                continue
+            if self.implicit:
+                value_length = item_length
+                pos += 8
+                opens_sequence = value_length == _UNDEFINED
+            else:
+                _, _, vr_bytes, value_length = self.explicit_header.unpack_from(buf, pos)
+                vr = _VR_OF_BYTES.get(vr_bytes)
+                if vr is None:
+                    raise Unsupported("VR is not one of DICOM's")
+                if vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        self._past_end(pos + 12, "element header", nested=True)
+                    (value_length,) = self.long_length.unpack_from(buf, pos + 8)
+                    pos += 12
+                else:
+                    pos += 8
+                opens_sequence = value_length == _UNDEFINED
+                if opens_sequence and vr != "SQ":
+                    raise Unsupported("undefined length outside a sequence")
+            if opens_sequence:
+                stack.append("S")
+            else:
+                pos += value_length
+        if pos > end:
+            self._past_end(pos, "nested sequence", nested=True)
+        return pos
 
     def sequence(self, pos: int, length: int, end: int) -> tuple[list[Elements], int]:
         limit = end if length == _UNDEFINED else pos + length
@@ -288,4 +369,4 @@ def scan_part10(buf: bytes | memoryview, *, object_size: int | None = None) -> L
     # A body that is implicit despite an explicit syntax fails the VR check: pydicom handles those.
     walker = _Walker(buf, implicit, little, prefix=prefix)
     body, _ = walker.elements(pos, len(buf), True)
-    return LeanInstance(meta, body, implicit, little, walker.unusual)
+    return LeanInstance(meta, body, implicit, little, walker.unusual, tuple(walker.cut))

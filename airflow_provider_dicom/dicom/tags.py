@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from airflow_provider_dicom.dicom.google_columns import GOOGLE_COLUMNS
 from airflow_provider_dicom.dicom.vr import column_type_for
 
 # 50xx (curves) and 60xx (overlays) repeat their elements in up to 16 even groups; the
@@ -19,7 +20,7 @@ class TagInfo(NamedTuple):
     keyword: str  # the column name
     dictionary_vr: str  # may be ambiguous, e.g. "US or SS"
     column_type: str | None  # None: binary, no column
-    repeated: bool  # VM other than "1"
+    repeated: bool  # VM other than "1" (or REPEATED in Google's table: google_columns.py)
     repeating_group: bool  # a 50xx/60xx element, stored as {Id, Value}
 
 
@@ -50,7 +51,11 @@ def _lookup(tag: int) -> TagInfo | None:
     if not keyword:
         return None
     repeating = (group & 0xFF00) in REPEATING_GROUP_BASES
-    return TagInfo(keyword, vr, column_type_for(vr), vm != "1", repeating)
+    column_type, repeated = column_type_for(vr), vm != "1"
+    google = GOOGLE_COLUMNS.get(keyword)
+    if google is not None:  # Google's table wins over pydicom's dictionary (see google_columns.py)
+        column_type, repeated = google[0], google[1] == "REPEATED"
+    return TagInfo(keyword, vr, column_type, repeated, repeating)
 
 
 def tag_name(tag: int) -> str:

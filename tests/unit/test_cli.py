@@ -185,3 +185,21 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
     assert json.loads(result.stdout)["SOPInstanceUID"] == sop_uid(CT)
     assert "Traceback" not in result.stderr
     assert f"airflow-dicom: {tmp_path / 'missing.dcm'}: no such file or directory" in result.stderr.splitlines()
+
+
+@pytest.mark.parametrize("schema", ["flattened", "json"])
+def test_rows_names_the_file_whose_meta_group_pydicom_cannot_read_and_goes_on(capsys, tmp_path, schema):
+    """Issue 11 item 1: a bogus (0002,0000) raised pydicom's BytesLengthException out of the
+    command, in one line that did not name the file; a 1,000-deep file raised RecursionError."""
+    from tests.unit.test_malformed_instances import bad_meta_group_length, deep_file
+
+    bad = tmp_path / "a-bad-meta.dcm"
+    bad.write_bytes(bad_meta_group_length())
+    deep = tmp_path / "b-deep.dcm"
+    data, deep_sop = deep_file(1000, False, True)
+    deep.write_bytes(data)
+    code, out, err = run(capsys, "rows", "--schema", schema, str(tmp_path), str(CT))
+    assert code == 1
+    assert [json.loads(line)["SOPInstanceUID"] for line in out.splitlines()] == [deep_sop, sop_uid(CT)]
+    assert err[0].startswith(f"airflow-dicom: {bad}: unreadable DICOM (BytesLengthException)")
+    assert err[-1] == "airflow-dicom: 1 file could not be converted"

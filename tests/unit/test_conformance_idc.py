@@ -1,6 +1,6 @@
 """Conformance of our columns with a table the real Cloud Healthcare export wrote.
 
-`../shared/reference/idc_dicom_all_schema.json` is the BigQuery schema of Imaging Data Commons'
+`tests/data/idc_dicom_all_schema.json` is the BigQuery schema of Imaging Data Commons'
 `dicom_all` table, which Google's `dicomStores.export` produced (plus IDC's own columns). For every
 field in it whose name is a DICOM keyword, at the top level and inside sequences, we build an
 instance carrying that element, convert it with our engine, and require the column the engine
@@ -30,24 +30,11 @@ from pydicom.sequence import Sequence
 from airflow_provider_dicom.dicom.schema import Field
 from tests.helpers.schema_check import assert_row_fits
 
-REFERENCE_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "idc_dicom_all_schema.json"
-)
-MISSING_REFERENCE = f"reference schema {REFERENCE_PATH} is absent (CI keeps shared/ beside the clone)"
+# A copy in the repository (of ../shared/reference/), so every clone runs these checks.
+REFERENCE_PATH = Path(__file__).resolve().parents[1] / "data" / "idc_dicom_all_schema.json"
 
 _PRIVATE_COLUMN = re.compile(r"^Tag_([0-9A-F]{4})([0-9A-F]{4})$")
 PRIVATE_CREATOR = "CONFORMANCE TEST"
-
-# Fields of the reference whose dictionary entry changed between the DICOM edition Google's export
-# used and pydicom 3.0.2's. Our engine follows the dictionary it ships with (DESIGN.md section 3:
-# mode from the dictionary VM), so for these the expectation is the current dictionary's, not the
-# reference's. Key: keyword; value: (expected mode, why).
-DICTIONARY_CHANGES: dict[str, tuple[str, str]] = {
-    "SegmentAlgorithmName": (
-        "REPEATED",
-        "(0062,0009) was VM 1 when IDC's table was exported and is VM 1-n in pydicom 3.0.2's dictionary",
-    ),
-}
 
 # A plausible value of each VR, valid enough that pydicom does not warn about it.
 _SAMPLE_VALUES: dict[str, Any] = {
@@ -160,8 +147,6 @@ def reference_cases() -> tuple[tuple[Case, ...], tuple[str, ...]]:
 
 
 def _params(kinds: set[str], top_level_only: bool = False) -> list:
-    if not REFERENCE_PATH.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=MISSING_REFERENCE), id="no-reference")]
     cases, _ = reference_cases()
     return [
         pytest.param(case, id=case.id)
@@ -218,7 +203,9 @@ def add_reference_field(ds: Dataset, field: Field) -> None:
         if vr == "SQ":
             ds.add_new(tag, "SQ", Sequence([build_item(field.fields)]))
             return
-        value = _sample_value(field.name, vr, datadict.dictionary_VM(tag))
+        # As many values as the reference's column holds: one where Google keeps it NULLABLE.
+        vm = datadict.dictionary_VM(tag) if field.mode == "REPEATED" else "1"
+        value = _sample_value(field.name, vr, vm)
         if tag >> 16 == 0x0002:
             if not hasattr(ds, "file_meta"):
                 ds.file_meta = FileMetaDataset()
@@ -339,11 +326,6 @@ def _shape(field: Field) -> list:
     return [(f.name, f.type, f.mode, _shape(f)) for f in field.fields]
 
 
-def _expected_mode(case: Case) -> str:
-    change = DICTIONARY_CHANGES.get(case.field.name)
-    return change[0] if change else case.field.mode
-
-
 # --------------------------------------------------------------------------------------------
 # Tests
 
@@ -351,7 +333,7 @@ def _expected_mode(case: Case) -> str:
 def _check_keyword(case: Case, via: str) -> None:
     converted = converted_root(case.path[0], via)
     got = _find(converted.fields, case.path)
-    expected = (case.field.type, _expected_mode(case))
+    expected = (case.field.type, case.field.mode)  # Google's table wins (google_columns.py)
     assert (got.type, got.mode) == expected, (
         f"{case.id} ({via}): reference {expected[0]} {expected[1]}, engine {got.type} {got.mode}"
     )
@@ -412,8 +394,6 @@ def test_row_fits_declared_schema(case: Case) -> None:
 def test_reference_has_fields_to_check() -> None:
     """Guards the walker: if it found nothing (a renamed key, a new file layout), every other test
     here would pass vacuously."""
-    if not REFERENCE_PATH.exists():
-        pytest.skip(MISSING_REFERENCE)
     cases, skipped = reference_cases()
     kinds = {
         kind: sum(1 for c in cases if c.kind == kind)

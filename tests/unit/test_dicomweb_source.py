@@ -334,3 +334,30 @@ def test_an_http_connection_becomes_credentials_headers_and_options():
     assert anonymous.session.auth is None and anonymous.session.headers["Authorization"] == "Bearer abc"
     with pytest.raises(ValueError, match="connection 'pacs': extra 'nested' must be a header value"):
         client_from_connection(BASE, extra={"nested": {"a": 1}}, conn_id="pacs")
+
+
+@pytest.mark.parametrize("text", ["abc", "1,5", "2.5\\x", " 7 ", "NaN"])
+def test_an_invalid_ds_or_is_converts_as_the_files_does(text):
+    """Issue 11 item 3: a DS/IS value that is not a number (a modality's "1,5") made pydicom's
+    JSON reader raise and the instance was dropped; the file gives the text (in its column, or in
+    OtherElements when it does not fit), and so must the server's JSON of it."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = make_dataset(Modality="CT")
+    raw = text.encode()
+    for tag, vr in ((0x00180050, "DS"), (0x00200013, "IS")):
+        ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)
+    expected = file_row(ds)
+    # A server sends the text it could not read as a number as a string, whole or split at "\".
+    for values in ([text], text.split("\\")):
+        metadata = {
+            "00080016": {"vr": "UI", "Value": [ds.SOPClassUID]},
+            "00080018": {"vr": "UI", "Value": [ds.SOPInstanceUID]},
+            "00080060": {"vr": "CS", "Value": ["CT"]},
+            "00180050": {"vr": "DS", "Value": values},
+            "0020000D": {"vr": "UI", "Value": [ds.StudyInstanceUID]},
+            "0020000E": {"vr": "UI", "Value": [ds.SeriesInstanceUID]},
+            "00200013": {"vr": "IS", "Value": values},
+        }
+        assert web_row(metadata) == expected

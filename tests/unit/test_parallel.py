@@ -46,3 +46,50 @@ def test_bad_process_counts_are_named(bad):
 
 def test_auto_uses_the_available_cores():
     assert resolve_processes("auto") >= 1
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+from airflow_provider_dicom.dicom.parallel import convert_files
+paths = [sys.argv[1]] * 200_000
+for index, outcome in enumerate(convert_files(paths, processes=2)):
+    if index == 0:
+        print("ready", flush=True)
+    time.sleep(0.01)  # a slow consumer: the workers stay busy, then wait on a full window
+"""
+
+
+def test_workers_and_the_resource_tracker_die_with_a_killed_parent(tmp_path):
+    """Issue 11 item 8: kill -9 of an export's process left its 2 workers and multiprocessing's
+    resource tracker running (for minutes, holding memory and the files they had open)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, str(CORPUS / "CT_small.dcm")],
+        stdout=subprocess.PIPE, env=env, text=True,
+    )
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        children = psutil.Process(parent.pid).children(recursive=True)
+        assert len(children) >= 2  # the workers (and the resource tracker)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, [(c.pid, c.cmdline()[-2:]) for c in alive]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        parent.wait(timeout=10)
+        for child in locals().get("children", []):  # what this test started, should it fail
+            if child.is_running():
+                child.kill()
