@@ -100,6 +100,7 @@ def test_cohort_dag_with_an_empty_cohort_skips_the_re_export(dags_folder, env, l
             "patient_ids": ["nobody"], "body_part": "ABDOMEN"}
     _, states = run(dags_folder, "example_dicom_cohort", run_conf=conf)
     assert states["export_metadata"] == "success" and states["build_filter"] == "skipped"
+    assert [b.name for b in gcs_bucket.list_blobs()] == []  # no 0-line filter file left behind
     assert {states["export_cohort_metadata"], states["export_cohort_files"], states["report"]} == {"skipped"}
 
 
