@@ -43,6 +43,14 @@ def asset_uri(destination: str) -> str:
     return f"file://{path}"
 
 
+def table_uri_from_asset(uri: str) -> str:
+    """``bigquery://P/D/T`` (an asset event's URI) back to the ``bq://P.D.T`` our operators take."""
+    if not uri.startswith("bigquery://") or uri.count("/") != 4:
+        raise ValueError(f"not a BigQuery table asset URI: {uri!r} (expected bigquery://PROJECT/DATASET/TABLE)")
+    project, dataset, table = uri[len("bigquery://"):].split("/")
+    return f"bq://{uris.BigQueryTableUri.parse(f'bq://{project}.{dataset}.{table}').table_id}"
+
+
 def alias_name(dag_id: str | None, task_id: str) -> str:
     return f"{ALIAS_PREFIX}/{dag_id}/{task_id}" if dag_id else f"{ALIAS_PREFIX}/{task_id}"
 
@@ -102,4 +110,4 @@ def _alias_key(name: str) -> Any:
     return AssetAlias(name=name)
 
 
-__all__ = ["ALIAS_PREFIX", "AssetOutletsMixin", "alias_name", "asset_uri"]
+__all__ = ["ALIAS_PREFIX", "AssetOutletsMixin", "alias_name", "asset_uri", "table_uri_from_asset"]
