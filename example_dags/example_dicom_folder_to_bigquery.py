@@ -12,8 +12,10 @@ What it does:
   skipped and counted), converts each instance into the row Cloud Healthcare would write, and
   loads them with BigQuery load jobs. The dataset must exist.
 - It writes with WRITE_TRUNCATE, so a re-run or a retry replaces the table atomically instead of
-  adding duplicate rows: every run is idempotent. For one snapshot table per run instead, use a
-  templated table name such as ``instances_{{ ds_nodash }}`` with the default write disposition.
+  adding duplicate rows: every run is idempotent. For one snapshot table per run instead, add
+  ``user_defined_macros=airflow_provider_dicom.naming.MACROS`` to the DAG and name the table
+  ``instances_{{ output_key(dag_run) }}`` (a manual run has no ``ds`` when triggered without a
+  logical date).
 - If some files are broken DICOM, every good instance is still loaded, then the task fails with
   the count and the first failures; the ``max_failed_instances`` parameter sets how many are
   tolerated (null: any number). A failed export is not retried: a retry cannot mend a file.
