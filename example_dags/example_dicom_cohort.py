@@ -9,8 +9,14 @@ This is Google's "query, save to a table, export to GCS, pass as filter" guide a
 schedule, backfill and trigger with a form from the Airflow UI ("Trigger DAG" shows the Params):
 
 - ``modality`` (e.g. CT, MR; empty: any), ``study_date_from`` / ``study_date_to`` (default: the
-  run's data interval, so each scheduled run or backfill takes the studies of its own day),
-  ``patient_ids`` (optional list), ``body_part`` (optional BodyPartExamined).
+  day the run covers, see below), ``patient_ids`` (optional list), ``body_part`` (optional
+  BodyPartExamined). Every Param is optional: the form's defaults can be submitted as they are.
+
+Which day a run selects (`airflow_provider_dicom.naming.covered_days`): the schedule is a
+data-interval timetable (``CronDataIntervalTimetable("0 0 * * *", timezone="UTC")``), so the run at
+2026-12-06 00:00 covers 2026-12-05, and each backfill run covers its own day. A manual run with no
+logical date (the UI form, ``airflow dags trigger``, the REST API) covers the day before it was
+triggered (UTC), unless ``study_date_from`` / ``study_date_to`` say otherwise.
 - Every value reaches BigQuery as a named query parameter, never spliced into the SQL; the table
   name is checked by the ``table_id`` macro before it is.
 
@@ -18,15 +24,21 @@ Tasks:
 - ``export_metadata`` exports the whole store (``dicomStores.export``) to ``<dataset>.instances``
   with WRITE_TRUNCATE, waiting in the triggerer (deferrable).
 - ``build_filter`` (BuildFilterFileOperator) queries it and writes
-  ``gs://<bucket>/cohorts/<interval>/filter.txt`` (instance level; invalid UIDs are reported,
-  duplicates removed). An empty cohort skips the rest of the run instead of exporting nothing.
-- ``export_cohort_metadata`` re-exports the cohort to ``<dataset>.cohort_<interval>``
-  (WRITE_TRUNCATE) and ``export_cohort_files`` its files to ``gs://<bucket>/cohorts/<interval>/dicom``
-  (one object per instance, same names on every run).
+  ``gs://<bucket>/cohorts/<key>/filter.txt`` (instance level; invalid UIDs are reported,
+  duplicates removed). An empty cohort skips the rest of the run (no file is written) instead of
+  exporting nothing.
+- ``export_cohort_metadata`` re-exports the cohort to ``<dataset>.cohort_<key>``
+  (WRITE_TRUNCATE) and ``export_cohort_files`` its files to ``gs://<bucket>/cohorts/<key>/dicom``
+  (one object per instance).
 - ``report`` logs and returns the counts.
 
-Idempotent per data interval: tables are truncated, objects have fixed names, so clearing a run or
-re-running a backfill for the same interval leaves the same tables and objects, never duplicates.
+``<key>`` (`airflow_provider_dicom.naming.output_key`) is the interval's date (``20261205``) for
+scheduled and backfill runs, and the run id made safe for table names
+(``manual__2026_12_06T10_15_30_123456_00_00_<hash>``) for every other run. So two manual runs on
+the same day never share a table or a folder, and clearing a run (same run id) or re-running a
+backfill for the same interval rewrites exactly its own table and objects, never duplicates.
+
+Tasks retry twice (30 s apart); a retried export reattaches to the operation it started.
 
 Configuration: run ``conf``/Params ``store``, ``project``, ``dataset``, ``bucket``; or, left empty,
 the Airflow Variables ``dicom_store``, ``dicom_project``, ``dicom_dataset``, ``dicom_bucket``.
@@ -43,10 +55,12 @@ Parsing this file makes no connection or network call.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
+from airflow_provider_dicom import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
 from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
@@ -67,10 +81,11 @@ def expr(name: str) -> str:
 
 
 STORE, PROJECT, DATASET, BUCKET = ("{{ " + expr(n) + " }}" for n in ("store", "project", "dataset", "bucket"))
-INTERVAL = "{{ data_interval_start | ds_nodash }}"
+# Scheduled and backfill runs: the interval's date; any other run: its own run id (naming.output_key).
+KEY = "{{ output_key(dag_run) }}"
 EXPORT_TABLE = f"bq://{PROJECT}.{DATASET}.instances"
-COHORT_TABLE = f"bq://{PROJECT}.{DATASET}.cohort_{INTERVAL}"
-COHORT_PREFIX = f"gs://{BUCKET}/cohorts/{INTERVAL}"
+COHORT_TABLE = f"bq://{PROJECT}.{DATASET}.cohort_{KEY}"
+COHORT_PREFIX = f"gs://{BUCKET}/cohorts/{KEY}"
 
 # Values only as @parameters. BodyPartExamined is referenced only when asked for: the export table
 # has a column per element present in the store, and a store without it has no such column.
@@ -82,36 +97,38 @@ COHORT_SQL = (
     "  AND (ARRAY_LENGTH(@patient_ids) = 0 OR PatientID IN UNNEST(@patient_ids))\n"
     "  AND (@body_part = ''{% if params.body_part %} OR BodyPartExamined = @body_part{% endif %})\n"
 )
-DATE_FROM = "{{ params.study_date_from or (data_interval_start | ds) }}"
-# The interval's last day: its end is exclusive (a manual run's interval is a single instant).
-DATE_TO = (
-    "{{ params.study_date_to or ((data_interval_end - macros.timedelta(days=1)) "
-    "if data_interval_end > data_interval_start else data_interval_end) | ds }}"
-)
+# The days the run covers (naming.covered_days): never `ds`/`data_interval_start`, which a manual
+# run triggered without a logical date does not have.
+DATE_FROM = "{{ params.study_date_from or covered_days(dag_run)[0] }}"
+DATE_TO = "{{ params.study_date_to or covered_days(dag_run)[1] }}"
 
 with DAG(
     dag_id="example_dicom_cohort",
     description="Export a DICOM store, select a cohort in BigQuery, re-export the cohort's metadata and files",
-    schedule="@daily",
+    # A data-interval timetable: the 00:00 run covers the day that just ended ("@daily" would be a
+    # CronTriggerTimetable, whose 00:00 run covers the day just begun).
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "healthcare", "bigquery", "cohort"],
-    user_defined_macros={"table_id": table_id},
+    user_defined_macros={"table_id": table_id, **naming.MACROS},
+    # Optional Params admit null: the UI form treats a Param whose type excludes null as required.
     params={
-        "store": Param("", type="string", description="projects/P/locations/L/datasets/D/dicomStores/S "
+        "store": Param(None, type=["null", "string"], description="projects/P/locations/L/datasets/D/dicomStores/S "
                        "(empty: Variable dicom_store)"),
-        "project": Param("", type="string", description="BigQuery project (empty: Variable dicom_project)"),
-        "dataset": Param("", type="string", description="BigQuery dataset (empty: Variable dicom_dataset)"),
-        "bucket": Param("", type="string", description="Cloud Storage bucket (empty: Variable dicom_bucket)"),
-        "modality": Param("CT", type="string", description="Modality to select; empty for any"),
+        "project": Param(None, type=["null", "string"], description="BigQuery project (empty: Variable dicom_project)"),
+        "dataset": Param(None, type=["null", "string"], description="BigQuery dataset (empty: Variable dicom_dataset)"),
+        "bucket": Param(None, type=["null", "string"], description="Cloud Storage bucket (empty: Variable dicom_bucket)"),
+        "modality": Param("CT", type=["null", "string"], description="Modality to select; empty for any"),
         "study_date_from": Param(None, type=["null", "string"], format="date",
-                                 description="first StudyDate (default: the data interval's start)"),
+                                 description="first StudyDate (default: the day the run covers)"),
         "study_date_to": Param(None, type=["null", "string"], format="date",
-                               description="last StudyDate (default: the day before the interval's end)"),
-        "patient_ids": Param([], type="array", items={"type": "string"},
+                               description="last StudyDate (default: the day the run covers)"),
+        "patient_ids": Param([], type=["null", "array"], items={"type": "string"},
                              description="only these PatientIDs (empty: all)"),
-        "body_part": Param("", type="string", description="BodyPartExamined (empty: any)"),
+        "body_part": Param(None, type=["null", "string"], description="BodyPartExamined (empty: any)"),
     },
 ) as dag:
     export_metadata = DicomExportToBigQueryOperator(
@@ -129,9 +146,9 @@ with DAG(
         query_parameters={
             "date_from": {"type": "DATE", "value": DATE_FROM},
             "date_to": {"type": "DATE", "value": DATE_TO},
-            "modality": {"type": "STRING", "value": "{{ params.modality }}"},
-            "patient_ids": {"type": "ARRAY<STRING>", "value": "{{ params.patient_ids | list | tojson }}"},
-            "body_part": {"type": "STRING", "value": "{{ params.body_part }}"},
+            "modality": {"type": "STRING", "value": "{{ params.modality or '' }}"},
+            "patient_ids": {"type": "ARRAY<STRING>", "value": "{{ (params.patient_ids or []) | list | tojson }}"},
+            "body_part": {"type": "STRING", "value": "{{ params.body_part or '' }}"},
         },
         level="instance",
         destination=f"{COHORT_PREFIX}/filter.txt",

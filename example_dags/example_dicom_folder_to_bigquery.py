@@ -12,8 +12,10 @@ What it does:
   skipped and counted), converts each instance into the row Cloud Healthcare would write, and
   loads them with BigQuery load jobs. The dataset must exist.
 - It writes with WRITE_TRUNCATE, so a re-run or a retry replaces the table atomically instead of
-  adding duplicate rows: every run is idempotent. For one snapshot table per run instead, use a
-  templated table name such as ``instances_{{ ds_nodash }}`` with the default write disposition.
+  adding duplicate rows: every run is idempotent. For one snapshot table per run instead, add
+  ``user_defined_macros=airflow_provider_dicom.naming.MACROS`` to the DAG and name the table
+  ``instances_{{ output_key(dag_run) }}`` (a manual run has no ``ds`` when triggered without a
+  logical date).
 - If some files are broken DICOM, every good instance is still loaded, then the task fails with
   the count and the first failures; the ``max_failed_instances`` parameter sets how many are
   tolerated (null: any number). A failed export is not retried: a retry cannot mend a file.
@@ -28,7 +30,7 @@ Parsing this file makes no connection or network call: everything is read when t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
@@ -40,6 +42,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "bigquery"],
     params={
         "source_folder": Param("/data/dicom", type="string", description="folder of DICOM files, read recursively"),

@@ -20,7 +20,7 @@ for the local stand-in). Parsing this file makes no connection or network call.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
@@ -44,9 +44,11 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "bigquery", "analysis"],
     params={
-        "table": Param("", type="string", description="bq://PROJECT.DATASET.TABLE (empty: Variable dicom_table)"),
+        # Optional: null admitted, or the UI form would treat it as required.
+        "table": Param(None, type=["null", "string"], description="bq://PROJECT.DATASET.TABLE (empty: Variable dicom_table)"),
         "patient_id": Param("19045", type="string", description="PatientID to search for (the guide's example)"),
     },
 ) as dag:

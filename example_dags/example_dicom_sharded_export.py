@@ -26,7 +26,7 @@ Parsing this file makes no connection or network call: everything is read when t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
@@ -38,6 +38,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "bigquery"],
     params={
         "source": Param("gs://my-archive/dicom", type="string",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.assets import AssetOutletsMixin
 from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
 from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
 from airflow_provider_dicom.healthcare_links import DicomOperationLogsLink, DicomStoreLink
@@ -49,7 +50,7 @@ def failed_instances_message(failures: list, exported: int, table: object, max_f
     )
 
 
-class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
+class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
     """Export DICOM metadata into a BigQuery table shaped exactly like the Cloud Healthcare export's.
 
     :param source: where the DICOM instances are. A local folder (a path, or ``file:///path``), read
@@ -103,7 +104,13 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
 
     Returns (XCom ``return_value``) the export summary: counts of exported, failed and non-DICOM
     files, and each failure's path and reason.
+
+    Outlets: unless ``outlets`` is given, the table's Asset (``bigquery://PROJECT/DATASET/TABLE``),
+    or for a templated table an AssetAlias ``dicom-export/<dag_id>/<task_id>`` that gets the
+    rendered table's Asset event when the task succeeds (see `airflow_provider_dicom.assets`).
     """
+
+    asset_destination_field = "destination_table_uri"
 
     template_fields: Sequence[str] = store_template_fields((
         "source",
@@ -159,6 +166,13 @@ class DicomExportToBigQueryOperator(BigQueryStoreExportBase):
         resolve_processes(processes)  # a ValueError naming the value, at DAG parse time
         self.processes = processes
         self._validate(skip_templated=True)
+        self._declare_default_outlets("outlets" in kwargs)
+
+    def _emits_asset(self) -> bool:
+        return bool(self.wait_for_completion)  # an export not waited for has written nothing yet
+
+    def asset_event_extra(self) -> dict[str, Any]:
+        return {"source": self.source}
 
     def _validate(self, *, skip_templated: bool) -> ExportRequest:
         request = parse_export_request(

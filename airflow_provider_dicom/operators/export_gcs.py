@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.assets import AssetOutletsMixin
 from airflow_provider_dicom.operators.arguments import check_concurrency
 from airflow_provider_dicom.healthcare_links import (
     DicomGcsDestinationLink,
@@ -30,7 +31,7 @@ from airflow_provider_dicom.operators.store_export import (
 )
 
 
-class DicomExportToGcsOperator(DicomStoreExportBase):
+class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
     """Export the instances of a Cloud Healthcare DICOM store (all, or those a filter file lists) to Cloud Storage.
 
     :param source: the store, ``projects/P/locations/L/datasets/D/dicomStores/S`` (templated, so
@@ -68,6 +69,9 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
     )
     ui_color = "#e8f0fe"
     operator_extra_links = (DicomStoreLink(), DicomOperationLogsLink(), DicomGcsDestinationLink())
+    # Outlets (unless given): the prefix's Asset gs://BUCKET/PREFIX, or an AssetAlias for a
+    # templated prefix (see airflow_provider_dicom.assets).
+    asset_destination_field = "uri_prefix"
 
     def __init__(
         self,
@@ -98,6 +102,13 @@ class DicomExportToGcsOperator(DicomStoreExportBase):
                 "include_source_store applies to BigQuery exports only, not to DicomExportToGcsOperator"
             )
         self._validate(skip_templated=True)
+        self._declare_default_outlets("outlets" in kwargs)
+
+    def _emits_asset(self) -> bool:
+        return bool(self.wait_for_completion)  # an export not waited for has written nothing yet
+
+    def asset_event_extra(self) -> dict[str, Any]:
+        return {"source": self.source}
 
     def _validate(self, *, skip_templated: bool) -> None:
         """Literal bad values fail the DAG at parse time; templated ones after rendering."""

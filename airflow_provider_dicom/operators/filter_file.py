@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.assets import AssetOutletsMixin
 from airflow_provider_dicom.filter_build import (
     REJECT_EXAMPLES,
     UID_COLUMNS,
@@ -57,7 +58,7 @@ class DicomFilterFileLink(BaseOperatorLink):
             return ""
 
 
-class BuildFilterFileOperator(BaseOperator):
+class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
     """Write a filter file (``/studies/S[/series/SE[/instances/I]]`` lines) selecting DICOM resources.
 
     Exactly one source:
@@ -97,7 +98,13 @@ class BuildFilterFileOperator(BaseOperator):
 
     Returns (XCom) ``uri``, ``lines``, ``studies``, ``series``, ``instances``, ``duplicates``,
     ``covered``, ``rejected``, ``rejected_examples``, ``route`` and ``level``.
+
+    Outlets (unless given): the filter file's Asset (``gs://BUCKET/OBJECT`` or ``file:///PATH``), or
+    an AssetAlias for a templated destination (see `airflow_provider_dicom.assets`). A skipped task
+    (empty selection) records no event.
     """
+
+    asset_destination_field = "destination"
 
     template_fields: Sequence[str] = (
         "destination",
@@ -168,6 +175,7 @@ class BuildFilterFileOperator(BaseOperator):
         if isinstance(server_side_threshold, bool) or not isinstance(server_side_threshold, int) or server_side_threshold < 0:
             raise ValueError(f"invalid server_side_threshold {server_side_threshold!r}: expected an integer >= 0")
         self._validate(skip_templated=True)
+        self._declare_default_outlets("outlets" in kwargs)
 
     def _validate(self, *, skip_templated: bool) -> None:
         def pending(value: object) -> bool:

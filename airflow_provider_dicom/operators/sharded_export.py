@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from airflow_provider_dicom import uris
+from airflow_provider_dicom.assets import AssetOutletsMixin
 from airflow_provider_dicom.links import DicomBigQueryTableLink
 from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
 from airflow_provider_dicom.sources import DicomSource, SourceKind
@@ -315,7 +316,7 @@ class DicomShardExportOperator(_ShardedBase):
         return result.summary()
 
 
-class DicomShardLoadOperator(_ShardedBase):
+class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
     """Load every shard of a planned export into the table with one atomic BigQuery load job.
 
     Runs only when every shard succeeded (the default trigger rule); even so it checks that each
@@ -339,7 +340,10 @@ class DicomShardLoadOperator(_ShardedBase):
     :param source: the export's source, for lineage only (optional).
 
     Returns (XCom) the export summary, as `DicomExportToBigQueryOperator` does, plus the shard count.
+    Outlets (unless given): the table's Asset, as for `DicomExportToBigQueryOperator`.
     """
+
+    asset_destination_field = "destination_table_uri"
 
     template_fields: Sequence[str] = (
         "shards", "destination_table_uri", "write_disposition", "max_failed_instances", "project_id",
@@ -377,6 +381,10 @@ class DicomShardLoadOperator(_ShardedBase):
         self.location = location
         self.source = source
         self._validate(skip_templated=True)
+        self._declare_default_outlets("outlets" in kwargs)
+
+    def asset_event_extra(self) -> dict[str, Any]:
+        return {"source": self.source} if self.source else {}
 
     def _validate(self, *, skip_templated: bool) -> Any:
         from airflow_provider_dicom.export.options import WriteOptions

@@ -1,12 +1,13 @@
 """The cohort example DAG's query: UI values reach BigQuery only as query parameters, the one
 identifier that cannot be a parameter (the table) is checked, and the date range defaults to the
-run's data interval. Rendered with the DAG's own Jinja environment, as the worker renders it."""
+day the run covers (naming.covered_days). Rendered with the DAG's own Jinja environment, as the worker renders it."""
 
 from __future__ import annotations
 
 import datetime
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,11 +32,15 @@ def render(module, template, **params):
     defaults = {"modality": "CT", "patient_ids": [], "body_part": "", "study_date_from": None, "study_date_to": None,
                 "project": "p-project", "dataset": "d", "store": "", "bucket": ""}
     start = datetime.datetime(2025, 3, 1, tzinfo=datetime.timezone.utc)
+    end = start + datetime.timedelta(days=1)
+    dag_run = SimpleNamespace(run_type="scheduled", run_id="scheduled__2025-03-01T00:00:00+00:00",
+                              data_interval_start=start, data_interval_end=end, run_after=end)
     context = {
         "params": {**defaults, **params},
         "var": {"value": _Vars()},
+        "dag_run": dag_run,
         "data_interval_start": start,
-        "data_interval_end": start + datetime.timedelta(days=1),
+        "data_interval_end": end,
         "macros": __import__("airflow.sdk.execution_time.macros", fromlist=["timedelta"]),
         **module.dag.user_defined_macros,
     }
@@ -67,7 +72,7 @@ def test_date_range_defaults_to_the_data_interval(module):
 def test_form_params_and_tasks(module):
     dag = module.dag
     assert {"modality", "study_date_from", "study_date_to", "patient_ids", "body_part"} <= set(dag.params.keys())
-    assert dag.params.get_param("patient_ids").schema["type"] == "array"
+    assert dag.params.get_param("patient_ids").schema["type"] == ["null", "array"]
     assert dag.schedule is not None or dag.timetable is not None
     assert sorted(dag.task_ids) == [
         "build_filter", "export_cohort_files", "export_cohort_metadata", "export_metadata", "report"

@@ -125,3 +125,22 @@ def test_the_query_jobs_are_recorded_as_they_start(tmp_path):
     jobs: list = []
     build_from_query(client, "SELECT 1", str(tmp_path / "f"), level="study", on_empty="write_empty", jobs=jobs)
     assert jobs == [job]
+
+
+def test_an_empty_cohort_writes_no_file_before_skipping(monkeypatch):
+    """Issue 12 item 8: an empty selection with on_empty="skip" must not leave a 0-line filter file
+    (nor start an upload) in gs://, on the query route the cohort DAG uses."""
+    storage = mock.MagicMock()
+    client = mock.Mock()
+    job = mock.Mock(referenced_tables=[])
+    rows = mock.MagicMock()
+    rows.total_rows = 0
+    rows.__iter__.return_value = iter([])
+    job.result.return_value = rows
+    client.query.return_value = job
+    operator = op(destination="gs://bucket/cohorts/run/filter.txt", sql="SELECT 1", on_empty="skip")
+    monkeypatch.setattr(operator, "_bigquery_client", lambda: client)
+    monkeypatch.setattr(operator, "_storage_client", lambda: storage)
+    with pytest.raises(AirflowSkipException, match="selects nothing"):
+        run(operator)
+    storage.bucket.assert_not_called()  # no blob was even looked up, let alone opened for writing

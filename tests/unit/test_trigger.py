@@ -44,8 +44,15 @@ def _op(done=False, error=None, **counter):
     return operation
 
 
+def _returning(hook):
+    async def get_async_hook():
+        return hook
+
+    return get_async_hook
+
+
 def _run(trigger, hook, monkeypatch):
-    monkeypatch.setattr(trigger, "_get_async_hook", lambda: hook)
+    monkeypatch.setattr(trigger, "_get_async_hook", _returning(hook))
 
     async def collect():
         return [event async for event in trigger.run()]
@@ -149,7 +156,7 @@ def test_on_kill_cancels_only_when_asked(monkeypatch):
     for cancel, expected in ((True, [OP]), (False, [])):
         trigger = _trigger(cancel_on_kill=cancel)
         hook = FakeAsyncHook([])
-        monkeypatch.setattr(trigger, "_get_async_hook", lambda hook=hook: hook)
+        monkeypatch.setattr(trigger, "_get_async_hook", _returning(hook))
         asyncio.run(trigger.on_kill())
         assert hook.cancelled == expected
 
@@ -157,7 +164,7 @@ def test_on_kill_cancels_only_when_asked(monkeypatch):
 def test_async_hook_uses_the_connection_and_chain(monkeypatch):
     trigger = DicomOperationTrigger(OP, gcp_conn_id="my_gcp", impersonation_chain="sa@p.iam.gserviceaccount.com",
                                     api_endpoint="http://127.0.0.1:1")
-    hook = trigger._get_async_hook()
+    hook = asyncio.run(trigger._get_async_hook())
     assert hook._hook_kwargs == {
         "gcp_conn_id": "my_gcp",
         "impersonation_chain": "sa@p.iam.gserviceaccount.com",
