@@ -75,7 +75,9 @@ def test_export_bq_then_gcloud_style_write_rules(
 def test_export_gcs_async_then_operations_describe_list_cancel(
     healthcare_emulator, healthcare, loaded_store, gcs_bucket
 ):
-    healthcare.set_behaviour(instance_delay=10.0)  # outlasts the commands below
+    # Outlasts the commands below however loaded the machine is (each CLI call imports Airflow
+    # and the Google clients: seconds under load); cancelling wakes the export at once.
+    healthcare.set_behaviour(instance_delay=300.0)
     started = cli(
         healthcare_emulator,
         "export",
