@@ -60,6 +60,16 @@ class HealthcareApiError(RuntimeError):
         return self.status_code in RETRY_ALWAYS_STATUSES or self.status_code in RETRY_IF_IDEMPOTENT_STATUSES
 
 
+class ExportOutcomeUnknownError(RuntimeError):
+    """A `dicomStores.export` request may or may not have started an export, and looking at the
+    dataset's operations could not settle which (several candidates). Starting another export
+    could double the rows, so nothing is started; a person must look at the listed operations."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        self.candidates = candidates
+        super().__init__(message)
+
+
 class OperationTimeoutError(TimeoutError):
     """Waiting for an operation took longer than allowed; the operation itself may still be running."""
 

@@ -11,6 +11,8 @@ What it guarantees:
 - Retry safety: the operation's name is recorded in the task state store before any wait
   (`operation_ledger`); a retried, resumed or timed-out task reattaches to that operation, reuses
   its result if it already succeeded, and starts a new export only when it finished with an error.
+  A cleared task exports again (`try_lineage`: a clear starts a new try lineage). A lost answer
+  to the export request is resolved by the hook, which never sends the request blindly again.
 - Failure policy: an operation that failed or was cancelled fails the task with the API's error
   and the logs link; instances the operation counts as failed fail it when more than
   `max_failed_instances`. Outcomes a retry cannot change (cancellation, a bad request, the
@@ -41,7 +43,12 @@ from airflow_provider_dicom.healthcare_links import (
 )
 from airflow_provider_dicom.hooks import export_requests
 from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.operations import HealthcareApiError, OperationFailedError, OperationStatus
+from airflow_provider_dicom.hooks.operations import (
+    ExportOutcomeUnknownError,
+    HealthcareApiError,
+    OperationFailedError,
+    OperationStatus,
+)
 from airflow_provider_dicom.operators.operation_ledger import (
     OperationLedger,
     choose_reattach_candidate,
@@ -262,7 +269,11 @@ class DicomStoreExportBase(BaseOperator):
         status = self._earlier_operation(context, hook, ledger, export)
         if status is None:
             self.log.info("Starting export of DICOM store %s to %s", export.store, export.destination)
-            status = OperationStatus.from_api(export.start(hook))
+            try:
+                status = OperationStatus.from_api(export.start(hook))
+            except ExportOutcomeUnknownError as exc:
+                # An export may be running that nothing recorded: a retry would start another.
+                raise AirflowFailException(str(exc)) from exc
             ledger.remember(status.name, export.fingerprint)
         self._record_operation(context, status, push=True)
 
