@@ -15,7 +15,9 @@ operation's name somewhere that survives the end of a try:
 
 Each entry carries a fingerprint of the request (store and request body): a retry whose rendered
 arguments differ (the DAG changed between tries) starts its own export instead of adopting an
-operation that writes somewhere else.
+operation that writes somewhere else. It also carries the try that wrote it: the task state store
+survives a clear, so an entry written before the task was cleared (by a try older than the
+current try lineage's first, see `try_lineage`) is not adopted; a clear exports again.
 
 Without a task state store (Airflow before 3.3) `OperationLedger.durable` is False and the
 operator falls back to looking the operation up (see `choose_reattach_candidate`).
@@ -48,14 +50,23 @@ def request_fingerprint(store: str, body: Mapping[str, Any]) -> str:
 class LedgerEntry:
     operation: str
     fingerprint: str
+    try_number: int | None = None  # the try that started the operation; None from older versions
 
-    def to_json(self) -> dict[str, str]:
-        return {"operation": self.operation, "fingerprint": self.fingerprint}
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"operation": self.operation, "fingerprint": self.fingerprint}
+        if self.try_number is not None:
+            data["try_number"] = self.try_number
+        return data
 
     @classmethod
     def from_json(cls, value: Any) -> LedgerEntry | None:
         if isinstance(value, Mapping) and isinstance(value.get("operation"), str):
-            return cls(value["operation"], str(value.get("fingerprint") or ""))
+            try_number = value.get("try_number")
+            return cls(
+                value["operation"],
+                str(value.get("fingerprint") or ""),
+                try_number if isinstance(try_number, int) and not isinstance(try_number, bool) else None,
+            )
         return None
 
 
@@ -67,8 +78,11 @@ class OperationLedger:
     """
 
     def __init__(self, context: Mapping[str, Any] | None, key: str = LEDGER_KEY) -> None:
+        from airflow_provider_dicom.operators.try_lineage import TryLineage
+
         self._store = context.get("task_state_store") if context else None
         self.key = key
+        self.lineage = TryLineage.from_context(context)
 
     @property
     def durable(self) -> bool:
@@ -80,7 +94,17 @@ class OperationLedger:
         start a duplicate export, failing the try (to be retried) cannot."""
         if self._store is None:
             return None
-        return LedgerEntry.from_json(self._store.get(self.key))
+        entry = LedgerEntry.from_json(self._store.get(self.key))
+        if entry is not None and not self.lineage.includes(entry.try_number):
+            log.info(
+                "Operation %s was started by try %d, before this task was cleared (this run of it "
+                "began with try %d): a clear exports again, so it is not adopted",
+                entry.operation,
+                entry.try_number,
+                self.lineage.first_try,
+            )
+            return None
+        return entry
 
     def remember(self, operation: str, fingerprint: str) -> bool:
         """Record the operation just started; returns False (and logs) if the store refused it.
@@ -91,7 +115,7 @@ class OperationLedger:
         if self._store is None:
             return False
         try:
-            self._store.set(self.key, LedgerEntry(operation, fingerprint).to_json())
+            self._store.set(self.key, LedgerEntry(operation, fingerprint, self.lineage.try_number).to_json())
         except Exception as exc:  # noqa: BLE001 - see docstring
             log.warning(
                 "Could not record operation %s in the task state store (%s); a retry of this "

@@ -381,9 +381,11 @@ class DicomStoreExportBase(BaseOperator):
     ) -> OperationStatus | None:
         """No task state store (Airflow < 3.3): on a retry, adopt the one running export of the
         store's dataset created since the DAG run started, if there is exactly one."""
-        ti = context.get("ti")
-        if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
-            return None
+        from airflow_provider_dicom.operators.try_lineage import TryLineage
+
+        lineage = TryLineage.from_context(context)
+        if context.get("ti") is None or lineage.try_number <= lineage.first_try:
+            return None  # the first try, or the first after a clear: export
         since = getattr(context.get("dag_run"), "start_date", None)
         candidates = hook.find_export_operations(export.store, created_after=since, running_only=True)
         chosen = choose_reattach_candidate(candidates)

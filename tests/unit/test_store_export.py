@@ -129,8 +129,10 @@ class FakeStateStore:
 
 
 class FakeTI:
-    def __init__(self, try_number: int = 1) -> None:
+    def __init__(self, try_number: int = 1, max_tries: int | None = None) -> None:
         self.try_number = try_number
+        if max_tries is not None:
+            self.max_tries = max_tries
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key, value):
@@ -139,10 +141,11 @@ class FakeTI:
 
 
 def context(
-    *, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None
+    *, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None,
+    max_tries: int | None = None, retries: int = 0,
 ):
     journal = hook.calls if hook is not None else []
-    ctx: dict[str, Any] = {"ti": FakeTI(try_number)}
+    ctx: dict[str, Any] = {"ti": FakeTI(try_number, max_tries), "task": type("Task", (), {"retries": retries})()}
     if durable:
         ctx["task_state_store"] = FakeStateStore(journal, state)
     ctx["dag_run"] = type("Run", (), {"start_date": dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC)})()
@@ -740,3 +743,66 @@ def test_lineage_with_the_openlineage_provider():
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("bigquery", "my-project.dicom.instances")]
     lineage = gcs(uri_prefix="gs://my-bucket/").get_openlineage_facets_on_complete(None)
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("gs://my-bucket", "/")]
+
+
+# -- retry versus clear (try lineages) -----------------------------------------------------------
+
+
+def _entry_of_try(try_number: int, op_name: str = OP) -> dict:
+    entry = _entry(op_name)
+    entry[LEDGER_KEY]["try_number"] = try_number
+    return entry
+
+
+def test_a_retry_in_the_same_lineage_reuses_the_succeeded_operation_of_its_earlier_try():
+    # Never cleared: max_tries == retries. Try 1 started the export and died after it succeeded.
+    hook = FakeHook(gets=[operation(done=True, success=9)])
+    ctx = context(state=_entry_of_try(1), try_number=2, max_tries=2, retries=2, hook=hook)
+    result = with_hook(bq(retries=2), hook).execute(ctx)
+    assert hook.exports == 0 and result["name"] == OP and result["success"] == 9
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_cleared_task_exports_again_although_the_earlier_export_succeeded(retries):
+    # Try 1 failed after its export succeeded (its record stayed); then the task was cleared:
+    # clear_task_instances set max_tries = try_number + retries = 1 + retries, so try 2 starts a
+    # new lineage and must export again (issue 12, item 6).
+    hook = FakeHook(gets=[operation(done=True, success=9)], final=operation(done=True, success=9))
+    ctx = context(state=_entry_of_try(1), try_number=2, max_tries=1 + retries, retries=retries, hook=hook)
+    with_hook(bq(retries=retries), hook).execute(ctx)
+    assert hook.exports == 1
+    assert ("get", OP) not in [c[:2] for c in hook.calls]
+
+
+def test_the_ledger_records_which_try_started_the_operation():
+    from airflow_provider_dicom.operators.operation_ledger import OperationLedger
+
+    ctx = context(try_number=4, max_tries=6, retries=3)
+    OperationLedger(ctx).remember(OP, "f")
+    assert ctx["task_state_store"].values[LEDGER_KEY] == {"operation": OP, "fingerprint": "f", "try_number": 4}
+    assert OperationLedger(context(state=ctx["task_state_store"].values, try_number=5, max_tries=6,
+                                   retries=3)).recall().operation == OP
+    assert OperationLedger(context(state=ctx["task_state_store"].values, try_number=7, max_tries=9,
+                                   retries=3)).recall() is None
+
+
+def test_a_retry_after_a_clear_reattaches_within_the_new_lineage():
+    # Cleared after try 1 (retries=2 -> max_tries 3); try 2 started an export and was killed; try 3 retries.
+    hook = FakeHook(gets=[operation(pending=3)], final=operation(done=True, success=3))
+    ctx = context(state=_entry_of_try(2), try_number=3, max_tries=3, retries=2, hook=hook)
+    with_hook(bq(retries=2), hook).execute(ctx)
+    assert hook.exports == 0
+
+
+def test_try_lineage_rules():
+    from airflow_provider_dicom.operators.try_lineage import TryLineage
+
+    def lineage(try_number, max_tries, retries):
+        return TryLineage.from_context(context(try_number=try_number, max_tries=max_tries, retries=retries))
+
+    assert lineage(1, 3, 3) == TryLineage(1, 1)  # first try
+    assert lineage(3, 3, 3) == TryLineage(3, 1)  # a retry
+    assert lineage(4, 6, 3) == TryLineage(4, 4)  # first try after a clear after try 3
+    assert lineage(5, 6, 3).includes(4) and not lineage(5, 6, 3).includes(3)
+    assert lineage(2, 5, 0) == TryLineage(2, 2)  # numbers that do not add up: a lineage of its own
+    assert TryLineage.from_context({"ti": FakeTI(2)}) == TryLineage(2, 1)  # no max_tries: never cleared
