@@ -24,7 +24,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHook, GoogleBaseHook
@@ -32,6 +32,7 @@ from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHoo
 from airflow_provider_dicom.hooks import export_requests
 from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
 from airflow_provider_dicom.hooks.operations import (
+    CLOCK_SKEW,
     EXPORT_DICOM_DATA_METHOD,
     RETRY_ALWAYS_STATUSES,
     ExportOutcomeUnknownError,
@@ -55,10 +56,6 @@ API_SERVICE = "healthcare"
 API_VERSION = "v1"
 DEFAULT_POLL_INTERVAL = 10.0
 MAX_RETRY_AFTER = 60.0
-# How far the server's clock (an operation's createTime) may be behind ours when looking for the
-# operation a lost export request started. Wider errs towards "several candidates" (nothing is
-# started, the task fails for a person to look) rather than missing our own and exporting twice.
-CLOCK_SKEW = timedelta(seconds=30)
 
 
 class _OutcomeUnknown(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 EXPORT_DICOM_DATA_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
@@ -37,6 +37,12 @@ _DATASET_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+$")
 # may mean it did, which only matters for calls that are not idempotent.
 RETRY_ALWAYS_STATUSES = frozenset({429, 503})
 RETRY_IF_IDEMPOTENT_STATUSES = frozenset({500, 502, 504})
+
+# How far the server's clock (an operation's createTime) may be behind ours when looking for the
+# operation an export request started although its answer was lost. Wider errs towards "several
+# candidates" (nothing is started, the task fails for a person to look) rather than missing our
+# own and exporting twice.
+CLOCK_SKEW = timedelta(seconds=30)
 
 
 class HealthcareApiError(RuntimeError):

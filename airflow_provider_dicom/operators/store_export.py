@@ -142,6 +142,12 @@ def gcs_store_export(
     )
 
 
+def rfc3339_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def check_filter_for_store(value: object) -> str | None:
     """The API reads filter files from Cloud Storage only: a local path fails here, naming it."""
     if value is None:
@@ -269,6 +275,7 @@ class DicomStoreExportBase(BaseOperator):
         status = self._earlier_operation(context, hook, ledger, export)
         if status is None:
             self.log.info("Starting export of DICOM store %s to %s", export.store, export.destination)
+            ledger.remember_sending(export.fingerprint, rfc3339_now())
             try:
                 status = OperationStatus.from_api(export.start(hook))
             except ExportOutcomeUnknownError as exc:
@@ -342,14 +349,17 @@ class DicomStoreExportBase(BaseOperator):
                 entry.operation,
             )
             return None
+        operation = entry.operation
+        if operation is None:
+            operation = self._find_unrecorded_operation(hook, export, entry.sent_at)
+            if operation is None:
+                return None
         try:
-            status = hook.get_operation_status(entry.operation)
+            status = hook.get_operation_status(operation)
         except HealthcareApiError as exc:
             if exc.status_code != 404:
                 raise
-            self.log.warning(
-                "Operation %s of an earlier try no longer exists; starting a new export", entry.operation
-            )
+            self.log.warning("Operation %s of an earlier try no longer exists; starting a new export", operation)
             return None
         if not status.done and status.cancel_requested:
             # The earlier try was killed and cancelled it (cancel_on_kill). Cancellation is best
@@ -375,6 +385,39 @@ class DicomStoreExportBase(BaseOperator):
             status.describe(),
         )
         return status
+
+    def _find_unrecorded_operation(self, hook: DicomStoreHook, export: StoreExport, sent_at: str | None) -> str | None:
+        """An earlier try sent the export request at `sent_at` and ended before recording what
+        it started (killed mid-request, say): the operation it started, if any, is the dataset's
+        one export operation created since. Several: fail for a person to look, never guess."""
+        from airflow_provider_dicom.hooks.operations import CLOCK_SKEW, parse_timestamp
+
+        since = parse_timestamp(sent_at)
+        if since is None:
+            return None
+        candidates = hook.find_export_operations(export.store, created_after=since - CLOCK_SKEW)
+        if not candidates:
+            self.log.info(
+                "An earlier try sent the export request at %s but no export of the dataset started "
+                "since: starting one",
+                sent_at,
+            )
+            return None
+        if len(candidates) > 1:
+            raise AirflowFailException(
+                f"An earlier try sent the export of {export.store} at {sent_at} and ended before it "
+                f"recorded the operation; {len(candidates)} exports of the dataset started since "
+                f"({', '.join(c.name for c in candidates)}) and the API does not say which store or "
+                "destination each exports, so none is adopted and no other is started. Check them "
+                "before running the task again."
+            )
+        self.log.warning(
+            "An earlier try sent the export request at %s and ended before recording its operation: "
+            "adopting %s, the one export of the dataset started since",
+            sent_at,
+            candidates[0].name,
+        )
+        return candidates[0].name
 
     def _look_up_earlier_operation(
         self, context: Context, hook: DicomStoreHook, export: StoreExport

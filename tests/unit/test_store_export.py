@@ -343,8 +343,9 @@ def test_waits_in_the_worker_and_returns_the_summary():
     hook = FakeHook(final=operation(done=True, success=7))
     ctx = context(hook=hook)
     result = with_hook(bq(poll_interval=3), hook).execute(ctx)
-    assert [c[0] for c in hook.calls] == ["export", "state.set", "wait", "state.delete"]
-    assert hook.calls[2] == ("wait", OP, 3.0)
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set", "wait", "state.delete"]
+    assert hook.calls[0] == ("state.set", LEDGER_KEY, None)  # "sending", before the request
+    assert hook.calls[3] == ("wait", OP, 3.0)
     assert result == {
         "name": OP,
         "state": "SUCCEEDED",
@@ -403,7 +404,7 @@ def test_without_waiting_returns_the_running_operation():
     ctx = context(hook=hook)
     result = with_hook(gcs(wait_for_completion=False), hook).execute(ctx)
     assert result["name"] == OP and result["state"] == "RUNNING" and result["destination"] == PREFIX
-    assert [c[0] for c in hook.calls] == ["export", "state.set", "state.delete"]
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set", "state.delete"]
 
 
 def test_failed_instances_fail_the_task_with_count_and_logs_link_without_retry():
@@ -479,7 +480,7 @@ def test_deferrable_hands_the_operation_to_the_trigger_with_the_execution_timeou
     assert kwargs["cancel_on_kill"] is False
     # The name is on record before the task leaves the worker.
     assert ctx["task_state_store"].values[LEDGER_KEY]["operation"] == OP
-    assert [c[0] for c in hook.calls] == ["export", "state.set"]
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set"]
 
 
 def test_an_operation_done_at_once_is_not_deferred():
@@ -622,7 +623,7 @@ def test_a_retry_starts_a_new_export_only_when_the_earlier_one_failed_or_is_gone
     ctx = context(state=_entry(), try_number=2, hook=hook)
     result = with_hook(bq(), hook).execute(ctx)
     assert hook.exports == 1 and result["name"] == OTHER_OP
-    assert [c[0] for c in hook.calls] == ["get", "export", "state.set", "wait", "state.delete"]
+    assert [c[0] for c in hook.calls] == ["get", "state.set", "export", "state.set", "wait", "state.delete"]
 
 
 def test_a_retry_waits_for_an_earlier_operation_being_cancelled_then_decides():
@@ -806,3 +807,48 @@ def test_try_lineage_rules():
     assert lineage(5, 6, 3).includes(4) and not lineage(5, 6, 3).includes(3)
     assert lineage(2, 5, 0) == TryLineage(2, 2)  # numbers that do not add up: a lineage of its own
     assert TryLineage.from_context({"ti": FakeTI(2)}) == TryLineage(2, 1)  # no max_tries: never cleared
+
+
+# -- a try that died while sending the export request --------------------------------------------
+
+
+def _sending_entry(try_number: int = 1, sent_at: str = "2025-01-01T10:00:00.000000Z") -> dict:
+    entry = _entry()
+    entry[LEDGER_KEY].update({"operation": None, "sent_at": sent_at, "try_number": try_number})
+    return entry
+
+
+def test_a_retry_after_a_try_died_mid_request_adopts_the_export_that_request_started():
+    hook = FakeHook(running=[operation(pending=3)], gets=[operation(pending=3)], final=operation(done=True, success=3))
+    result = with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 0 and result["name"] == OP
+    find = next(c for c in hook.calls if c[0] == "find")
+    # Looked for exports created since the request was sent, less the allowed clock skew.
+    assert find[2] == dt.datetime(2025, 1, 1, 9, 59, 30, tzinfo=dt.UTC)
+
+
+def test_a_retry_after_a_try_died_mid_request_that_started_nothing_exports():
+    hook = FakeHook(running=[])
+    with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 1
+
+
+def test_a_retry_that_cannot_tell_which_export_the_dead_try_started_starts_none():
+    hook = FakeHook(running=[operation(OP, pending=1), operation(OTHER_OP, pending=1)])
+    with pytest.raises(AirflowFailException, match="2 exports of the dataset started since") as excinfo:
+        with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 0 and OP in str(excinfo.value) and OTHER_OP in str(excinfo.value)
+
+
+def test_a_lost_answer_the_hook_cannot_resolve_fails_without_retry_and_without_exporting():
+    from airflow_provider_dicom.hooks.operations import ExportOutcomeUnknownError
+
+    hook = FakeHook()
+
+    def ambiguous(store, **kwargs):
+        hook.calls.append(("export", store, kwargs))
+        raise ExportOutcomeUnknownError("the answer was lost and 2 export operations were created", [OP, OTHER_OP])
+
+    hook.export_dicom_to_bigquery = ambiguous
+    with pytest.raises(AirflowFailException, match="answer was lost"):
+        with_hook(bq(), hook).execute(context(hook=hook))
