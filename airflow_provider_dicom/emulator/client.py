@@ -106,11 +106,19 @@ class EmulatorClient:
         self._call("POST", "/emulator/reset", {})
 
     def inject_fault(
-        self, status: int, count: int = 1, *, path: str | None = None, method: str | None = None,
+        self, status: int | None, count: int = 1, *, path: str | None = None, method: str | None = None,
         retry_after: float | None = None, message: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"status": status, "count": count}
         for key, value in (("path", path), ("method", method), ("retryAfter", retry_after), ("message", message)):
+            if value is not None:
+                body[key] = value
+        return self._call("POST", "/emulator/faults", body)
+
+    def drop_responses(self, count: int = 1, *, path: str | None = None, method: str | None = None) -> dict[str, Any]:
+        """The next `count` matching requests are processed, then answered with a closed connection."""
+        body: dict[str, Any] = {"dropResponse": True, "count": count}
+        for key, value in (("path", path), ("method", method)):
             if value is not None:
                 body[key] = value
         return self._call("POST", "/emulator/faults", body)

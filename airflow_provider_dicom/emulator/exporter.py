@@ -19,8 +19,6 @@ import io
 import json
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.emulator import errors
@@ -193,39 +191,41 @@ class ExportJob:
         source_field = (Field("SourceDicomStore", STRING, NULLABLE),)
         dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
         exported = 0
-        with tempfile.TemporaryDirectory(prefix="healthcare-emulator-") as workdir:
-            rows_path = Path(workdir, "rows.ndjson")
-            with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
-                for instance in selected:
-                    self._pause()
-                    reason = self._injected_failure(instance)
-                    if reason is None:
-                        try:
-                            with quiet_pydicom():
-                                ds = read_instance(io.BytesIO(instance.data))
-                                converted = converter.convert(
-                                    ds,
-                                    blob_storage_size=len(instance.data),
-                                    last_updated=instance.stored_at,
-                                    source_store=self.store_name if include_store else None,
-                                )
-                        except Exception as exc:  # noqa: BLE001 - one bad instance is one failure
-                            reason = f"conversion failed ({type(exc).__name__})"
-                        else:
-                            row, fields = converted.row, converted.fields
-                            if include_store and variant is SchemaVariant.FLATTENED:
-                                row = {**row, "SourceDicomStore": self.store_name}
-                                fields = fields + source_field
-                            out.write(dumps(row))
-                            out.write("\n")
-                            table_schema.add(fields)
-                            exported += 1
-                    self._count(instance, reason)
+        # An anonymous file, as the engine's own: nothing with the rows outlives the process.
+        with engine.rows_tempfile() as rows_file:
+            out = io.TextIOWrapper(rows_file, encoding="utf-8", newline="\n")
+            for instance in selected:
+                self._pause()
+                reason = self._injected_failure(instance)
+                if reason is None:
+                    try:
+                        with quiet_pydicom():
+                            ds = read_instance(io.BytesIO(instance.data))
+                            converted = converter.convert(
+                                ds,
+                                blob_storage_size=len(instance.data),
+                                last_updated=instance.stored_at,
+                                source_store=self.store_name if include_store else None,
+                            )
+                    except Exception as exc:  # noqa: BLE001 - one bad instance is one failure
+                        reason = f"conversion failed ({type(exc).__name__})"
+                    else:
+                        row, fields = converted.row, converted.fields
+                        if include_store and variant is SchemaVariant.FLATTENED:
+                            row = {**row, "SourceDicomStore": self.store_name}
+                            fields = fields + source_field
+                        out.write(dumps(row))
+                        out.write("\n")
+                        table_schema.add(fields)
+                        exported += 1
+                self._count(instance, reason)
+            out.flush()
+            out.detach()  # rows_file stays open for the load
             self._check_cancelled()
             if exported == 0:
                 return  # nothing to write: the destination is left as it was
             try:
-                _load(engine, client, table, plan, rows_path, table_schema.fields)
+                _load(engine, client, table, plan, rows_file, table_schema.fields)
             except engine.DestinationError as exc:
                 raise _Stop(errors.RPC_FAILED_PRECONDITION, str(exc)) from None
             except engine.ExportError as exc:
@@ -310,7 +310,7 @@ def _plan_destination(engine: Any, client: Any, table: Any, options: Any) -> Any
     return engine.plan_destination(client, table, options)
 
 
-def _load(engine: Any, client: Any, table: Any, plan: Any, rows_path: Path, fields: tuple) -> str:
+def _load(engine: Any, client: Any, table: Any, plan: Any, rows: Any, fields: tuple) -> str:
     final_fields, add_columns = engine.final_schema(table, plan, fields)
     engine.check_column_count(table, final_fields)
-    return engine._load(client, table, rows_path, final_fields, plan.job_disposition, add_columns)
+    return engine._load(client, table, rows, final_fields, plan.job_disposition, add_columns)

@@ -3,7 +3,10 @@
 Two kinds, both set through the emulator's `/emulator/...` control paths (never a Google path):
 
 - HTTP faults: the next `count` requests matching a method and a path pattern get an error
-  status (429, 503, ...) with a Google-shaped body, and optionally a Retry-After header.
+  status (429, 503, ...) with a Google-shaped body, and optionally a Retry-After header; or, with
+  `dropResponse`, are processed as usual and then get no answer at all: the connection is closed
+  after the work is done, as when a response is lost on the way back (the client cannot tell
+  whether its request took effect).
 - Export behaviour: slow exports (a delay per instance, so progress and cancellation can be
   watched) and instances that fail (by SOP Instance UID, or the first N processed), which the
   operation reports in its failure counter and its log.
@@ -21,23 +24,30 @@ from airflow_provider_dicom.emulator.errors import STATUS_NAMES
 
 @dataclass
 class HttpFault:
-    status: int
+    status: int | None  # None for a dropped response
     count: int = 1
     path: str | None = None  # a regular expression searched in the request path
     method: str | None = None
     retry_after: float | None = None
     message: str | None = None
+    drop_response: bool = False
     hits: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HttpFault:
         if not isinstance(data, dict):
             raise ValueError("a fault is a JSON object")
-        unknown = set(data) - {"status", "count", "path", "method", "retryAfter", "message"}
+        unknown = set(data) - {"status", "count", "path", "method", "retryAfter", "message", "dropResponse"}
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        drop = data.get("dropResponse", False)
+        if not isinstance(drop, bool):
+            raise ValueError(f"dropResponse must be true or false, got {drop!r}")
         status = data.get("status")
-        if not isinstance(status, int) or not 400 <= status <= 599:
+        if drop:
+            if status is not None or data.get("retryAfter") is not None or data.get("message") is not None:
+                raise ValueError("a dropped response has no status, retryAfter or message")
+        elif not isinstance(status, int) or not 400 <= status <= 599:
             raise ValueError(f"fault status must be an HTTP error status (400-599), got {status!r}")
         count = data.get("count", 1)
         if not isinstance(count, int) or count < 1:
@@ -48,7 +58,7 @@ class HttpFault:
         method = data.get("method")
         retry_after = data.get("retryAfter")
         return cls(status, count, path, method.upper() if method else None,
-                   float(retry_after) if retry_after is not None else None, data.get("message"))
+                   float(retry_after) if retry_after is not None else None, data.get("message"), drop)
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method != method:
@@ -63,6 +73,7 @@ class HttpFault:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["retryAfter"] = data.pop("retry_after")
+        data["dropResponse"] = data.pop("drop_response")
         return data
 
 

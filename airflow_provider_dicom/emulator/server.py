@@ -526,6 +526,12 @@ class _Handler(BaseHTTPRequestHandler):
                 response = emulator.control(method, path, body)
             else:
                 fault = emulator.faults.take(method, path)
+                if fault is not None and fault.drop_response:
+                    # Do the work, then lose the answer: close without a status line.
+                    response = emulator.handle(method, path, query, self.headers, body)
+                    emulator.record(method, path, 0)
+                    self.close_connection = True
+                    return
                 if fault is not None:
                     headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
                     response = _json(fault.status, fault.body(), headers)

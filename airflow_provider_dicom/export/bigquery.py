@@ -4,24 +4,29 @@ The Cloud Healthcare export decides what happens to an existing table from `forc
 `writeDisposition`; we apply the same rules, and apply them *before* reading a single file, so a
 run that is going to be refused costs one metadata call instead of an hour of reading.
 
-Rows are streamed to a temporary NDJSON file (memory stays flat whatever the source size) while
-the table schema grows as the union of what the instances need; then one BigQuery load job with
-that explicit schema writes the table. One job is what makes every rule atomic: a load job
+Rows are streamed to an anonymous temporary file (memory stays flat whatever the source size)
+while the table schema grows as the union of what the instances need; then one BigQuery load job
+with that explicit schema writes the table. The file has no name (O_TMPFILE, or unlinked as soon
+as it is created), so the rows, patient data included, vanish with the process however it ends,
+kill -9 included: nothing is left in $TMPDIR. One job is what makes every rule atomic: a load job
 either commits all its rows or none, so a WRITE_TRUNCATE that fails (while reading, or inside
 BigQuery) leaves the old table exactly as it was, and nothing half-written is ever visible.
+Given a `load_job_id`, the job's id is deterministic (`export.load_job`): a retry that finds the
+job its earlier try committed reports it and loads nothing again.
 
 Never log PHI here: only paths, UIDs, counts and column names.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
 from airflow_provider_dicom.export.counts import SourceCounts
@@ -59,6 +64,9 @@ class ExportResult(SourceCounts):
     column_count: int = 0
     table_written: bool = False
     job_id: str | None = None
+    # True when an earlier try's load job had already loaded this export: nothing was read or
+    # loaded again; instances_exported is that job's row count, the other counts are in its log.
+    reattached: bool = False
 
     @property
     def done_count(self) -> int:
@@ -74,6 +82,7 @@ class ExportResult(SourceCounts):
             "column_count": self.column_count,
             "table_written": self.table_written,
             "job_id": self.job_id,
+            "reattached": self.reattached,
         }
 
 
@@ -100,6 +109,8 @@ def export_to_bigquery(
     dicomweb_client: Any = None,
     workers: int | None = None,
     processes: int | str | None = None,
+    load_job_id: str | None = None,
+    on_load_job: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export the DICOM instances of `source` to `table_uri` (`bq://P.D.T`).
 
@@ -114,7 +125,11 @@ def export_to_bigquery(
     filter file (local path or `gs://` object, read with `storage_client`) or a FilterSet.
     `client` is a google.cloud.bigquery.Client; without one a client for `project` (default: the
     table's project) is built, anonymous when BIGQUERY_EMULATOR_HOST points at a stand-in.
-    `progress` is called with the running result after each file. Raises DestinationError when
+    `progress` is called with the running result after each file. `load_job_id` names this export
+    (the same on every retry of it): its load jobs are `{load_job_id}_N`, and a load one of them
+    already committed is reported instead of reading and loading again (see `export.load_job`);
+    without it the job id is random. `on_load_job` is told a load job's id as soon as it exists
+    (to cancel it when the caller is killed). Raises DestinationError when
     the table's state forbids the export, ExportError when the load fails; bad files do not raise,
     they are counted in the result.
     """
@@ -133,6 +148,16 @@ def export_to_bigquery(
     if client is None:
         client = make_bigquery_client(project or table.project)
 
+    chain = earlier = None
+    if load_job_id is not None:
+        from airflow_provider_dicom.export.load_job import LoadJobChain, find_earlier_load
+
+        chain = LoadJobChain(load_job_id)
+        # Before the destination rules: a table this export's own earlier job wrote is no reason
+        # to refuse it (WRITE_EMPTY), and is not to be written again (WRITE_APPEND).
+        earlier = find_earlier_load(client, chain, table, on_load_job)
+        if earlier.succeeded:
+            return reattached_result(table, options, earlier.job)
     plan = plan_destination(client, table, options)
     result = ExportResult(str(table), options.disposition.value)
     log.info(
@@ -147,8 +172,7 @@ def export_to_bigquery(
         from airflow_provider_dicom.dicom.folder import iter_folder
 
         result.files_total = sum(1 for _ in iter_folder(parsed.value))
-    with tempfile.TemporaryDirectory(prefix="dicom-export-") as workdir:
-        rows_path = Path(workdir, "rows.ndjson")
+    with rows_tempfile() as rows_file:
         from airflow_provider_dicom.dicom.convert import InstanceConverter
 
         converter = InstanceConverter(schema=variant)
@@ -156,7 +180,7 @@ def export_to_bigquery(
             parsed, converter, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
             workers=workers, processes=processes,
         )
-        write_rows(outcomes, rows_path, table_schema, result, progress)
+        write_rows(outcomes, rows_file, table_schema, result, progress)
         log.info(
             "Read %d files: %d instances to export, %d failed, %d not DICOM, %d filtered out, "
             "%d duplicates of an instance already read",
@@ -170,11 +194,41 @@ def export_to_bigquery(
             return result
         final_fields, add_columns = final_schema(table, plan, table_schema.fields)
         result.column_count = check_column_count(table, final_fields)
-        result.job_id = _load(client, table, rows_path, final_fields, plan.job_disposition, add_columns)
+        if chain is None:
+            result.job_id = _load(client, table, rows_file, final_fields, plan.job_disposition, add_columns)
+        else:
+            from airflow_provider_dicom.export.load_job import run_load
+
+            config = load_job_config(final_fields, plan.job_disposition, add_columns)
+
+            def submit(job_id: str) -> Any:
+                return client.load_table_from_file(
+                    rows_file, table.table_id, job_config=config, job_id=job_id, rewind=True
+                )
+
+            result.job_id, result.reattached = run_load(
+                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_load_job
+            )
     result.table_written = True
     log.info("Exported %d instances to %s (%d columns, job %s)", result.instances_exported, table,
              result.column_count, result.job_id)
     return result
+
+
+def reattached_result(table: BigQueryTableUri, options: WriteOptions, job: Any) -> ExportResult:
+    """The result of an export an earlier try's load job `job` already committed."""
+    result = ExportResult(str(table), options.disposition.value, table_written=True, job_id=job.job_id,
+                          reattached=True)
+    result.instances_exported = int(getattr(job, "output_rows", None) or 0)
+    return result
+
+
+def rows_tempfile() -> IO[bytes]:
+    """An anonymous file for rows: O_TMPFILE where the kernel offers it, else created and unlinked
+    at once (what `tempfile.TemporaryFile` does on POSIX). No name in $TMPDIR ever points at the
+    rows, so however the process ends (kill -9 included) the kernel frees them and nothing with
+    patient data is left behind."""
+    return tempfile.TemporaryFile(mode="w+b", prefix="dicom-export-")
 
 
 def make_bigquery_client(project: str):
@@ -312,7 +366,7 @@ def plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions
 
 def write_rows(
     outcomes: Iterable[InstanceOutcome | LineOutcome],
-    rows_path: Path,
+    rows: Path | IO[bytes],
     table_schema: Any,
     result: Any,
     progress: Callable[[Any], None] | None,
@@ -320,14 +374,20 @@ def write_rows(
 ) -> None:
     """Write each new instance's NDJSON line, grow the schema, count the rest into `result`.
 
-    `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every written
-    row, in file order (a sharded export records each row's UID and schema with it)."""
+    `rows` is a path (created) or an open binary file (written from its current position, left
+    open). `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every
+    written row, in file order (a sharded export records each row's UID and schema with it)."""
     from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
     # instance, so ~120 MB for a million.
     exported_uids: set[str] = set()
-    with open(rows_path, "w", encoding="utf-8", newline="\n") as out:
+    if isinstance(rows, (str, os.PathLike)):
+        with open(rows, "wb") as binary:
+            write_rows(outcomes, binary, table_schema, result, progress, on_row)
+        return
+    out = io.TextIOWrapper(rows, encoding="utf-8", newline="\n")
+    try:
         for outcome in outcomes:
             if not isinstance(outcome, LineOutcome):
                 outcome = to_line(outcome)
@@ -347,6 +407,9 @@ def write_rows(
                 result.count_not_done(status, outcome.path, outcome.reason)
             if progress is not None:
                 progress(result)
+    finally:
+        out.flush()
+        out.detach()  # the caller's file stays open
 
 
 def final_schema(
@@ -424,19 +487,25 @@ def load_error(exc: Any, job: Any, table: BigQueryTableUri) -> ExportError:
 def _load(
     client: Any,
     table: BigQueryTableUri,
-    rows_path: Path,
+    rows: Path | IO[bytes],
     fields: tuple[Field, ...],
     disposition: WriteDisposition,
     add_columns: bool,
 ) -> str:
+    """One load job with a random id (`JOB_ID_PREFIX` + uuid), from a rows path or open file."""
     from google.api_core.exceptions import GoogleAPICallError
 
     config = load_job_config(fields, disposition, add_columns)
     job = None
     try:
-        with open(rows_path, "rb") as data:
+        if isinstance(rows, (str, os.PathLike)):
+            with open(rows, "rb") as data:
+                job = client.load_table_from_file(
+                    data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
+                )
+        else:
             job = client.load_table_from_file(
-                data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
+                rows, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
             )
         job.result()
     except GoogleAPICallError as exc:

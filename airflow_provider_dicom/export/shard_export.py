@@ -16,8 +16,10 @@ own earlier attempt instead of adding to it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -107,7 +109,7 @@ def export_shard(
     if not 0 <= index < plan.shard_count:
         raise ValueError(f"invalid shard index {index}: the plan {plan.plan_id} has shards 0 to {plan.shard_count - 1}")
     from airflow_provider_dicom.dicom.schema import TableSchema
-    from airflow_provider_dicom.export.bigquery import write_rows
+    from airflow_provider_dicom.export.bigquery import rows_tempfile, write_rows
 
     start, end = plan.bounds[index]
     result = ShardResult(plan_id=plan.plan_id, index=index, shard_count=plan.shard_count, files_total=None)
@@ -119,29 +121,35 @@ def export_shard(
         "Shard %d of %d (plan %s): %d listed items of %s", index + 1, plan.shard_count, plan.plan_id,
         end - start, plan.source,
     )
-    with tempfile.TemporaryDirectory(prefix="dicom-shard-") as workdir:
+    # Rows and index go to anonymous files (no name in $TMPDIR: nothing left if the process is
+    # killed) until they are staged; the staging location is the user's to keep or clear.
+    with tempfile.TemporaryDirectory(prefix="dicom-shard-") as workdir, \
+            rows_tempfile() as rows_file, rows_tempfile() as index_binary:
         work = Path(workdir)
-        rows_path = work / ROWS_FILE
         schema_numbers: dict[tuple[Field, ...], int] = {}
-        with open(work / INDEX_FILE, "w", encoding="utf-8", newline="\n") as index_file:
+        index_file = io.TextIOWrapper(index_binary, encoding="utf-8", newline="\n")
 
-            def record(outcome: LineOutcome) -> None:
-                fields = tuple(outcome.fields or ())
-                number = schema_numbers.setdefault(fields, len(schema_numbers))
-                index_file.write(json.dumps([outcome.sop_uid, number, outcome.path]))
-                index_file.write("\n")
+        def record(outcome: LineOutcome) -> None:
+            fields = tuple(outcome.fields or ())
+            number = schema_numbers.setdefault(fields, len(schema_numbers))
+            index_file.write(json.dumps([outcome.sop_uid, number, outcome.path]))
+            index_file.write("\n")
 
-            items = iter_listing(staging, plan, index, work)
-            outcomes = _shard_outcomes(
-                plan, items, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
-                workers=workers, processes=processes,
-            )
-            write_rows(outcomes, rows_path, TableSchema(), result, progress, on_row=record)
-        result.rows_bytes = rows_path.stat().st_size
+        items = iter_listing(staging, plan, index, work)
+        outcomes = _shard_outcomes(
+            plan, items, accept, storage_client=storage_client, dicomweb_client=dicomweb_client,
+            workers=workers, processes=processes,
+        )
+        try:
+            write_rows(outcomes, rows_file, TableSchema(), result, progress, on_row=record)
+        finally:
+            index_file.flush()
+            index_file.detach()
+        result.rows_bytes = rows_file.seek(0, os.SEEK_END)
         schemas = [[f.to_api_repr() for f in fields] for fields in schema_numbers]
-        (work / SCHEMAS_FILE).write_text(json.dumps(schemas), encoding="utf-8")
-        for name in (ROWS_FILE, INDEX_FILE, SCHEMAS_FILE):
-            staging.upload(join(out_dir, name), work / name)
+        staging.upload(join(out_dir, ROWS_FILE), rows_file)
+        staging.upload(join(out_dir, INDEX_FILE), index_binary)
+        staging.write_bytes(join(out_dir, SCHEMAS_FILE), json.dumps(schemas).encode("utf-8"))
     staging.write_bytes(join(out_dir, RESULT_FILE), result.to_json())
     log.info(
         "Shard %d of %d staged %d instances (%d bytes of rows); %d failed, %d not DICOM, %d filtered out, "

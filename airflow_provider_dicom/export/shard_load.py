@@ -14,8 +14,14 @@ union of the kept rows' schemas only. The rows reach BigQuery in one of two ways
 - `stream`: the worker concatenates the shards' rows into one upload. Needed for local staging,
   and used against BigQuery emulators, which cannot read from Cloud Storage.
 
-The load job's id is derived from the plan, so a retried load task finds the job its earlier try
-started: if that job succeeded the rows are not loaded twice; if it failed, a new job is started.
+The load job's id is derived from the plan (`export.load_job`), so a retried load task finds the
+job its earlier try started, before judging the destination rules: if that job succeeded the rows
+are not loaded twice (and a WRITE_EMPTY table that job filled is not held against it); if it is
+running it is waited on; if it failed, a new job is started.
+
+The stream route concatenates the kept rows into an anonymous temporary file (no name in $TMPDIR,
+freed by the kernel however the process ends); the staging area itself is the user's named
+location and keeps the shards' rows until the load succeeded (unless `keep_staging`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.export.bigquery import (
@@ -35,11 +40,12 @@ from airflow_provider_dicom.export.bigquery import (
     ExportResult,
     check_column_count,
     final_schema,
-    load_error,
     load_job_config,
+    rows_tempfile,
     plan_destination,
 )
 from airflow_provider_dicom.export.counts import XCOM_MAX_LISTED
+from airflow_provider_dicom.export.load_job import LoadJobChain, find_earlier_load, run_load
 from airflow_provider_dicom.export.options import WriteDisposition, WriteOptions
 from airflow_provider_dicom.export.shard_export import INDEX_FILE, RESULT_FILE, ROWS_FILE, SCHEMAS_FILE, ShardResult
 from airflow_provider_dicom.export.shard_plan import ShardPlan, read_plan
@@ -54,8 +60,6 @@ log = logging.getLogger(__name__)
 LOAD_ROUTES = ("auto", "uris", "stream")
 KEPT_ROWS_FILE = "rows.kept.ndjson"
 LOADED_FILE = "loaded.json"  # written once the load job succeeded
-# A load retried this many times with every job failing is not going to succeed by retrying more.
-MAX_LOAD_JOBS = 20
 
 
 class IncompleteShardsError(ExportError):
@@ -142,13 +146,20 @@ def load_sharded_export(
         return result
     plan = read_plan(staging, plan_root)
     shards = _finished_shards(staging, plan, table)
-    destination = plan_destination(client, table, options)
     result = ShardedExportResult(str(table), options.disposition.value, shard_count=plan.shard_count)
     _add_counts(result, shards)
+    chain = LoadJobChain(f"{JOB_ID_PREFIX}{plan.plan_id}")
+    earlier = find_earlier_load(client, chain, table, on_job)
+    if earlier.succeeded:
+        # The task died after its job committed and before loaded.json was written: report what
+        # that try loaded (the same counts, from the shards' staged index).
+        _deduplicate(staging, plan, shards, result)
+        result.job_id, result.reattached, result.table_written = earlier.job.job_id, True, True
+        return _record_loaded(staging, plan, result, keep_staging)
+    destination = plan_destination(client, table, options)
 
-    with tempfile.TemporaryDirectory(prefix="dicom-shard-load-") as workdir:
-        work = Path(workdir)
-        dropped, fields = _deduplicate(staging, plan, shards, result, work)
+    with ExitStack() as work:  # holds the stream route's anonymous rows file until the load is done
+        dropped, fields = _deduplicate(staging, plan, shards, result)
         log.info(
             "%d shards read %d files: %d instances to load, %d failed, %d not DICOM, %d filtered out, "
             "%d duplicates of an instance already read",
@@ -163,10 +174,12 @@ def load_sharded_export(
             config = load_job_config(final_fields, destination.job_disposition, add_columns)
             result.load_route = route
             if route == "uris":
-                submit = _uri_submitter(client, table, config, staging, plan, shards, dropped, work)
+                submit = _uri_submitter(client, table, config, staging, plan, shards, dropped)
             else:
                 submit = _stream_submitter(client, table, config, staging, plan, shards, dropped, work)
-            job_id, result.reattached = _run_load(client, table, plan, submit, on_job)
+            job_id, result.reattached = run_load(
+                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_job
+            )
             result.job_id = job_id
             result.table_written = True
             log.info(
@@ -174,6 +187,12 @@ def load_sharded_export(
                 plan.shard_count, table, result.column_count, job_id,
                 ", which an earlier try had already run" if result.reattached else "",
             )
+    return _record_loaded(staging, plan, result, keep_staging)
+
+
+def _record_loaded(
+    staging: Staging, plan: ShardPlan, result: ShardedExportResult, keep_staging: bool
+) -> ShardedExportResult:
     staging.write_bytes(join(plan.root, LOADED_FILE), result.to_json())
     if not keep_staging:
         # The listings and rows go; plan.json and loaded.json (a few hundred bytes) stay, so a
@@ -221,7 +240,7 @@ def _add_counts(result: ShardedExportResult, shards: list[ShardResult]) -> None:
 
 
 def _deduplicate(
-    staging: Staging, plan: ShardPlan, shards: list[ShardResult], result: ShardedExportResult, work: Path
+    staging: Staging, plan: ShardPlan, shards: list[ShardResult], result: ShardedExportResult
 ) -> tuple[dict[int, set[int]], tuple[Field, ...]]:
     """Drop rows whose SOPInstanceUID an earlier shard exported; the union schema of the rest.
 
@@ -239,12 +258,12 @@ def _deduplicate(
             raise IncompleteShardsError(f"shard {shard.index} has a result but no {SCHEMAS_FILE}")
         schemas = [tuple(Field.from_api_repr(item) for item in fields) for fields in json.loads(raw)]
         used: set[int] = set()
-        local = work / f"index-{shard.index:05d}.jsonl"
-        with open(local, "w+b") as out:
-            if not staging.download(join(directory, INDEX_FILE), out):
+        with rows_tempfile() as local:
+            if not staging.download(join(directory, INDEX_FILE), local):
                 raise IncompleteShardsError(f"shard {shard.index} has a result but no {INDEX_FILE}")
-        with open(local, encoding="utf-8") as lines:
-            for row, line in enumerate(lines):
+            local.seek(0)
+            for row, raw_line in enumerate(local):
+                line = raw_line.decode("utf-8")
                 uid, number, path = json.loads(line)
                 if uid in seen:
                     dropped.setdefault(shard.index, set()).add(row)
@@ -253,50 +272,45 @@ def _deduplicate(
                 seen.add(uid)
                 used.add(number)
                 result.instances_exported += 1
-        local.unlink()
         for number in sorted(used):
             table_schema.add(schemas[number])
     return dropped, table_schema.fields
 
 
-def _kept_rows(staging: Staging, plan: ShardPlan, index: int, drop: set[int], out: Any, work: Path) -> None:
+def _kept_rows(staging: Staging, plan: ShardPlan, index: int, drop: set[int], out: Any) -> None:
     """Append shard `index`'s rows, except the dropped ones, to the binary file `out`."""
     name = join(plan.shard_dir(index), ROWS_FILE)
     if not drop:
         if not staging.download(name, out):
             raise IncompleteShardsError(f"shard {index} has a result but no {ROWS_FILE}")
         return
-    local = work / f"rows-{index:05d}.ndjson"
-    with open(local, "w+b") as copy:
+    with rows_tempfile() as copy:
         if not staging.download(name, copy):
             raise IncompleteShardsError(f"shard {index} has a result but no {ROWS_FILE}")
         copy.seek(0)
         for row, line in enumerate(copy):
             if row not in drop:
                 out.write(line)
-    local.unlink()
 
 
 def _stream_submitter(
     client: Any, table: BigQueryTableUri, config: Any, staging: Staging, plan: ShardPlan,
-    shards: list[ShardResult], dropped: dict[int, set[int]], work: Path,
+    shards: list[ShardResult], dropped: dict[int, set[int]], work: ExitStack,
 ) -> Callable[[str], Any]:
-    combined = work / "rows.ndjson"
-    with open(combined, "wb") as out:
-        for shard in shards:
-            if shard.instances_exported:
-                _kept_rows(staging, plan, shard.index, dropped.get(shard.index, set()), out, work)
+    combined = work.enter_context(rows_tempfile())
+    for shard in shards:
+        if shard.instances_exported:
+            _kept_rows(staging, plan, shard.index, dropped.get(shard.index, set()), combined)
 
     def submit(job_id: str) -> Any:
-        with open(combined, "rb") as data:
-            return client.load_table_from_file(data, table.table_id, job_config=config, job_id=job_id, rewind=True)
+        return client.load_table_from_file(combined, table.table_id, job_config=config, job_id=job_id, rewind=True)
 
     return submit
 
 
 def _uri_submitter(
     client: Any, table: BigQueryTableUri, config: Any, staging: Staging, plan: ShardPlan,
-    shards: list[ShardResult], dropped: dict[int, set[int]], work: Path,
+    shards: list[ShardResult], dropped: dict[int, set[int]],
 ) -> Callable[[str], Any]:
     uris: list[str] = []
     for shard in shards:
@@ -306,11 +320,9 @@ def _uri_submitter(
         directory = plan.shard_dir(shard.index)
         if drop:
             # BigQuery cannot skip lines of a file: stage this shard's kept rows as their own file.
-            local = work / f"kept-{shard.index:05d}.ndjson"
-            with open(local, "wb") as out:
-                _kept_rows(staging, plan, shard.index, drop, out, work)
-            staging.upload(join(directory, KEPT_ROWS_FILE), local)
-            local.unlink()
+            with rows_tempfile() as kept:
+                _kept_rows(staging, plan, shard.index, drop, kept)
+                staging.upload(join(directory, KEPT_ROWS_FILE), kept)
             uris.append(staging.uri_of(join(directory, KEPT_ROWS_FILE)))
         else:
             uris.append(staging.uri_of(join(directory, ROWS_FILE)))
@@ -319,49 +331,6 @@ def _uri_submitter(
         return client.load_table_from_uri(uris, table.table_id, job_config=config, job_id=job_id)
 
     return submit
-
-
-def _run_load(
-    client: Any,
-    table: BigQueryTableUri,
-    plan: ShardPlan,
-    submit: Callable[[str], Any],
-    on_job: Callable[[str], None] | None,
-) -> tuple[str, bool]:
-    """Run the load job, or find the one an earlier try of this load ran. Returns (job id, reattached)."""
-    from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
-
-    for attempt in range(MAX_LOAD_JOBS):
-        job_id = f"{JOB_ID_PREFIX}{plan.plan_id}_{attempt}"
-        try:
-            job = client.get_job(job_id)
-        except NotFound:
-            job = None
-        reattached = job is not None
-        if job is not None and job.state == "DONE" and job.error_result is not None:
-            log.info("Load job %s of an earlier try failed (%s); starting another", job_id,
-                     job.error_result.get("reason", "unknown reason"))
-            continue
-        if job is not None and job.state == "DONE":
-            log.info("Load job %s of an earlier try already loaded this plan's rows: not loading again", job_id)
-            return job_id, True
-        try:
-            if job is None:
-                try:
-                    job = submit(job_id)
-                except Conflict:
-                    job = client.get_job(job_id)  # another try started it a moment ago
-                    reattached = True
-            if on_job is not None:
-                on_job(job_id)
-            job.result()
-        except GoogleAPICallError as exc:
-            raise load_error(exc, job, table) from None
-        return job_id, reattached
-    raise ExportError(
-        f"{MAX_LOAD_JOBS} load jobs for plan {plan.plan_id} into {table} have failed; look at the first "
-        f"({JOB_ID_PREFIX}{plan.plan_id}_0) in BigQuery for the reason"
-    )
 
 
 def _ranges(numbers: list[int]) -> str:

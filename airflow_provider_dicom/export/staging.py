@@ -37,7 +37,9 @@ class Staging(Protocol):
 
     def write_bytes(self, name: str, data: bytes) -> None: ...
 
-    def upload(self, name: str, local_path: Path) -> None: ...
+    def upload(self, name: str, local: Path | BinaryIO) -> None:
+        """Copy a local file, or a whole open binary file (from its start), to `name`."""
+        ...
 
     def read_bytes(self, name: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
@@ -110,10 +112,15 @@ class LocalStaging:
         temporary.write_bytes(data)
         os.replace(temporary, path)
 
-    def upload(self, name: str, local_path: Path) -> None:
+    def upload(self, name: str, local: Path | BinaryIO) -> None:
         path = self._path(name)
         temporary = path.with_name(path.name + ".partial")
-        shutil.copyfile(local_path, temporary)
+        if isinstance(local, (str, os.PathLike)):
+            shutil.copyfile(local, temporary)
+        else:
+            local.seek(0)
+            with open(temporary, "wb") as out:
+                shutil.copyfileobj(local, out)
         os.replace(temporary, path)
 
     def read_bytes(self, name: str) -> bytes | None:
@@ -161,11 +168,13 @@ class GcsStaging:
         with self._errors(name):
             self._bucket.blob(self._name(name)).upload_from_string(data, content_type="application/octet-stream")
 
-    def upload(self, name: str, local_path: Path) -> None:
+    def upload(self, name: str, local: Path | BinaryIO) -> None:
         with self._errors(name):
-            self._bucket.blob(self._name(name)).upload_from_filename(
-                str(local_path), content_type="application/octet-stream"
-            )
+            blob = self._bucket.blob(self._name(name))
+            if isinstance(local, (str, os.PathLike)):
+                blob.upload_from_filename(str(local), content_type="application/octet-stream")
+            else:
+                blob.upload_from_file(local, rewind=True, content_type="application/octet-stream")
 
     def read_bytes(self, name: str) -> bytes | None:
         from google.api_core.exceptions import NotFound

@@ -9,9 +9,13 @@ $HEALTHCARE_EMULATOR_HOST names another server (see `airflow_provider_dicom.hook
 
 Retries: every call is retried with exponential backoff and jitter on 429 and 503 (the server
 says it did not do the work) and, for calls that are safe to repeat (get, list, cancel), on the
-other 5xx and on network errors too. Starting an export is not safe to repeat blindly: a 500 or
-a dropped connection after the server accepted it would start a second export, so those errors
-are raised for the caller to resolve (see `find_export_operations`).
+other 5xx and on network errors too. Starting an export is never re-sent blindly: the transport
+sends it once (`hooks.transport`: httplib2 would otherwise silently send it again when the
+connection drops before the answer), and after an unknown outcome (a reset or timed-out
+connection, a 500/502/504) the hook lists the dataset's export operations created since the
+request was sent and adopts the one it started; only when none appears within a grace period
+(the listing may lag) does it send the request again, and with several candidates it starts
+nothing and raises `ExportOutcomeUnknownError` (see `_start_export`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHook, GoogleBaseHook
@@ -27,8 +32,10 @@ from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHoo
 from airflow_provider_dicom.hooks import export_requests
 from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
 from airflow_provider_dicom.hooks.operations import (
+    CLOCK_SKEW,
     EXPORT_DICOM_DATA_METHOD,
     RETRY_ALWAYS_STATUSES,
+    ExportOutcomeUnknownError,
     RETRY_IF_IDEMPOTENT_STATUSES,
     HealthcareApiError,
     OperationName,
@@ -39,8 +46,6 @@ from airflow_provider_dicom.hooks.operations import (
 )
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from googleapiclient.discovery import Resource
     from googleapiclient.http import HttpRequest
 
@@ -53,6 +58,15 @@ DEFAULT_POLL_INTERVAL = 10.0
 MAX_RETRY_AFTER = 60.0
 
 
+class _OutcomeUnknown(Exception):
+    """A request that is not safe to repeat was sent and no answer says what became of it."""
+
+    def __init__(self, reason: str, cause: BaseException) -> None:
+        self.reason = reason
+        self.cause = cause
+        super().__init__(reason)
+
+
 class DicomStoreHook(GoogleBaseHook):
     """Cloud Healthcare API calls on DICOM stores and their datasets' long-running operations.
 
@@ -62,6 +76,9 @@ class DicomStoreHook(GoogleBaseHook):
         default: ``$HEALTHCARE_EMULATOR_HOST`` if set, else healthcare.googleapis.com.
     :param retry_delay: first backoff delay in seconds; doubled on every retry, with full jitter,
         up to ``max_retry_delay``. The number of retries is the connection's ``num_retries`` (default 5).
+    :param lost_response_grace: seconds to keep looking for the operation an export request
+        started when its answer was lost, before concluding it started none (the operation list
+        may lag behind the request).
     """
 
     conn_name_attr = "gcp_conn_id"
@@ -77,9 +94,11 @@ class DicomStoreHook(GoogleBaseHook):
         api_version: str = API_VERSION,
         retry_delay: float = 1.0,
         max_retry_delay: float = 32.0,
+        lost_response_grace: float = 8.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, **kwargs)
+        self.lost_response_grace = lost_response_grace
         self.api_endpoint = resolve_api_endpoint(api_endpoint)
         self.api_version = api_version
         self.retry_delay = retry_delay
@@ -94,10 +113,12 @@ class DicomStoreHook(GoogleBaseHook):
         if self._conn is None:
             from googleapiclient.discovery import build
 
+            from airflow_provider_dicom.hooks.transport import forbid_resend
+
             self._conn = build(
                 API_SERVICE,
                 self.api_version,
-                http=self._authorize(),
+                http=forbid_resend(self._authorize()),
                 cache_discovery=False,
                 static_discovery=True,
                 client_options=self._client_options(),
@@ -115,7 +136,12 @@ class DicomStoreHook(GoogleBaseHook):
         return self.get_conn().projects().locations().datasets()
 
     def _execute(self, request: HttpRequest, what: str, *, idempotent: bool) -> Any:
-        """Run `request`, retrying throttling and server errors with exponential backoff."""
+        """Run `request`, retrying throttling and server errors with exponential backoff.
+
+        A request that is not `idempotent` is repeated only when the server said it did not do
+        the work (429, 503) or the request never left (refused, unknown host); other failures
+        after sending raise `_OutcomeUnknown` for the caller to resolve.
+        """
         from googleapiclient.errors import HttpError
         from httplib2 import HttpLib2Error, ServerNotFoundError
 
@@ -129,6 +155,8 @@ class DicomStoreHook(GoogleBaseHook):
                 retryable = status in RETRY_ALWAYS_STATUSES or (
                     idempotent and status in RETRY_IF_IDEMPOTENT_STATUSES
                 )
+                if not idempotent and status in RETRY_IF_IDEMPOTENT_STATUSES:
+                    raise _OutcomeUnknown(f"HTTP {status}", _api_error(what, exc)) from exc
                 if not retryable or attempt >= retries:
                     raise _api_error(what, exc) from exc
                 delay = self._backoff(attempt, exc.resp.get("retry-after"))
@@ -137,7 +165,9 @@ class DicomStoreHook(GoogleBaseHook):
                 # A refused connection or an unknown host means the request never reached the
                 # server: safe to repeat even for an export. A reset or a timeout may have.
                 never_sent = isinstance(exc, (ConnectionRefusedError, ServerNotFoundError))
-                if not (idempotent or never_sent) or attempt >= retries:
+                if not (idempotent or never_sent):
+                    raise _OutcomeUnknown(type(exc).__name__, exc) from exc
+                if attempt >= retries:
                     raise
                 delay = self._backoff(attempt, None)
                 reason = type(exc).__name__
@@ -205,10 +235,79 @@ class DicomStoreHook(GoogleBaseHook):
         return self._start_export(name, body, body["gcsDestination"]["uriPrefix"])
 
     def _start_export(self, store: str, body: dict[str, Any], destination: str) -> dict[str, Any]:
-        request = self._datasets().dicomStores().export(name=store, body=body)
-        operation = self._execute(request, f"dicomStores.export of {store}", idempotent=False)
-        self.log.info("Started export of %s to %s: operation %s", store, destination, operation.get("name"))
-        return operation
+        """Send `dicomStores.export` so that at most one export starts, whatever the network does.
+
+        When the outcome of a sent request is unknown, the operation it started (if any) is looked
+        up and adopted; the request is sent again only once the listing shows it started none.
+        """
+        what = f"dicomStores.export of {store}"
+        sends = max(0, int(self.num_retries)) + 1
+        for send in range(1, sends + 1):
+            request = self._datasets().dicomStores().export(name=store, body=body)
+            sent_at = datetime.now(timezone.utc)
+            try:
+                operation = self._execute(request, what, idempotent=False)
+            except _OutcomeUnknown as unknown:
+                self.log.warning(
+                    "%s: %s after the request was sent; it may have started an export, looking for it",
+                    what,
+                    unknown.reason,
+                )
+                adopted = self._find_started_export(store, sent_at)
+                if adopted is not None:
+                    self.log.warning(
+                        "%s: adopting operation %s, which the request started although its answer was lost",
+                        what,
+                        adopted.get("name"),
+                    )
+                    return adopted
+                if send >= sends:
+                    raise unknown.cause from None
+                self.log.warning(
+                    "%s: no export operation appeared in %s within %.0f s, so the request started "
+                    "none; sending it again (%d of %d)",
+                    what,
+                    _dataset_of(store),
+                    self.lost_response_grace,
+                    send,
+                    sends - 1,
+                )
+                continue
+            self.log.info("Started export of %s to %s: operation %s", store, destination, operation.get("name"))
+            return operation
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _find_started_export(self, store: str, sent_at: datetime) -> dict[str, Any] | None:
+        """The export operation a request sent at `sent_at` started, None if it started none.
+
+        An operation's metadata names neither its store nor its destination (v1
+        `OperationMetadata`: apiMethodName, createTime, endTime, counter, logsUrl), so the
+        candidates are the dataset's export operations created since the request was sent (less
+        `CLOCK_SKEW`). One candidate is ours. Several, and none can be told to be ours: starting
+        another could double the rows, so `ExportOutcomeUnknownError` names them. None is
+        believed only after `lost_response_grace` seconds of listing.
+        """
+        deadline = time.monotonic() + max(0.0, float(self.lost_response_grace))
+        delay = 0.5
+        while True:
+            candidates = self.find_export_operations(store, created_after=sent_at - CLOCK_SKEW)
+            if len(candidates) == 1:
+                return self.get_operation(candidates[0].name)
+            if len(candidates) > 1:
+                names = [c.name for c in candidates]
+                raise ExportOutcomeUnknownError(
+                    f"dicomStores.export of {store}: the answer was lost and {len(names)} export "
+                    f"operations were created in {_dataset_of(store)} since the request was sent "
+                    f"({', '.join(names)}); the API does not say which store or destination an "
+                    "operation exports, so none was adopted and no other export was started. "
+                    "Check these operations before running the task again.",
+                    names,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._sleep(min(delay, remaining))
+            delay *= 2
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -314,6 +413,10 @@ class DicomStoreHook(GoogleBaseHook):
             found.append(status)
         found.sort(key=lambda s: (parse_timestamp(s.create_time) is None, s.create_time or ""))
         return found
+
+
+def _dataset_of(store: str) -> str:
+    return store.rpartition("/dicomStores/")[0]
 
 
 def _api_error(what: str, exc: Any) -> HealthcareApiError:

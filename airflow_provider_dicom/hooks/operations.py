@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 EXPORT_DICOM_DATA_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
@@ -38,6 +38,12 @@ _DATASET_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+$")
 RETRY_ALWAYS_STATUSES = frozenset({429, 503})
 RETRY_IF_IDEMPOTENT_STATUSES = frozenset({500, 502, 504})
 
+# How far the server's clock (an operation's createTime) may be behind ours when looking for the
+# operation an export request started although its answer was lost. Wider errs towards "several
+# candidates" (nothing is started, the task fails for a person to look) rather than missing our
+# own and exporting twice.
+CLOCK_SKEW = timedelta(seconds=30)
+
 
 class HealthcareApiError(RuntimeError):
     """A Cloud Healthcare API call answered with an HTTP error.
@@ -58,6 +64,16 @@ class HealthcareApiError(RuntimeError):
     def transient(self) -> bool:
         """True when trying the same call later may succeed (throttling, server trouble)."""
         return self.status_code in RETRY_ALWAYS_STATUSES or self.status_code in RETRY_IF_IDEMPOTENT_STATUSES
+
+
+class ExportOutcomeUnknownError(RuntimeError):
+    """A `dicomStores.export` request may or may not have started an export, and looking at the
+    dataset's operations could not settle which (several candidates). Starting another export
+    could double the rows, so nothing is started; a person must look at the listed operations."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        self.candidates = candidates
+        super().__init__(message)
 
 
 class OperationTimeoutError(TimeoutError):

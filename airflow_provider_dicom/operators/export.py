@@ -148,6 +148,7 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._load_job: tuple[str, str] | None = None  # (project, job id) while a load job runs
         self.source = source
         self.destination_table_uri = destination_table_uri
         self.write_disposition = write_disposition
@@ -238,6 +239,11 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
             request.schema.value,
             f", filter {request.filter_config}" if request.filter_config else "",
         )
+        from airflow_provider_dicom.operators.try_lineage import TryLineage, load_job_base_id
+
+        # The same on every retry of this try lineage, new after a clear: a retry finds the load
+        # its earlier try committed instead of loading (and, with WRITE_APPEND, doubling) again.
+        load_job_id = load_job_base_id(context, TryLineage.from_context(context))
         try:
             result = export_to_bigquery(
                 request.source.value,
@@ -253,12 +259,15 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
                 dicomweb_client=dicomweb_client,
                 workers=self.max_concurrent_requests,
                 processes=self.processes,
+                load_job_id=load_job_id,
+                on_load_job=lambda job_id: setattr(self, "_load_job", (project, job_id)),
             )
         except DestinationError as exc:
             # The table's state forbids the export (exists, not empty, no dataset): a retry would
             # meet the same table. Load-job and network errors stay retryable: the single load job
             # is atomic, so a retry never duplicates rows.
             raise AirflowFailException(str(exc)) from exc
+        self._load_job = None  # finished: nothing for on_kill to cancel
         summary = result.to_dict()
         failures = list(result.failures)
         # Each failed file is already logged, with its reason, as the export meets it.
@@ -280,6 +289,19 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
                 failed_instances_message(failures, result.instances_exported, request.table, self.max_failed_instances)
             )
         return summary
+
+    def on_kill(self) -> None:
+        """Cancel the load job this try is waiting on (if any), and the Healthcare operation of a
+        store export. A load that already committed stays: cancelling is best effort."""
+        load = getattr(self, "_load_job", None)
+        if load is not None:
+            project, job_id = load
+            try:
+                self._bigquery_client(project).cancel_job(job_id, location=self.location)
+                self.log.info("Cancelled BigQuery load job %s because the task was killed", job_id)
+            except Exception as exc:  # noqa: BLE001 - on_kill must not raise
+                self.log.warning("Could not cancel BigQuery load job %s: %s", job_id, exc)
+        super().on_kill()
 
     def _bigquery_client(self, project: str):
         from airflow_provider_dicom.operators.clients import bigquery_client

@@ -15,7 +15,9 @@ operation's name somewhere that survives the end of a try:
 
 Each entry carries a fingerprint of the request (store and request body): a retry whose rendered
 arguments differ (the DAG changed between tries) starts its own export instead of adopting an
-operation that writes somewhere else.
+operation that writes somewhere else. It also carries the try that wrote it: the task state store
+survives a clear, so an entry written before the task was cleared (by a try older than the
+current try lineage's first, see `try_lineage`) is not adopted; a clear exports again.
 
 Without a task state store (Airflow before 3.3) `OperationLedger.durable` is False and the
 operator falls back to looking the operation up (see `choose_reattach_candidate`).
@@ -46,17 +48,36 @@ def request_fingerprint(store: str, body: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    operation: str
-    fingerprint: str
+    """An operation a try started, or (`operation` None) an export request a try was sending at
+    `sent_at` (RFC 3339) whose operation it never recorded: killed mid-request, say."""
 
-    def to_json(self) -> dict[str, str]:
-        return {"operation": self.operation, "fingerprint": self.fingerprint}
+    operation: str | None
+    fingerprint: str
+    try_number: int | None = None  # the try that wrote the entry; None from older versions
+    sent_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"operation": self.operation, "fingerprint": self.fingerprint}
+        if self.try_number is not None:
+            data["try_number"] = self.try_number
+        if self.sent_at is not None:
+            data["sent_at"] = self.sent_at
+        return data
 
     @classmethod
     def from_json(cls, value: Any) -> LedgerEntry | None:
-        if isinstance(value, Mapping) and isinstance(value.get("operation"), str):
-            return cls(value["operation"], str(value.get("fingerprint") or ""))
-        return None
+        if not isinstance(value, Mapping):
+            return None
+        operation, sent_at = value.get("operation"), value.get("sent_at")
+        if not isinstance(operation, str) and not isinstance(sent_at, str):
+            return None
+        try_number = value.get("try_number")
+        return cls(
+            operation if isinstance(operation, str) else None,
+            str(value.get("fingerprint") or ""),
+            try_number if isinstance(try_number, int) and not isinstance(try_number, bool) else None,
+            sent_at if isinstance(sent_at, str) else None,
+        )
 
 
 class OperationLedger:
@@ -67,8 +88,11 @@ class OperationLedger:
     """
 
     def __init__(self, context: Mapping[str, Any] | None, key: str = LEDGER_KEY) -> None:
+        from airflow_provider_dicom.operators.try_lineage import TryLineage
+
         self._store = context.get("task_state_store") if context else None
         self.key = key
+        self.lineage = TryLineage.from_context(context)
 
     @property
     def durable(self) -> bool:
@@ -80,7 +104,23 @@ class OperationLedger:
         start a duplicate export, failing the try (to be retried) cannot."""
         if self._store is None:
             return None
-        return LedgerEntry.from_json(self._store.get(self.key))
+        entry = LedgerEntry.from_json(self._store.get(self.key))
+        if entry is not None and not self.lineage.includes(entry.try_number):
+            log.info(
+                "Operation %s was started by try %d, before this task was cleared (this run of it "
+                "began with try %d): a clear exports again, so it is not adopted",
+                entry.operation or f"(sent at {entry.sent_at})",
+                entry.try_number,
+                self.lineage.first_try,
+            )
+            return None
+        return entry
+
+    def remember_sending(self, fingerprint: str, sent_at: str) -> bool:
+        """Record, before the export request goes out, that this try is sending it: if the try
+        dies before `remember`, a retry looks for the operation the request may have started
+        instead of sending another (see `DicomStoreExportBase`). Best effort, as `remember`."""
+        return self._set(LedgerEntry(None, fingerprint, self.lineage.try_number, sent_at), "the export request")
 
     def remember(self, operation: str, fingerprint: str) -> bool:
         """Record the operation just started; returns False (and logs) if the store refused it.
@@ -88,15 +128,18 @@ class OperationLedger:
         The export is already running by then, so a failing store must not fail the task: the
         only cost is that a retry of this try could not reattach.
         """
+        return self._set(LedgerEntry(operation, fingerprint, self.lineage.try_number), f"operation {operation}")
+
+    def _set(self, entry: LedgerEntry, what: str) -> bool:
         if self._store is None:
             return False
         try:
-            self._store.set(self.key, LedgerEntry(operation, fingerprint).to_json())
-        except Exception as exc:  # noqa: BLE001 - see docstring
+            self._store.set(self.key, entry.to_json())
+        except Exception as exc:  # noqa: BLE001 - see remember's docstring
             log.warning(
-                "Could not record operation %s in the task state store (%s); a retry of this "
-                "try will not be able to reattach to it",
-                operation,
+                "Could not record %s in the task state store (%s); a retry of this try will not be "
+                "able to reattach to it",
+                what,
                 exc,
             )
             return False

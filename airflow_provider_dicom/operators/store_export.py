@@ -11,6 +11,8 @@ What it guarantees:
 - Retry safety: the operation's name is recorded in the task state store before any wait
   (`operation_ledger`); a retried, resumed or timed-out task reattaches to that operation, reuses
   its result if it already succeeded, and starts a new export only when it finished with an error.
+  A cleared task exports again (`try_lineage`: a clear starts a new try lineage). A lost answer
+  to the export request is resolved by the hook, which never sends the request blindly again.
 - Failure policy: an operation that failed or was cancelled fails the task with the API's error
   and the logs link; instances the operation counts as failed fail it when more than
   `max_failed_instances`. Outcomes a retry cannot change (cancellation, a bad request, the
@@ -41,7 +43,12 @@ from airflow_provider_dicom.healthcare_links import (
 )
 from airflow_provider_dicom.hooks import export_requests
 from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.operations import HealthcareApiError, OperationFailedError, OperationStatus
+from airflow_provider_dicom.hooks.operations import (
+    ExportOutcomeUnknownError,
+    HealthcareApiError,
+    OperationFailedError,
+    OperationStatus,
+)
 from airflow_provider_dicom.operators.operation_ledger import (
     OperationLedger,
     choose_reattach_candidate,
@@ -133,6 +140,12 @@ def gcs_store_export(
         "export_dicom_to_gcs",
         {"uri_prefix": uri_prefix, **kwargs},
     )
+
+
+def rfc3339_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def check_filter_for_store(value: object) -> str | None:
@@ -262,7 +275,12 @@ class DicomStoreExportBase(BaseOperator):
         status = self._earlier_operation(context, hook, ledger, export)
         if status is None:
             self.log.info("Starting export of DICOM store %s to %s", export.store, export.destination)
-            status = OperationStatus.from_api(export.start(hook))
+            ledger.remember_sending(export.fingerprint, rfc3339_now())
+            try:
+                status = OperationStatus.from_api(export.start(hook))
+            except ExportOutcomeUnknownError as exc:
+                # An export may be running that nothing recorded: a retry would start another.
+                raise AirflowFailException(str(exc)) from exc
             ledger.remember(status.name, export.fingerprint)
         self._record_operation(context, status, push=True)
 
@@ -331,14 +349,17 @@ class DicomStoreExportBase(BaseOperator):
                 entry.operation,
             )
             return None
+        operation = entry.operation
+        if operation is None:
+            operation = self._find_unrecorded_operation(hook, export, entry.sent_at)
+            if operation is None:
+                return None
         try:
-            status = hook.get_operation_status(entry.operation)
+            status = hook.get_operation_status(operation)
         except HealthcareApiError as exc:
             if exc.status_code != 404:
                 raise
-            self.log.warning(
-                "Operation %s of an earlier try no longer exists; starting a new export", entry.operation
-            )
+            self.log.warning("Operation %s of an earlier try no longer exists; starting a new export", operation)
             return None
         if not status.done and status.cancel_requested:
             # The earlier try was killed and cancelled it (cancel_on_kill). Cancellation is best
@@ -365,14 +386,49 @@ class DicomStoreExportBase(BaseOperator):
         )
         return status
 
+    def _find_unrecorded_operation(self, hook: DicomStoreHook, export: StoreExport, sent_at: str | None) -> str | None:
+        """An earlier try sent the export request at `sent_at` and ended before recording what
+        it started (killed mid-request, say): the operation it started, if any, is the dataset's
+        one export operation created since. Several: fail for a person to look, never guess."""
+        from airflow_provider_dicom.hooks.operations import CLOCK_SKEW, parse_timestamp
+
+        since = parse_timestamp(sent_at)
+        if since is None:
+            return None
+        candidates = hook.find_export_operations(export.store, created_after=since - CLOCK_SKEW)
+        if not candidates:
+            self.log.info(
+                "An earlier try sent the export request at %s but no export of the dataset started "
+                "since: starting one",
+                sent_at,
+            )
+            return None
+        if len(candidates) > 1:
+            raise AirflowFailException(
+                f"An earlier try sent the export of {export.store} at {sent_at} and ended before it "
+                f"recorded the operation; {len(candidates)} exports of the dataset started since "
+                f"({', '.join(c.name for c in candidates)}) and the API does not say which store or "
+                "destination each exports, so none is adopted and no other is started. Check them "
+                "before running the task again."
+            )
+        self.log.warning(
+            "An earlier try sent the export request at %s and ended before recording its operation: "
+            "adopting %s, the one export of the dataset started since",
+            sent_at,
+            candidates[0].name,
+        )
+        return candidates[0].name
+
     def _look_up_earlier_operation(
         self, context: Context, hook: DicomStoreHook, export: StoreExport
     ) -> OperationStatus | None:
         """No task state store (Airflow < 3.3): on a retry, adopt the one running export of the
         store's dataset created since the DAG run started, if there is exactly one."""
-        ti = context.get("ti")
-        if ti is None or int(getattr(ti, "try_number", 1) or 1) <= 1:
-            return None
+        from airflow_provider_dicom.operators.try_lineage import TryLineage
+
+        lineage = TryLineage.from_context(context)
+        if context.get("ti") is None or lineage.try_number <= lineage.first_try:
+            return None  # the first try, or the first after a clear: export
         since = getattr(context.get("dag_run"), "start_date", None)
         candidates = hook.find_export_operations(export.store, created_after=since, running_only=True)
         chosen = choose_reattach_candidate(candidates)

@@ -290,6 +290,8 @@ class CorruptUploadClient:
 
     def load_table_from_file(self, file_obj, destination, **kwargs):
         self.loads += 1
+        if kwargs.get("rewind"):  # as the real client does
+            file_obj.seek(0)
         data = file_obj.read()
         assert data.count(b"\n") == 3  # one row a line
         kwargs["rewind"] = False

@@ -63,6 +63,34 @@ def export_dag(dag_id, **operator_kwargs):
 
 strict = export_dag("dicom_export_strict")
 tolerant = export_dag("dicom_export_tolerant", max_failed_instances=1)
+
+
+class DiesAfterTheLoad(DicomExportToBigQueryOperator):
+    """The first try of the lineage dies after its load job committed (as a worker killed there would)."""
+
+    def execute(self, context):
+        result = super().execute(context)
+        if Path(context["params"]["record"] + ".died").exists():
+            return result
+        Path(context["params"]["record"] + ".died").write_text(result["job_id"])
+        raise RuntimeError("worker lost after the load committed")
+
+
+with DAG(
+    "dicom_export_dies_after_load",
+    schedule=None,
+    start_date=datetime.datetime(2025, 1, 1),
+    params={"folder": "", "project": "", "dataset": "", "table": "", "write_disposition": "WRITE_APPEND",
+            "record": ""},
+):
+    DiesAfterTheLoad(
+        task_id="export",
+        source="{{ params.folder }}",
+        destination_table_uri="bq://{{ params.project }}.{{ params.dataset }}.{{ params.table }}",
+        write_disposition="{{ params.write_disposition }}",
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+    )
 '''
 
 
@@ -232,3 +260,23 @@ def test_example_dag_reruns_are_idempotent(dags_folder, dataset, good_folder, bi
         rows = table_rows(bigquery_standin, f"{dataset}.instances")
         assert sorted(row["SOPInstanceUID"] for row in rows) == sorted(sop_uids(pydicom_corpus))
     assert xcom(dag_run, "export_folder_to_bigquery", "return_value")["write_disposition"] == "WRITE_TRUNCATE"
+
+
+# -- a retry after the load committed ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("disposition", ["WRITE_APPEND", "WRITE_EMPTY", "WRITE_TRUNCATE"])
+def test_a_retry_after_the_load_committed_reports_that_load_and_loads_nothing_again(
+    dags_folder, tmp_path, dataset, good_folder, pydicom_corpus, bigquery_standin, disposition
+):
+    dag = load_dag(dags_folder, "dicom_export_dies_after_load")
+    table = f"t_{uuid.uuid4().hex[:6]}"
+    states, _, dag_run = run(dag, tmp_path, dataset, folder=str(good_folder), table=table,
+                             write_disposition=disposition)
+    assert states["export"].state == "success" and states["export"].try_number == 2
+    uids = [r["SOPInstanceUID"] for r in bigquery_standin.query(f"SELECT SOPInstanceUID FROM `{dataset}.{table}`").result()]
+    assert sorted(uids) == sorted(sop_uids(pydicom_corpus)), "the retry loaded the rows again"
+    summary = xcom(dag_run, "export")
+    first_job = next(tmp_path.glob("record-*.json.died")).read_text()
+    assert summary["job_id"] == first_job and summary["instances_exported"] == 2
+    assert summary["reattached"] is True

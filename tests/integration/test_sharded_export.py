@@ -179,3 +179,22 @@ def test_empty_source_leaves_the_destination_alone(bigquery_standin, bq_dataset,
     with pytest.raises(NotFound):
         bigquery_standin.get_table(f"{bq_dataset}.t")
 
+
+
+def test_a_retried_write_empty_load_recognises_the_table_its_own_job_wrote(
+    pydicom_corpus, bigquery_standin, bq_dataset, tmp_path
+):
+    """The load task died after its job committed but before loaded.json was written: the table is
+    no longer empty, and the retry must see that its own job filled it, not fail WRITE_EMPTY."""
+    staging = open_staging(str(tmp_path / "staging"))
+    table = f"bq://{bq_dataset}.t"
+    plan, _, first = run_sharded(
+        pydicom_corpus / "dicomdirtests", table, bigquery_standin, staging, shards=2, write_disposition="WRITE_EMPTY",
+        keep_staging=True,
+    )
+    (tmp_path / "staging" / plan.root / "loaded.json").unlink()  # the record the dead try never wrote
+    again = load_sharded_export(staging, plan.root, table, client=bigquery_standin, write_disposition="WRITE_EMPTY")
+    assert again.reattached and again.job_id == first.job_id and again.table_written
+    assert again.instances_exported == first.instances_exported
+    assert again.failure_count == first.failure_count  # the shards' counts, as the first try reported
+    assert bigquery_standin.get_table(f"{bq_dataset}.t").num_rows == first.instances_exported

@@ -399,3 +399,31 @@ def test_a_deferred_task_retried_after_a_polling_failure_reattaches(
     assert len(operations) == 1
     assert xcom(dag_run, "export")["name"] == operations[0]["name"]
     assert len(rows(bigquery_standin, table)) == 8
+
+
+# -- lost responses ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dropped", [1, 2])
+@pytest.mark.parametrize("dag_id", ["store_bq_worker", "store_bq_deferrable"])
+def test_a_lost_export_response_never_starts_a_second_export(
+    dags_folder, emulator_env, healthcare, slow_store, bq_dataset, bigquery_standin, capfd, dropped, dag_id
+):
+    """The server starts the export, then the connection closes before the answer arrives.
+
+    The task must find the operation its request started and adopt it; re-sending the POST (the
+    transport's silent retry, or ours) would start a second export and WRITE_APPEND would double
+    every row.
+    """
+    healthcare.set_behaviour(instance_delay=0.05)
+    healthcare.drop_responses(dropped, path=r":export$", method="POST")
+    table = table_uri(bq_dataset)
+    dag_run, tis = run(dags_folder, dag_id, store=slow_store, table=table, disposition="WRITE_APPEND")
+    log = "".join(capfd.readouterr())
+    assert tis["export"].state == "success"
+    operations = export_operations(healthcare, slow_store)
+    assert len(operations) == 1, f"{len(operations)} exports started for one task"
+    exported = rows(bigquery_standin, table)
+    assert len(exported) == len({r["SOPInstanceUID"] for r in exported}) == 8
+    assert xcom(dag_run, "export")["name"] == operations[0]["name"]
+    assert "adopting operation" in log

@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_dicom.hooks.operations import (
     EXPORT_DICOM_DATA_METHOD,
+    ExportOutcomeUnknownError,
     HealthcareApiError,
     OperationTimeoutError,
 )
@@ -76,12 +77,72 @@ def test_retry_after_header_is_honoured():
     assert hook.slept == [7.0]
 
 
-def test_a_500_on_export_is_not_retried_because_the_export_may_have_started():
-    hook, http = make_recording_hook([(500, google_error(500, "INTERNAL", "boom")), (200, _op())])
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _methods(http) -> list[str]:
+    return [f"{r['method']} {r['uri'].split('/v1/')[1].split('?')[0].rsplit('/', 1)[-1]}" for r in http.requests]
+
+
+def test_a_500_on_export_is_not_re_sent_when_the_export_started():
+    # The 500 came after the server created the operation: adopt it, never send the export again.
+    started = _op(created=_now())
+    hook, http = make_recording_hook([
+        (500, google_error(500, "INTERNAL", "boom")), (200, {"operations": [started]}), (200, started),
+    ])
+    assert hook.export_dicom_to_gcs(STORE, "gs://bucket/out")["name"] == OP
+    assert _methods(http) == ["POST s:export", "GET operations", "GET 42"]
+
+
+def test_a_500_on_export_that_started_nothing_is_re_sent_after_the_grace_period():
+    # Every listing after the lost answer is empty: the request started no export.
+    hook, http = make_recording_hook(
+        [(500, google_error(500, "INTERNAL", "boom")), (200, {}), (200, _op(created=_now()))], lost_response_grace=0
+    )
+    assert hook.export_dicom_to_gcs(STORE, "gs://bucket/out")["name"] == OP
+    assert _methods(http) == ["POST s:export", "GET operations", "POST s:export"]
+
+
+def test_an_unresolved_500_on_export_is_raised_after_the_last_send():
+    hook, http = make_recording_hook(
+        [(500, google_error(500, "INTERNAL", "boom")), (200, {})] * 6, lost_response_grace=0
+    )
+    assert hook.num_retries == 5
     with pytest.raises(HealthcareApiError) as caught:
         hook.export_dicom_to_gcs(STORE, "gs://bucket/out")
-    assert caught.value.status_code == 500 and len(http.requests) == 1
     assert str(caught.value) == f"dicomStores.export of {STORE} failed: HTTP 500 INTERNAL: boom"
+    assert _methods(http) == ["POST s:export", "GET operations"] * 6
+
+
+def test_a_lost_export_answer_with_several_candidates_starts_nothing():
+    ops = [_op(name=f"{DATASET}/operations/{n}", created=_now()) for n in (7, 8)]
+    hook, http = make_recording_hook([ConnectionResetError(), (200, {"operations": ops})])
+    with pytest.raises(ExportOutcomeUnknownError) as caught:
+        hook.export_dicom_to_bigquery(STORE, "bq://local-dicom.d.t", write_disposition="WRITE_APPEND")
+    assert caught.value.candidates == [o["name"] for o in ops]
+    assert f"{DATASET}/operations/7" in str(caught.value) and "no other export was started" in str(caught.value)
+    assert _methods(http) == ["POST s:export", "GET operations"]
+
+
+def test_the_listing_is_given_time_to_show_the_started_export():
+    started = _op(created=_now())
+    hook, http = make_recording_hook(
+        [ConnectionResetError(), (200, {}), (200, {}), (200, {"operations": [started]}), (200, started)],
+        lost_response_grace=60,
+    )
+    assert hook.export_dicom_to_gcs(STORE, "gs://bucket/out")["name"] == OP
+    assert _methods(http) == ["POST s:export"] + ["GET operations"] * 3 + ["GET 42"]
+    assert hook.slept == [0.5, 1.0]
+
+
+def test_older_exports_of_the_dataset_are_not_adopted():
+    old = _op(name=f"{DATASET}/operations/1", created="2024-05-01T10:00:00Z")
+    hook, http = make_recording_hook(
+        [ConnectionResetError(), (200, {"operations": [old]}), (200, _op(created=_now()))], lost_response_grace=0
+    )
+    assert hook.export_dicom_to_gcs(STORE, "gs://bucket/out")["name"] == OP
+    assert _methods(http) == ["POST s:export", "GET operations", "POST s:export"]
 
 
 def test_a_500_on_get_is_retried():
@@ -112,10 +173,11 @@ def test_network_errors():
     hook, http = make_recording_hook([ConnectionRefusedError(), (200, _op())])
     hook.export_dicom_to_gcs(STORE, "gs://bucket/out")
     assert len(http.requests) == 2
-    # Reset: the export may have reached the server; raised for the caller to resolve.
-    hook, http = make_recording_hook([ConnectionResetError(), (200, _op())])
-    with pytest.raises(ConnectionResetError):
-        hook.export_dicom_to_gcs(STORE, "gs://bucket/out")
+    # Reset: the export may have reached the server; it is looked for, not sent again blindly.
+    hook, http = make_recording_hook([ConnectionResetError(), (200, {"operations": [_op(created=_now())]}),
+                                      (200, _op())])
+    hook.export_dicom_to_gcs(STORE, "gs://bucket/out")
+    assert [r["method"] for r in http.requests] == ["POST", "GET", "GET"]
     # Reads ride it out.
     hook, http = make_recording_hook([ConnectionResetError(), httplib2.ServerNotFoundError("dns"), (200, _op())])
     assert hook.get_operation(OP)["name"] == OP

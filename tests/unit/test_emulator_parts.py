@@ -147,3 +147,16 @@ def test_loopback_addresses_are_accepted(host):
 def test_other_addresses_are_refused(host):
     with pytest.raises(ValueError, match="only listens on a loopback address"):
         check_loopback(host)
+
+
+def test_a_dropped_response_fault_has_no_status_and_is_consumed_like_the_others():
+    fault = HttpFault.from_json({"dropResponse": True, "count": 2, "path": r":export$", "method": "POST"})
+    assert fault.drop_response and fault.status is None
+    assert fault.to_json()["dropResponse"] is True
+    faults = Faults()
+    faults.add(fault)
+    assert faults.take("POST", "/v1/x:export") is fault and faults.take("POST", "/v1/x:export") is fault
+    assert faults.take("POST", "/v1/x:export") is None
+    for bad in ({"dropResponse": True, "status": 500}, {"dropResponse": "yes"}, {"count": 1}):
+        with pytest.raises(ValueError):
+            HttpFault.from_json(bad)

@@ -185,6 +185,8 @@ class RecordingClient:
         return self.jobs[job_id]
 
     def load_table_from_file(self, data, destination, job_config=None, job_id=None, rewind=False):
+        if rewind:  # as google-cloud-bigquery does
+            data.seek(0)
         self.submitted.append((job_id, data.read(), job_config))
         self.jobs[job_id] = RecordingJob(job_id, "RUNNING")
         return self.jobs[job_id]

@@ -129,8 +129,10 @@ class FakeStateStore:
 
 
 class FakeTI:
-    def __init__(self, try_number: int = 1) -> None:
+    def __init__(self, try_number: int = 1, max_tries: int | None = None) -> None:
         self.try_number = try_number
+        if max_tries is not None:
+            self.max_tries = max_tries
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key, value):
@@ -139,10 +141,11 @@ class FakeTI:
 
 
 def context(
-    *, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None
+    *, state: dict | None = None, durable: bool = True, try_number: int = 1, hook: FakeHook | None = None,
+    max_tries: int | None = None, retries: int = 0,
 ):
     journal = hook.calls if hook is not None else []
-    ctx: dict[str, Any] = {"ti": FakeTI(try_number)}
+    ctx: dict[str, Any] = {"ti": FakeTI(try_number, max_tries), "task": type("Task", (), {"retries": retries})()}
     if durable:
         ctx["task_state_store"] = FakeStateStore(journal, state)
     ctx["dag_run"] = type("Run", (), {"start_date": dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC)})()
@@ -340,8 +343,9 @@ def test_waits_in_the_worker_and_returns_the_summary():
     hook = FakeHook(final=operation(done=True, success=7))
     ctx = context(hook=hook)
     result = with_hook(bq(poll_interval=3), hook).execute(ctx)
-    assert [c[0] for c in hook.calls] == ["export", "state.set", "wait", "state.delete"]
-    assert hook.calls[2] == ("wait", OP, 3.0)
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set", "wait", "state.delete"]
+    assert hook.calls[0] == ("state.set", LEDGER_KEY, None)  # "sending", before the request
+    assert hook.calls[3] == ("wait", OP, 3.0)
     assert result == {
         "name": OP,
         "state": "SUCCEEDED",
@@ -400,7 +404,7 @@ def test_without_waiting_returns_the_running_operation():
     ctx = context(hook=hook)
     result = with_hook(gcs(wait_for_completion=False), hook).execute(ctx)
     assert result["name"] == OP and result["state"] == "RUNNING" and result["destination"] == PREFIX
-    assert [c[0] for c in hook.calls] == ["export", "state.set", "state.delete"]
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set", "state.delete"]
 
 
 def test_failed_instances_fail_the_task_with_count_and_logs_link_without_retry():
@@ -476,7 +480,7 @@ def test_deferrable_hands_the_operation_to_the_trigger_with_the_execution_timeou
     assert kwargs["cancel_on_kill"] is False
     # The name is on record before the task leaves the worker.
     assert ctx["task_state_store"].values[LEDGER_KEY]["operation"] == OP
-    assert [c[0] for c in hook.calls] == ["export", "state.set"]
+    assert [c[0] for c in hook.calls] == ["state.set", "export", "state.set"]
 
 
 def test_an_operation_done_at_once_is_not_deferred():
@@ -619,7 +623,7 @@ def test_a_retry_starts_a_new_export_only_when_the_earlier_one_failed_or_is_gone
     ctx = context(state=_entry(), try_number=2, hook=hook)
     result = with_hook(bq(), hook).execute(ctx)
     assert hook.exports == 1 and result["name"] == OTHER_OP
-    assert [c[0] for c in hook.calls] == ["get", "export", "state.set", "wait", "state.delete"]
+    assert [c[0] for c in hook.calls] == ["get", "state.set", "export", "state.set", "wait", "state.delete"]
 
 
 def test_a_retry_waits_for_an_earlier_operation_being_cancelled_then_decides():
@@ -740,3 +744,111 @@ def test_lineage_with_the_openlineage_provider():
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("bigquery", "my-project.dicom.instances")]
     lineage = gcs(uri_prefix="gs://my-bucket/").get_openlineage_facets_on_complete(None)
     assert [(d.namespace, d.name) for d in lineage.outputs] == [("gs://my-bucket", "/")]
+
+
+# -- retry versus clear (try lineages) -----------------------------------------------------------
+
+
+def _entry_of_try(try_number: int, op_name: str = OP) -> dict:
+    entry = _entry(op_name)
+    entry[LEDGER_KEY]["try_number"] = try_number
+    return entry
+
+
+def test_a_retry_in_the_same_lineage_reuses_the_succeeded_operation_of_its_earlier_try():
+    # Never cleared: max_tries == retries. Try 1 started the export and died after it succeeded.
+    hook = FakeHook(gets=[operation(done=True, success=9)])
+    ctx = context(state=_entry_of_try(1), try_number=2, max_tries=2, retries=2, hook=hook)
+    result = with_hook(bq(retries=2), hook).execute(ctx)
+    assert hook.exports == 0 and result["name"] == OP and result["success"] == 9
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_a_cleared_task_exports_again_although_the_earlier_export_succeeded(retries):
+    # Try 1 failed after its export succeeded (its record stayed); then the task was cleared:
+    # clear_task_instances set max_tries = try_number + retries = 1 + retries, so try 2 starts a
+    # new lineage and must export again (issue 12, item 6).
+    hook = FakeHook(gets=[operation(done=True, success=9)], final=operation(done=True, success=9))
+    ctx = context(state=_entry_of_try(1), try_number=2, max_tries=1 + retries, retries=retries, hook=hook)
+    with_hook(bq(retries=retries), hook).execute(ctx)
+    assert hook.exports == 1
+    assert ("get", OP) not in [c[:2] for c in hook.calls]
+
+
+def test_the_ledger_records_which_try_started_the_operation():
+    from airflow_provider_dicom.operators.operation_ledger import OperationLedger
+
+    ctx = context(try_number=4, max_tries=6, retries=3)
+    OperationLedger(ctx).remember(OP, "f")
+    assert ctx["task_state_store"].values[LEDGER_KEY] == {"operation": OP, "fingerprint": "f", "try_number": 4}
+    assert OperationLedger(context(state=ctx["task_state_store"].values, try_number=5, max_tries=6,
+                                   retries=3)).recall().operation == OP
+    assert OperationLedger(context(state=ctx["task_state_store"].values, try_number=7, max_tries=9,
+                                   retries=3)).recall() is None
+
+
+def test_a_retry_after_a_clear_reattaches_within_the_new_lineage():
+    # Cleared after try 1 (retries=2 -> max_tries 3); try 2 started an export and was killed; try 3 retries.
+    hook = FakeHook(gets=[operation(pending=3)], final=operation(done=True, success=3))
+    ctx = context(state=_entry_of_try(2), try_number=3, max_tries=3, retries=2, hook=hook)
+    with_hook(bq(retries=2), hook).execute(ctx)
+    assert hook.exports == 0
+
+
+def test_try_lineage_rules():
+    from airflow_provider_dicom.operators.try_lineage import TryLineage
+
+    def lineage(try_number, max_tries, retries):
+        return TryLineage.from_context(context(try_number=try_number, max_tries=max_tries, retries=retries))
+
+    assert lineage(1, 3, 3) == TryLineage(1, 1)  # first try
+    assert lineage(3, 3, 3) == TryLineage(3, 1)  # a retry
+    assert lineage(4, 6, 3) == TryLineage(4, 4)  # first try after a clear after try 3
+    assert lineage(5, 6, 3).includes(4) and not lineage(5, 6, 3).includes(3)
+    assert lineage(2, 5, 0) == TryLineage(2, 2)  # numbers that do not add up: a lineage of its own
+    assert TryLineage.from_context({"ti": FakeTI(2)}) == TryLineage(2, 1)  # no max_tries: never cleared
+
+
+# -- a try that died while sending the export request --------------------------------------------
+
+
+def _sending_entry(try_number: int = 1, sent_at: str = "2025-01-01T10:00:00.000000Z") -> dict:
+    entry = _entry()
+    entry[LEDGER_KEY].update({"operation": None, "sent_at": sent_at, "try_number": try_number})
+    return entry
+
+
+def test_a_retry_after_a_try_died_mid_request_adopts_the_export_that_request_started():
+    hook = FakeHook(running=[operation(pending=3)], gets=[operation(pending=3)], final=operation(done=True, success=3))
+    result = with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 0 and result["name"] == OP
+    find = next(c for c in hook.calls if c[0] == "find")
+    # Looked for exports created since the request was sent, less the allowed clock skew.
+    assert find[2] == dt.datetime(2025, 1, 1, 9, 59, 30, tzinfo=dt.UTC)
+
+
+def test_a_retry_after_a_try_died_mid_request_that_started_nothing_exports():
+    hook = FakeHook(running=[])
+    with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 1
+
+
+def test_a_retry_that_cannot_tell_which_export_the_dead_try_started_starts_none():
+    hook = FakeHook(running=[operation(OP, pending=1), operation(OTHER_OP, pending=1)])
+    with pytest.raises(AirflowFailException, match="2 exports of the dataset started since") as excinfo:
+        with_hook(bq(), hook).execute(context(state=_sending_entry(), try_number=2, hook=hook))
+    assert hook.exports == 0 and OP in str(excinfo.value) and OTHER_OP in str(excinfo.value)
+
+
+def test_a_lost_answer_the_hook_cannot_resolve_fails_without_retry_and_without_exporting():
+    from airflow_provider_dicom.hooks.operations import ExportOutcomeUnknownError
+
+    hook = FakeHook()
+
+    def ambiguous(store, **kwargs):
+        hook.calls.append(("export", store, kwargs))
+        raise ExportOutcomeUnknownError("the answer was lost and 2 export operations were created", [OP, OTHER_OP])
+
+    hook.export_dicom_to_bigquery = ambiguous
+    with pytest.raises(AirflowFailException, match="answer was lost"):
+        with_hook(bq(), hook).execute(context(hook=hook))

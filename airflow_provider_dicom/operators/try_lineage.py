@@ -1,0 +1,86 @@
+"""What a retry is and what a clear is, for tasks that start remote work (exports, load jobs).
+
+- A **retry** (Airflow retrying a failed try, a try resumed after deferral, a try after the
+  worker was killed) continues the same *try lineage*: it reattaches to the operation or load job
+  an earlier try of the lineage started, reuses its result if it succeeded, and starts anew only
+  if it failed.
+- A **clear** (`airflow tasks clear`, Clear in the UI) starts a new lineage: the task exports
+  again, whatever earlier tries did.
+
+Airflow 3.3's `ResumableJobMixin` keeps the remote job's id in the task state store, which is
+scoped to (DAG run, task, map index) and which a clear does *not* reset (only
+`[state_store] clear_on_success` removes it, and only when a try succeeds). On its own the mixin
+therefore reattaches after a clear too. What a clear does change is the task instance's
+`max_tries`: `clear_task_instances` sets it to `try_number + retries`, while a retry leaves it
+alone. So the first try of the current lineage is `max_tries - retries + 1`: the same rule
+Airflow's task runner uses to find a lineage's first reschedule
+(`RuntimeTaskInstance.get_first_reschedule_date`). A record written by a try older than that is
+from before the clear, and is not adopted.
+
+Changing a task's `retries` between two tries of one lineage moves the computed start: the next
+try then counts as a new lineage and exports again (it never adopts something it should not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TryLineage:
+    """The running try and the first try of its lineage (1 for a task never cleared)."""
+
+    try_number: int
+    first_try: int
+
+    @classmethod
+    def from_context(cls, context: Mapping[str, Any] | None) -> TryLineage:
+        ti = context.get("ti") if context else None
+        try_number = _int(getattr(ti, "try_number", None), 1)
+        max_tries = _int(getattr(ti, "max_tries", None), None)
+        task = (context or {}).get("task") or getattr(ti, "task", None)
+        retries = _int(getattr(task, "retries", None), 0)
+        if max_tries is None:
+            return cls(try_number, 1)
+        first = max_tries - retries + 1
+        # A try number outside [first, ...] means the numbers do not tell (e.g. retries changed):
+        # treat this try as the start of its own lineage rather than adopt an older record.
+        if not 1 <= first <= try_number:
+            first = try_number
+        return cls(try_number, first)
+
+    def includes(self, try_number: int | None) -> bool:
+        """Whether a record written by `try_number` belongs to this lineage (None: an older
+        provider wrote it without one; it is kept, as before)."""
+        return try_number is None or self.first_try <= try_number <= self.try_number
+
+
+def _int(value: Any, default: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return default
+    return value
+
+
+_NOT_JOB_ID = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_READABLE = 120
+
+
+def load_job_base_id(context: Mapping[str, Any], lineage: TryLineage, prefix: str = "dicom_export_") -> str:
+    """The BigQuery load job id of this task's lineage: the same on every retry, new after a clear.
+
+    The job's id names the DAG, task and run readably (letters, digits, `_`, `-` only, as
+    BigQuery requires) and ends with a digest of the exact (dag, run, task, map index), so two
+    runs or mapped tasks never share one; `_l<first try>` tells lineages apart.
+    """
+    ti = context.get("ti")
+    dag_id = str(getattr(ti, "dag_id", "") or "")
+    task_id = str(getattr(ti, "task_id", "") or "")
+    run_id = str(getattr(ti, "run_id", "") or "")
+    map_index = getattr(ti, "map_index", -1)
+    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()[:16]
+    readable = _NOT_JOB_ID.sub("_", f"{dag_id}_{task_id}")[:MAX_READABLE]
+    return f"{prefix}{readable}_{digest}_l{lineage.first_try}"
