@@ -174,7 +174,7 @@ class BuildFilterFileOperator(BaseOperator):
             return skip_templated and uris.is_templated(value)
 
         if not pending(self.destination):
-            check_destination(self.destination)
+            check_destination(self.destination, on_disk=not skip_templated)
         if self.level == "":
             self.level = None  # a DAG param left empty: the default level
         if not pending(self.level):
