@@ -115,3 +115,23 @@ def test_connection_lost_midway_keeps_the_old_object(gcs_standin, bucket, monkey
     gc.collect()
     assert bucket.blob("filter.txt").download_as_text() == GOOD
     assert [blob.name for blob in gcs_standin.list_blobs(bucket)] == ["filter.txt"]
+
+
+def test_a_gs_filter_over_the_bound_is_refused_before_downloading(gcs_standin, bucket, monkeypatch):
+    """Issue 11 item 10 for gs://: the object's size is read from its metadata first."""
+    from google.cloud.storage import Blob
+
+    from airflow_provider_dicom import filters
+
+    bucket.blob("big.txt").upload_from_string("/studies/1.2.3\n" * 3)  # 45 bytes
+    monkeypatch.setattr(filters, "MAX_FILTER_BYTES", 40)
+    downloads = []
+    real = Blob.download_as_bytes
+    monkeypatch.setattr(Blob, "download_as_bytes", lambda self, *a, **k: downloads.append(self.name) or real(self, *a, **k))
+    with pytest.raises(filters.FilterFileError, match=rf"gs://{bucket.name}/big.txt is 45 bytes, more than the 40 bytes"):
+        filters.load_filter(f"gs://{bucket.name}/big.txt", storage_client=gcs_standin)
+    assert downloads == []
+    monkeypatch.setattr(filters, "MAX_FILTER_BYTES", 45)
+    assert len(filters.load_filter(f"gs://{bucket.name}/big.txt", storage_client=gcs_standin)) == 1
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        filters.load_filter(f"gs://{bucket.name}/none.txt", storage_client=gcs_standin)
