@@ -41,16 +41,13 @@ from airflow_provider_dicom.atomic_write import (
     local_path,
     open_atomic,
 )
+from airflow_provider_dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem  # noqa: F401 - re-exported
 
 LEVELS = ("study", "series", "instance")
 ON_EMPTY = ("fail", "skip", "write_empty")
-MAX_UID_LENGTH = 64
 REJECT_EXAMPLES = 5  # rejected values quoted back in the result and the log
 # The default column names: the Cloud Healthcare export table's.
 UID_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-# The same rule as `uid_problem`, for the server-side route (GoogleSQL RE2).
-UID_REGEX = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
-_UID_RE = re.compile(UID_REGEX)
 _DICT_KEYS = {
     0: ("StudyInstanceUID", "study_uid", "study"),
     1: ("SeriesInstanceUID", "series_uid", "series"),
@@ -79,25 +76,6 @@ def check_on_empty(value: str) -> str:
     if text not in ON_EMPTY:
         raise ValueError(f"invalid on_empty {value!r}: expected one of {', '.join(ON_EMPTY)}")
     return text
-
-
-def uid_problem(value: object) -> str | None:
-    """Why `value` is not a valid DICOM UID, or None when it is one."""
-    if value is None:
-        return "missing"
-    if not isinstance(value, str):
-        return f"not a string ({type(value).__name__})"
-    if not value:
-        return "empty"
-    if len(value) > MAX_UID_LENGTH:
-        return f"longer than {MAX_UID_LENGTH} characters ({len(value)})"
-    if _UID_RE.match(value):
-        return None
-    if any(ch not in "0123456789." for ch in value):
-        return "not digits and dots"
-    if any(part == "" for part in value.split(".")):
-        return "empty component"
-    return "component with a leading zero"
 
 
 def _shown(value: object) -> str:

@@ -126,6 +126,22 @@ class _UidReader:
         return ConvertedInstance(row, (), study, series, sop)
 
 
+UID_ELEMENTS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def object_name_problem(study: object, series: object, sop: object) -> str | None:
+    """Why these UIDs cannot name an object (`{study}/{series}/{sop}.dcm`), or None. The rule is
+    DICOM's (`uid.uid_problem`): anything else (`../`, `/`, CR LF, letters) could choose where the
+    object lands or forge a log line, so it makes the instance a failure and is never quoted."""
+    from airflow_provider_dicom.uid import uid_problem
+
+    for element, value in zip(UID_ELEMENTS, (study, series, sop)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return f"{element} is not a valid UID ({problem}): no object name can be made from it"
+    return None
+
+
 def _copy_in_parallel(
     outcomes: Iterator[Any],
     prefix: str,
@@ -143,6 +159,10 @@ def _copy_in_parallel(
         for outcome in outcomes:
             if outcome.status == "ok":
                 converted = outcome.converted
+                problem = object_name_problem(converted.study_uid, converted.series_uid, converted.sop_uid)
+                if problem is not None:
+                    result.count_not_done("failed", outcome.path, problem)
+                    continue
                 uid = converted.sop_uid
                 if uid in seen:
                     result.add_duplicate(outcome.path, uid)
