@@ -15,7 +15,8 @@ from airflow_provider_dicom.uid import uid_problem
         ("0", None),
         ("1.2.3\n", "not digits and dots"),  # `$` in a regex would let a trailing newline through
         ("1.2.3\r\n4", "not digits and dots"),
-        ("../1.2", "empty component"),
+        ("../1.2", "not digits and dots"),
+        ("..", "empty component"),
         ("1.2/3", "not digits and dots"),
         ("1.02", "component with a leading zero"),
         ("1." + "2" * 63, "longer than 64 characters (65)"),
