@@ -155,9 +155,9 @@ class GcsAtomicWriter:
         self._writer = BlobWriter(blob, chunk_size=chunk_size, content_type=content_type)
         self.uri = f"gs://{blob.bucket.name}/{blob.name}"
 
-    def write(self, text: str) -> int:
-        self._writer.write(text.encode("utf-8"))
-        return len(text)
+    def write(self, data: str | bytes) -> int:
+        self._writer.write(data.encode("utf-8") if isinstance(data, str) else data)
+        return len(data)
 
     def close(self) -> None:
         try:
