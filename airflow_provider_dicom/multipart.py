@@ -212,6 +212,18 @@ class MultipartReader:
             self._state = "done" if kind == "close" else "headers"
             return
 
+    def discard_epilogue(self, limit: int = 64 * 1024) -> bool:
+        """Read and drop what follows the close delimiter, up to `limit` bytes, so an HTTP
+        connection can be reused; True when the input ended within the limit."""
+        self._buf.clear()
+        seen = 0
+        while seen <= limit:
+            if not self._fill():
+                return True
+            seen += len(self._buf)
+            self._buf.clear()
+        return False
+
 
 def parse_parts(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
     """Every part of a body held in memory: (lower-cased headers, payload). For small bodies;

@@ -10,6 +10,7 @@ syntax); transcoding is what only a Cloud Healthcare store does, so another MIME
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -236,10 +237,13 @@ def stream_instance(client: Any, instance_url: str, blob: Any) -> int:
                 upload.write(piece)
             if reader.next_part() is not None:
                 raise OSError("WADO-RS retrieve returned more than one part, expected one instance")
-            return upload.finish()
+            size = upload.finish()
         except BaseException:
             upload.abort()
             raise
+        with contextlib.suppress(Exception):  # the instance is stored; this only helps reuse
+            reader.discard_epilogue()  # a fully read response returns its connection to the pool
+        return size
     except MultipartError as exc:
         raise OSError(f"WADO-RS retrieve: {exc}") from None
     finally:

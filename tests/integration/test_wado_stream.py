@@ -22,6 +22,7 @@ class _Response:
         self.headers = {"Content-Type": content_type}
         self._body, self._chunk, self._fail_after = body, chunk, fail_after
         self.closed = False
+        self.consumed = False
         self.largest_read = 0
 
     def iter_content(self, size: int):
@@ -31,6 +32,7 @@ class _Response:
                 raise ConnectionError("connection reset by peer")
             self.largest_read = max(self.largest_read, step)
             yield self._body[start : start + step]
+        self.consumed = True
 
     def close(self) -> None:
         self.closed = True
@@ -79,7 +81,7 @@ def test_boundary_text_inside_the_instance_arrives_whole(gcs_standin, bucket, si
     assert _stream(bucket, response) == size
     blob = bucket.get_blob("s/se/i.dcm")
     assert blob.download_as_bytes() == payload and blob.content_type == "application/dicom"
-    assert response.closed
+    assert response.closed and response.consumed  # the epilogue was read: the connection can be reused
 
 
 def test_lf_only_response(gcs_standin, bucket):
