@@ -5,14 +5,15 @@ operators (through `load_filter`) and the CLI, naming the bound."""
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 import threading
-from unittest import mock
 
 import pytest
 
 from airflow_provider_dicom import filters
 from airflow_provider_dicom.filters import FilterFileError, load_filter
-from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 
 BOUND = "1,073,741,824 bytes"
 
@@ -34,10 +35,26 @@ def _load_within(path: str, seconds: float = 10.0) -> BaseException | None:
     return outcome["error"]
 
 
+def _in_a_bounded_process(code: str) -> str:
+    """Run `code` in a child with 2 GB of address space and 120 s: should the bound ever regress,
+    reading /dev/zero fails there instead of eating the shared machine's memory."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 * 1024**3, 2 * 1024**3))
+
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=limit, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
 def test_dev_zero_is_refused_at_once_naming_the_bound():
-    error = _load_within("/dev/zero")
-    assert isinstance(error, FilterFileError)
-    assert "'/dev/zero' is not a regular file" in str(error) and BOUND in str(error)
+    out = _in_a_bounded_process(
+        "from airflow_provider_dicom.filters import FilterFileError, load_filter\n"
+        "try:\n    load_filter('/dev/zero')\nexcept FilterFileError as exc:\n    print(exc)\n"
+    )
+    assert "'/dev/zero' is not a regular file" in out and BOUND in out
 
 
 def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
@@ -66,37 +83,34 @@ def test_a_file_over_the_bound_is_refused_before_it_is_read(tmp_path, monkeypatc
 
 def test_the_operator_refuses_dev_zero_before_any_bigquery_call(tmp_path):
     (tmp_path / "dicom").mkdir()
-    operator = DicomExportToBigQueryOperator(
-        task_id="export", source=str(tmp_path / "dicom"), destination_table_uri="bq://my-project.d.t",
-        filter_config="/dev/zero",
-    )
-    client = mock.Mock()
-    with mock.patch.object(DicomExportToBigQueryOperator, "_bigquery_client", return_value=client):
-        outcome: dict[str, BaseException] = {}
-
-        def run() -> None:
-            try:
-                operator.execute({"ti": mock.Mock()})
-            except BaseException as exc:  # noqa: BLE001
-                outcome["error"] = exc
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(30)
-        assert not thread.is_alive(), "the operator is still reading /dev/zero"
-    assert "'/dev/zero' is not a regular file" in str(outcome["error"]) and BOUND in str(outcome["error"])
-    assert client.method_calls == []
+    out = _in_a_bounded_process(f"""
+from unittest import mock
+from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
+operator = DicomExportToBigQueryOperator(
+    task_id="export", source={str(tmp_path / "dicom")!r}, destination_table_uri="bq://my-project.d.t",
+    filter_config="/dev/zero",
+)
+client = mock.Mock()
+with mock.patch.object(DicomExportToBigQueryOperator, "_bigquery_client", return_value=client):
+    try:
+        operator.execute({{"ti": mock.Mock()}})
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+print("calls", client.method_calls)
+""")
+    assert "'/dev/zero' is not a regular file" in out and BOUND in out
+    assert "calls []" in out  # nothing was asked of BigQuery
 
 
 @pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
-def test_the_cli_refuses_them_with_the_same_rule(tmp_path, capsys, special):
-    from airflow_provider_dicom import cli
-
+def test_the_cli_refuses_them_with_the_same_rule(tmp_path, special):
     (tmp_path / "dicom").mkdir()
     if special == "fifo":
         special = str(tmp_path / "f.fifo")
         os.mkfifo(special)
-    code = cli.main(["export", "bq", str(tmp_path / "dicom"), "--bq-table=bq://my-project.d.t",
-                     f"--filter-config={special}"])
-    err = capsys.readouterr().err
-    assert code == 2 and f"{special!r} is not a regular file" in err and BOUND in err
+    argv = ["export", "bq", str(tmp_path / "dicom"), "--bq-table=bq://my-project.d.t", f"--filter-config={special}"]
+    out = _in_a_bounded_process(
+        "import contextlib, io\nfrom airflow_provider_dicom import cli\nerr = io.StringIO()\n"
+        f"with contextlib.redirect_stderr(err):\n    code = cli.main({argv!r})\nprint(code, err.getvalue())\n"
+    )
+    assert out.startswith("2 ") and f"{special!r} is not a regular file" in out and BOUND in out
