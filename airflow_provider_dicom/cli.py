@@ -201,9 +201,13 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
     dicomweb_client = dicomweb_client_from_env(parsed.source.value, args.concurrency) if (
         kind is SourceKind.DICOMWEB
     ) else None
-    local_filter = parsed.filter_config and not parsed.filter_config.startswith("gs://")
-    if local_filter and not Path(parsed.filter_config).is_file():
-        raise UsageError(f"filter config {parsed.filter_config!r} does not exist or is not a file")
+    if parsed.filter_config and not parsed.filter_config.startswith("gs://"):
+        from airflow_provider_dicom.filters import check_local_filter_file
+
+        try:
+            check_local_filter_file(parsed.filter_config)
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
 
     from airflow_provider_dicom.export.bigquery import ExportError, export_to_bigquery
 

@@ -56,7 +56,7 @@ def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
     )
 
     try:
-        check_destination(args.out)
+        check_destination(args.out, on_disk=True)
         params = dict(parse_cli_param(text) for text in args.param)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

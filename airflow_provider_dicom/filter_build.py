@@ -28,22 +28,26 @@ Nothing heavy is imported here: google-cloud-storage only when a gs:// file is w
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from airflow_provider_dicom.atomic_write import (
+    GCS_CHUNK_SIZE,
+    AtomicWriter,
+    check_local_path,
+    check_local_target,
+    local_path,
+    open_atomic,
+)
+from airflow_provider_dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem  # noqa: F401 - re-exported
 
 LEVELS = ("study", "series", "instance")
 ON_EMPTY = ("fail", "skip", "write_empty")
-MAX_UID_LENGTH = 64
 REJECT_EXAMPLES = 5  # rejected values quoted back in the result and the log
 # The default column names: the Cloud Healthcare export table's.
 UID_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-# The same rule as `uid_problem`, for the server-side route (GoogleSQL RE2).
-UID_REGEX = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
-_UID_RE = re.compile(UID_REGEX)
 _DICT_KEYS = {
     0: ("StudyInstanceUID", "study_uid", "study"),
     1: ("SeriesInstanceUID", "series_uid", "series"),
@@ -72,25 +76,6 @@ def check_on_empty(value: str) -> str:
     if text not in ON_EMPTY:
         raise ValueError(f"invalid on_empty {value!r}: expected one of {', '.join(ON_EMPTY)}")
     return text
-
-
-def uid_problem(value: object) -> str | None:
-    """Why `value` is not a valid DICOM UID, or None when it is one."""
-    if value is None:
-        return "missing"
-    if not isinstance(value, str):
-        return f"not a string ({type(value).__name__})"
-    if not value:
-        return "empty"
-    if len(value) > MAX_UID_LENGTH:
-        return f"longer than {MAX_UID_LENGTH} characters ({len(value)})"
-    if _UID_RE.match(value):
-        return None
-    if any(ch not in "0123456789." for ch in value):
-        return "not digits and dots"
-    if any(part == "" for part in value.split(".")):
-        return "empty component"
-    return "component with a leading zero"
 
 
 def _shown(value: object) -> str:
@@ -155,7 +140,7 @@ class FilterWriter:
     def __init__(self, result: BuildResult, open_sink: Any) -> None:
         self.result = result
         self._open_sink = open_sink
-        self._sink: IO[str] | None = None
+        self._sink: AtomicWriter | None = None
         self._study_lines: set[str] = set()
         self._series_lines: set[tuple[str, str]] = set()
         self._seen_series: set[tuple[str, str]] = set()
@@ -272,11 +257,10 @@ class FilterWriter:
             self.result.written = True
 
     def abort(self) -> None:
-        """Leave no partial file behind (a GCS upload is not committed; a local temp file is removed)."""
+        """Leave the previous file as it was (the upload is cancelled, the temporary file removed)."""
         if self._sink is not None:
-            abort = getattr(self._sink, "abort", None)
             with contextlib.suppress(Exception):
-                abort() if abort else self._sink.close()
+                self._sink.abort()
             self._sink = None
 
 
@@ -601,78 +585,32 @@ def parse_cli_param(text: str) -> tuple[str, dict[str, object]]:
 # ---- sinks --------------------------------------------------------------------------------------
 
 
-class _LocalSink:
-    """Writes to a temporary file beside `path`, renamed over it on close: a reader never sees half a file."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self._file = open(self._tmp, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - closed in close()
-
-    def write(self, text: str) -> int:
-        return self._file.write(text)
-
-    def close(self) -> None:
-        self._file.close()
-        os.replace(self._tmp, self._path)
-
-    def abort(self) -> None:
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
-
-
-class _GcsSink:
-    """A resumable upload through `blob.open("w")`: chunks leave the worker as they fill, and the
-    object appears only when the upload is finalised on close (an aborted task leaves the old one)."""
-
-    def __init__(self, blob: Any, chunk_size: int) -> None:
-        self._writer = blob.open("w", encoding="utf-8", content_type="text/plain", chunk_size=chunk_size)
-
-    def write(self, text: str) -> int:
-        return self._writer.write(text)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def abort(self) -> None:
-        # Not finalising the resumable session means no object is created or replaced.
-        self._writer = None
-
-
-GCS_CHUNK_SIZE = 8 * 1024 * 1024  # multiple of 256 KiB, as resumable uploads require
-
-
 def sink_opener(destination: str, *, storage_client: Any = None, chunk_size: int = GCS_CHUNK_SIZE) -> Any:
-    """A zero-argument callable opening a text sink on `destination` (local path or gs://bucket/object)."""
-    if destination.startswith("gs://"):
-        from airflow_provider_dicom.uris import GcsUri
+    """A zero-argument callable opening an atomic text sink on `destination` (local path or
+    gs://bucket/object): see `atomic_write` for why a failed write leaves the old file."""
+    if not destination.startswith("gs://"):
+        check_local_target(local_path(destination))  # refuse a device or folder now, not at the first line
 
-        target = GcsUri.parse(destination, require_object=True)
+    def open_sink() -> AtomicWriter:
+        return open_atomic(destination, storage_client=storage_client, chunk_size=chunk_size)
 
-        def open_gcs() -> _GcsSink:
-            client = storage_client
-            if client is None:
-                from google.cloud import storage
-
-                client = storage.Client()
-            return _GcsSink(client.bucket(target.bucket).blob(target.name), chunk_size)
-
-        return open_gcs
-    path = Path(destination[len("file://") :] if destination.startswith("file://") else destination)
-    return lambda: _LocalSink(path)
+    return open_sink
 
 
-def check_destination(destination: object) -> str:
+def check_destination(destination: object, *, on_disk: bool = False) -> str:
+    """A filter file destination: `gs://BUCKET/OBJECT` or a local path without `..` segments (see
+    `atomic_write`). With `on_disk` (on the worker, before any query runs) a local path must also
+    be a regular file or not exist yet: devices, FIFOs, folders and symbolic links are refused."""
     if not isinstance(destination, str) or not destination.strip():
         raise ValueError(f"invalid destination {destination!r}: expected gs://BUCKET/OBJECT or a local path")
     if destination.startswith("gs://"):
         from airflow_provider_dicom.uris import GcsUri
 
         GcsUri.parse(destination, require_object=True)
-    elif destination.endswith("/"):
-        raise ValueError(f"invalid destination {destination!r}: a file, not a folder")
+    elif on_disk:
+        check_local_target(local_path(destination))
+    else:
+        check_local_path(local_path(destination))
     return destination
 
 
@@ -688,6 +626,7 @@ def build_from_rows(
     path_column: str | None = None,
     storage_client: Any = None,
     presorted: bool = True,
+    chunk_size: int = GCS_CHUNK_SIZE,
 ) -> BuildResult:
     """Write the filter file for query rows (mappings or BigQuery Rows with `study`, `series`,
     `instance` keys, or `path` with `path_column`), or for handed-over values when `presorted` is
@@ -695,7 +634,7 @@ def build_from_rows(
     written then, nor with `skip`)."""
     policy = check_on_empty(on_empty)
     result = BuildResult(uri=destination, level=level)
-    writer = FilterWriter(result, sink_opener(destination, storage_client=storage_client))
+    writer = FilterWriter(result, sink_opener(destination, storage_client=storage_client, chunk_size=chunk_size))
     try:
         if path_column is not None or not presorted:
             items: Iterable[object] = (row["path"] for row in rows) if path_column is not None else rows

@@ -14,6 +14,7 @@ Nothing here imports google-cloud-storage until a `gs://` filter is actually loa
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,8 +188,59 @@ def _parse_lines(lines: Iterable[str], source: str) -> Iterator[ResourcePath]:
             ) from None
 
 
+MAX_FILTER_BYTES = 1024**3
+"""The largest filter file read: 1 GiB, what BigQuery writes to one object (about 7 million
+instance lines, the most our server-side filter route can build). A filter is held in memory as a
+set, so the bound is also what keeps `/dev/zero` or a runaway file from exhausting the worker."""
+
+
+def _too_large(source: str, size: int) -> FilterFileError:
+    return FilterFileError(
+        f"{source} is {size:,} bytes, more than the {MAX_FILTER_BYTES:,} bytes (1 GiB) a filter file may have"
+    )
+
+
+def check_local_filter_file(location: str | os.PathLike) -> Path:
+    """The one rule for a local filter file, used by the operators and the CLI before anything is
+    read: it exists, it is a regular file (not a device, FIFO or folder, which would never end or
+    never answer) and it is at most MAX_FILTER_BYTES. Raises FileNotFoundError, IsADirectoryError or
+    FilterFileError."""
+    path = Path(location)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"filter file {str(path)!r} does not exist") from None
+    _check_regular(str(path), info)
+    return path
+
+
+def _check_regular(shown: str, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(f"filter file {shown!r} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise FilterFileError(
+            f"filter file {shown!r} is not a regular file (a device, FIFO or socket): give the path of a "
+            f"text file of at most {MAX_FILTER_BYTES:,} bytes"
+        )
+    if info.st_size > MAX_FILTER_BYTES:
+        raise _too_large(f"filter file {shown!r}", info.st_size)
+
+
+def _read_local(path: Path) -> bytes:
+    check_local_filter_file(path)
+    # O_NONBLOCK: should the path have become a FIFO since the check, open() must not wait for a
+    # writer; fstat of what was opened is the check that counts.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        _check_regular(str(path), os.fstat(fd))
+        data = handle.read(MAX_FILTER_BYTES + 1)  # the file may grow after fstat
+    if len(data) > MAX_FILTER_BYTES:
+        raise _too_large(f"filter file {str(path)!r}", len(data))
+    return data
+
+
 def load_filter(location: str | os.PathLike, *, storage_client: Any = None) -> FilterSet:
-    """Read a filter file from a local path or a `gs://bucket/object`.
+    """Read a filter file from a local path or a `gs://bucket/object` (at most MAX_FILTER_BYTES).
 
     `storage_client` is a google.cloud.storage.Client (e.g. from Airflow's GCSHook); without one a
     default client is built, which honours STORAGE_EMULATOR_HOST.
@@ -196,16 +248,12 @@ def load_filter(location: str | os.PathLike, *, storage_client: Any = None) -> F
     if isinstance(location, str) and location.startswith("gs://"):
         return FilterSet.parse(_download(location, storage_client), source=f"filter file {location}")
     path = Path(location)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"filter file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise IsADirectoryError(f"filter file {str(path)!r} is a directory, not a file") from None
-    return FilterSet.parse(data, source=f"filter file {path}")
+    return FilterSet.parse(_read_local(path), source=f"filter file {path}")
 
 
 def _download(uri: str, storage_client: Any) -> bytes:
+    """The object's bytes, its size checked from its metadata before any byte is downloaded, and
+    the download pinned to that generation (a concurrent replace cannot mix two files)."""
     from airflow_provider_dicom.uris import GcsUri
 
     target = GcsUri.parse(uri, require_object=True)
@@ -215,7 +263,13 @@ def _download(uri: str, storage_client: Any) -> bytes:
         from google.cloud import storage
 
         storage_client = storage.Client()
+    blob = storage_client.bucket(target.bucket).get_blob(target.name)
+    if blob is None:
+        raise FileNotFoundError(f"filter file {uri} does not exist")
+    if blob.size is not None and blob.size > MAX_FILTER_BYTES:
+        raise _too_large(f"filter file {uri}", blob.size)
     try:
-        return storage_client.bucket(target.bucket).blob(target.name).download_as_bytes()
+        data = blob.download_as_bytes(if_generation_match=blob.generation)
     except NotFound:
         raise FileNotFoundError(f"filter file {uri} does not exist") from None
+    return data

@@ -61,31 +61,14 @@ class StowFailure(Exception):
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
-    """The parts of a multipart/related body: (lower-cased headers, payload bytes)."""
-    match = re.search(r'boundary\s*=\s*("([^"]+)"|[^;\s]+)', content_type, re.IGNORECASE)
-    if not match:
-        raise invalid("multipart/related body without a boundary parameter")
-    boundary = (match[2] or match[1]).encode("latin-1")
-    delimiter = b"\r\n--" + boundary
-    chunks = (b"\r\n" + body).split(delimiter)
-    parts: list[tuple[dict[str, str], bytes]] = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
-            break  # the close delimiter
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        if chunk.startswith(b"\r\n"):
-            head, payload = b"", chunk[2:]  # a part without headers
-        else:
-            head, sep, payload = chunk.partition(b"\r\n\r\n")
-            if not sep:
-                raise invalid("malformed multipart part: no blank line after its headers")
-        headers = {}
-        for line in head.decode("latin-1").split("\r\n"):
-            if ":" in line:
-                key, value = line.split(":", 1)
-                headers[key.strip().lower()] = value.strip()
-        parts.append((headers, payload))
-    return parts
+    """The parts of a multipart/related body: (lower-cased headers, payload bytes). The same
+    reader as the provider's WADO-RS copy (`airflow_provider_dicom.multipart`)."""
+    from airflow_provider_dicom.multipart import MultipartError, parse_parts
+
+    try:
+        return parse_parts(body, content_type)
+    except MultipartError as exc:
+        raise invalid(f"multipart/related body: {exc}") from None
 
 
 def build_multipart(payloads: list[bytes], media_type: str = "application/dicom") -> tuple[bytes, str]:

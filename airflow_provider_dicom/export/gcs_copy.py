@@ -10,6 +10,7 @@ syntax); transcoding is what only a Cloud Healthcare store does, so another MIME
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -126,6 +127,22 @@ class _UidReader:
         return ConvertedInstance(row, (), study, series, sop)
 
 
+UID_ELEMENTS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def object_name_problem(study: object, series: object, sop: object) -> str | None:
+    """Why these UIDs cannot name an object (`{study}/{series}/{sop}.dcm`), or None. The rule is
+    DICOM's (`uid.uid_problem`): anything else (`../`, `/`, CR LF, letters) could choose where the
+    object lands or forge a log line, so it makes the instance a failure and is never quoted."""
+    from airflow_provider_dicom.uid import uid_problem
+
+    for element, value in zip(UID_ELEMENTS, (study, series, sop)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return f"{element} is not a valid UID ({problem}): no object name can be made from it"
+    return None
+
+
 def _copy_in_parallel(
     outcomes: Iterator[Any],
     prefix: str,
@@ -143,6 +160,10 @@ def _copy_in_parallel(
         for outcome in outcomes:
             if outcome.status == "ok":
                 converted = outcome.converted
+                problem = object_name_problem(converted.study_uid, converted.series_uid, converted.sop_uid)
+                if problem is not None:
+                    result.count_not_done("failed", outcome.path, problem)
+                    continue
                 uid = converted.sop_uid
                 if uid in seen:
                     result.add_duplicate(outcome.path, uid)
@@ -178,45 +199,88 @@ def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_clie
         return server_side_copy
 
     def retrieve(instance_url: str, target: str) -> int:
-        data = retrieve_instance(dicomweb_client, instance_url)
-        bucket.blob(target).upload_from_string(data, content_type=DICOM_CONTENT_TYPE)
-        return len(data)
+        return stream_instance(dicomweb_client, instance_url, bucket.blob(target))
 
     return retrieve
 
 
-def retrieve_instance(client: Any, instance_url: str) -> bytes:
-    """WADO-RS retrieve of one instance, in its stored transfer syntax, as Part 10 bytes."""
+RETRIEVE_CHUNK = 64 * 1024  # bytes read from the DICOMweb response at a time
+SMALL_INSTANCE = 2 * 1024 * 1024  # up to this size an instance is uploaded in one request
+UPLOAD_CHUNK = 2 * 1024 * 1024  # larger ones stream in resumable-upload chunks of this size
+
+
+def stream_instance(client: Any, instance_url: str, blob: Any) -> int:
+    """WADO-RS retrieve of one instance (its stored transfer syntax, as Part 10 bytes) streamed
+    into `blob`; returns its size. Memory holds at most SMALL_INSTANCE + UPLOAD_CHUNK bytes, and
+    nothing touches the disk. The object appears only when the whole part has arrived and was
+    followed by the close delimiter: a response cut short, malformed or holding a second part
+    cancels the upload (OSError naming what was wrong), so no truncated instance is left."""
+    from airflow_provider_dicom.multipart import MultipartError, MultipartReader, boundary_of
+
     response = client.session.get(
         instance_url,
         headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
         timeout=client.timeout,
+        stream=True,
     )
-    if response.status_code != 200:
-        raise OSError(f"WADO-RS retrieve answered HTTP {response.status_code}")
-    parts = _multipart_parts(response.content, response.headers.get("Content-Type", ""))
-    if len(parts) != 1:
-        raise OSError(f"WADO-RS retrieve returned {len(parts)} parts, expected one instance")
-    return parts[0]
+    try:
+        if response.status_code != 200:
+            raise OSError(f"WADO-RS retrieve answered HTTP {response.status_code}")
+        reader = MultipartReader(
+            response.iter_content(RETRIEVE_CHUNK), boundary_of(response.headers.get("Content-Type", ""))
+        )
+        if reader.next_part() is None:
+            raise OSError("WADO-RS retrieve returned no part, expected one instance")
+        upload = _InstanceUpload(blob)
+        try:
+            for piece in reader.iter_body():
+                upload.write(piece)
+            if reader.next_part() is not None:
+                raise OSError("WADO-RS retrieve returned more than one part, expected one instance")
+            size = upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+        with contextlib.suppress(Exception):  # the instance is stored; this only helps reuse
+            reader.discard_epilogue()  # a fully read response returns its connection to the pool
+        return size
+    except MultipartError as exc:
+        raise OSError(f"WADO-RS retrieve: {exc}") from None
+    finally:
+        response.close()
 
 
-def _multipart_parts(body: bytes, content_type: str) -> list[bytes]:
-    """The bodies of a multipart/related response (headers of each part dropped)."""
-    boundary = None
-    for parameter in content_type.split(";")[1:]:
-        key, _, value = parameter.strip().partition("=")
-        if key.lower() == "boundary":
-            boundary = value.strip('"')
-    if not boundary:
-        raise OSError("multipart response without a boundary")
-    delimiter = b"--" + boundary.encode()
-    parts = []
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        header_end = chunk.find(b"\r\n\r\n")
-        if header_end < 0:
-            continue
-        payload = chunk[header_end + 4 :]
-        parts.append(payload[:-2] if payload.endswith(b"\r\n") else payload)
-    return parts
+class _InstanceUpload:
+    """One instance's bytes to an object: a single request when it is small (most are), else a
+    resumable upload finalised only by `finish()` (see `atomic_write.GcsAtomicWriter`)."""
+
+    def __init__(self, blob: Any) -> None:
+        self._blob = blob
+        self._buffer = bytearray()
+        self._writer: Any = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._writer is not None:
+            self._writer.write(data)
+            return
+        self._buffer += data
+        if len(self._buffer) > SMALL_INSTANCE:
+            from airflow_provider_dicom.atomic_write import GcsAtomicWriter
+
+            self._writer = GcsAtomicWriter(self._blob, chunk_size=UPLOAD_CHUNK, content_type=DICOM_CONTENT_TYPE)
+            self._writer.write(bytes(self._buffer))
+            self._buffer = bytearray()
+
+    def finish(self) -> int:
+        if self._writer is None:
+            self._blob.upload_from_string(bytes(self._buffer), content_type=DICOM_CONTENT_TYPE)
+        else:
+            self._writer.close()
+        return self.size
+
+    def abort(self) -> None:
+        self._buffer = bytearray()
+        if self._writer is not None:
+            self._writer.abort()

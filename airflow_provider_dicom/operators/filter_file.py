@@ -72,7 +72,9 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
         paths, bare study UIDs, ``(study, series, instance)`` tuples or mappings with the column
         names (or ``study``/``series``/``instance``).
 
-    :param destination: ``gs://BUCKET/OBJECT`` or a local path; replaced on every run (idempotent).
+    :param destination: ``gs://BUCKET/OBJECT`` or a local path; replaced on every run (idempotent),
+        whole or not at all (a failed write leaves the previous file). A local path must name a
+        regular file or none yet (no device, FIFO, folder or symbolic link) and has no ``..``.
     :param level: ``study``, ``series`` or ``instance``: one line per distinct resource at that
         level. Default: ``instance`` for a query or table; for ``uids`` or a ``path_column``, as deep as
         each value goes.
@@ -182,7 +184,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
             return skip_templated and uris.is_templated(value)
 
         if not pending(self.destination):
-            check_destination(self.destination)
+            check_destination(self.destination, on_disk=not skip_templated)
         if self.level == "":
             self.level = None  # a DAG param left empty: the default level
         if not pending(self.level):
