@@ -628,13 +628,26 @@ class _GcsSink:
     object appears only when the upload is finalised on close (an aborted task leaves the old one)."""
 
     def __init__(self, blob: Any, chunk_size: int) -> None:
-        self._writer = blob.open("w", encoding="utf-8", content_type="text/plain", chunk_size=chunk_size)
+        from airflow_provider_dicom.deadlines import endpoint_of, storage_call
+
+        self._doing = f"uploading gs://{blob.bucket.name}/{blob.name}"
+        self._endpoint = endpoint_of(blob)
+        self._writer = blob.open(
+            "w", encoding="utf-8", content_type="text/plain", chunk_size=chunk_size,
+            **storage_call(blob, self._doing),
+        )
 
     def write(self, text: str) -> int:
-        return self._writer.write(text)
+        from airflow_provider_dicom.deadlines import remote
+
+        with remote(self._doing, self._endpoint):
+            return self._writer.write(text)
 
     def close(self) -> None:
-        self._writer.close()
+        from airflow_provider_dicom.deadlines import remote
+
+        with remote(self._doing, self._endpoint):
+            self._writer.close()
 
     def abort(self) -> None:
         # Not finalising the resumable session means no object is created or replaced.

@@ -215,7 +215,12 @@ def _download(uri: str, storage_client: Any) -> bytes:
         from google.cloud import storage
 
         storage_client = storage.Client()
+    from airflow_provider_dicom.deadlines import endpoint_of, remote, storage_call
+
+    doing = f"reading filter file {uri}"
     try:
-        return storage_client.bucket(target.bucket).blob(target.name).download_as_bytes()
+        with remote(doing, endpoint_of(storage_client)):
+            blob = storage_client.bucket(target.bucket).blob(target.name)
+            return blob.download_as_bytes(**storage_call(storage_client, doing))
     except NotFound:
         raise FileNotFoundError(f"filter file {uri} does not exist") from None
