@@ -220,8 +220,8 @@ def wait_for_job(
     interval = 0.5
     while True:
         with remote(doing, endpoint):
-            job.reload(timeout=limits.request_timeout, retry=bigquery_retry(doing, endpoint))
-        if job.state == "DONE":
+            finished = job.done(timeout=limits.request_timeout, retry=bigquery_retry(doing, endpoint))
+        if finished:
             with remote(doing, endpoint):
                 return job.result(timeout=limits.request_timeout, retry=bigquery_retry(doing, endpoint), **result_kwargs)
         now = time.monotonic()

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_dicom.deadlines import endpoint_of, remote, request_timeout, storage_call
 from airflow_provider_dicom.export.counts import SourceCounts
 from airflow_provider_dicom.sources import DicomSource, SourceKind
 from airflow_provider_dicom.uris import GcsUri
@@ -83,7 +84,10 @@ def export_to_gcs(
 
         dicomweb_client = DicomWebClient(parsed.value, pool_size=workers)
     bucket = storage_client.bucket(destination.bucket)
-    if not bucket.exists():
+    doing = f"checking bucket gs://{destination.bucket}"
+    with remote(doing, endpoint_of(storage_client)):
+        exists = bucket.exists(**storage_call(storage_client, doing))
+    if not exists:
         raise ValueError(f"Cloud Storage bucket {destination.bucket!r} of {uri_prefix!r} does not exist")
     prefix = destination.name.rstrip("/")
     result = GcsExportResult(str(uri_prefix))
@@ -163,7 +167,7 @@ def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_clie
     if parsed.kind is SourceKind.FOLDER:
 
         def upload(path: str, target: str) -> int:
-            bucket.blob(target).upload_from_filename(path, content_type=DICOM_CONTENT_TYPE)
+            bucket.blob(target).upload_from_filename(path, content_type=DICOM_CONTENT_TYPE, timeout=request_timeout())
             return os.path.getsize(path)
 
         return upload
@@ -172,14 +176,14 @@ def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_clie
         def server_side_copy(uri: str, target: str) -> int:
             source = GcsUri.parse(uri, require_object=True)
             blob = storage_client.bucket(source.bucket).blob(source.name)
-            copied = storage_client.bucket(source.bucket).copy_blob(blob, bucket, target)
+            copied = storage_client.bucket(source.bucket).copy_blob(blob, bucket, target, timeout=request_timeout())
             return int(copied.size or 0)
 
         return server_side_copy
 
     def retrieve(instance_url: str, target: str) -> int:
         data = retrieve_instance(dicomweb_client, instance_url)
-        bucket.blob(target).upload_from_string(data, content_type=DICOM_CONTENT_TYPE)
+        bucket.blob(target).upload_from_string(data, content_type=DICOM_CONTENT_TYPE, timeout=request_timeout())
         return len(data)
 
     return retrieve

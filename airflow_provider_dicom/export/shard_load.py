@@ -29,6 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.deadlines import (
+    bigquery_call,
+    endpoint_of,
+    remote,
+    request_timeout,
+    upload_retries,
+    wait_for_job,
+)
 from airflow_provider_dicom.export.bigquery import (
     JOB_ID_PREFIX,
     ExportError,
@@ -289,7 +297,10 @@ def _stream_submitter(
 
     def submit(job_id: str) -> Any:
         with open(combined, "rb") as data:
-            return client.load_table_from_file(data, table.table_id, job_config=config, job_id=job_id, rewind=True)
+            return client.load_table_from_file(
+                data, table.table_id, job_config=config, job_id=job_id, rewind=True,
+                timeout=request_timeout(), num_retries=upload_retries(),
+            )
 
     return submit
 
@@ -316,7 +327,9 @@ def _uri_submitter(
             uris.append(staging.uri_of(join(directory, ROWS_FILE)))
 
     def submit(job_id: str) -> Any:
-        return client.load_table_from_uri(uris, table.table_id, job_config=config, job_id=job_id)
+        return client.load_table_from_uri(
+            uris, table.table_id, job_config=config, job_id=job_id, **bigquery_call(client, f"loading into {table}")
+        )
 
     return submit
 
@@ -333,8 +346,10 @@ def _run_load(
 
     for attempt in range(MAX_LOAD_JOBS):
         job_id = f"{JOB_ID_PREFIX}{plan.plan_id}_{attempt}"
+        doing = f"loading into {table} (job {job_id})"
         try:
-            job = client.get_job(job_id)
+            with remote(doing, endpoint_of(client)):
+                job = client.get_job(job_id, **bigquery_call(client, f"getting job {job_id}"))
         except NotFound:
             job = None
         reattached = job is not None
@@ -348,13 +363,15 @@ def _run_load(
         try:
             if job is None:
                 try:
-                    job = submit(job_id)
+                    with remote(doing, endpoint_of(client)):
+                        job = submit(job_id)
                 except Conflict:
-                    job = client.get_job(job_id)  # another try started it a moment ago
+                    with remote(doing, endpoint_of(client)):  # another try started it a moment ago
+                        job = client.get_job(job_id, **bigquery_call(client, f"getting job {job_id}"))
                     reattached = True
             if on_job is not None:
                 on_job(job_id)
-            job.result()
+            wait_for_job(job, doing)
         except GoogleAPICallError as exc:
             raise load_error(exc, job, table) from None
         return job_id, reattached

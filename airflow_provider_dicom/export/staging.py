@@ -159,12 +159,14 @@ class GcsStaging:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self._errors(name):
-            self._bucket.blob(self._name(name)).upload_from_string(data, content_type="application/octet-stream")
+            self._bucket.blob(self._name(name)).upload_from_string(
+                data, content_type="application/octet-stream", **self._call(name, "uploading")
+            )
 
     def upload(self, name: str, local_path: Path) -> None:
         with self._errors(name):
             self._bucket.blob(self._name(name)).upload_from_filename(
-                str(local_path), content_type="application/octet-stream"
+                str(local_path), content_type="application/octet-stream", **self._call(name, "uploading")
             )
 
     def read_bytes(self, name: str) -> bytes | None:
@@ -172,7 +174,7 @@ class GcsStaging:
 
         with self._errors(name):
             try:
-                return self._bucket.blob(self._name(name)).download_as_bytes()
+                return self._bucket.blob(self._name(name)).download_as_bytes(**self._call(name, "reading"))
             except NotFound:
                 return None
 
@@ -181,7 +183,7 @@ class GcsStaging:
 
         with self._errors(name):
             try:
-                self._bucket.blob(self._name(name)).download_to_file(out)
+                self._bucket.blob(self._name(name)).download_to_file(out, **self._call(name, "reading"))
             except NotFound:
                 return False
         return True
@@ -190,13 +192,27 @@ class GcsStaging:
         prefix = self._name(name) + "/"
         count = 0
         with self._errors(name):
-            for blob in self.client.list_blobs(self.bucket_name, prefix=prefix):
-                blob.delete()
+            for blob in self.client.list_blobs(self.bucket_name, prefix=prefix, **self._call(name, "listing")):
+                blob.delete(**self._call(name, "deleting objects under"))
                 count += 1
         return count
 
     def _errors(self, name: str) -> Any:
-        return _translated(self.uri_of(name))
+        from contextlib import ExitStack
+
+        from airflow_provider_dicom.deadlines import endpoint_of, remote
+
+        stack = ExitStack()
+        stack.enter_context(_translated(self.uri_of(name)))
+        stack.enter_context(remote(f"using staging object {self.uri_of(name)}", endpoint_of(self.client)))
+        return stack
+
+    def _call(self, name: str, doing: str) -> dict[str, Any]:
+        """The deadline of one call (staging objects hold the same bytes on every try: retrying
+        an upload is safe)."""
+        from airflow_provider_dicom.deadlines import storage_call
+
+        return storage_call(self.client, f"{doing} staging object {self.uri_of(name)}")
 
 
 class _translated:

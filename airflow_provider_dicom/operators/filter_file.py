@@ -288,10 +288,13 @@ class BuildFilterFileOperator(BaseOperator):
     def on_kill(self) -> None:
         """Cancel the BigQuery jobs still running (a killed task should not leave a large query or
         extract running and billed)."""
+        from airflow_provider_dicom.deadlines import bigquery_call
+
         for job in getattr(self, "_jobs", []):
             try:
-                if not job.done():
-                    job.cancel()
+                deadline = bigquery_call(job, f"cancelling BigQuery job {getattr(job, 'job_id', '?')}")
+                if not job.done(**deadline):
+                    job.cancel(**deadline)
                     self.log.info("Cancelled BigQuery job %s", getattr(job, "job_id", "?"))
             except Exception as exc:  # noqa: BLE001 - best effort while the task is being killed
                 self.log.warning("Could not cancel BigQuery job %s: %s", getattr(job, "job_id", "?"), exc)
