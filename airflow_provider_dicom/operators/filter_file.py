@@ -25,9 +25,12 @@ from airflow_provider_dicom import uris
 from airflow_provider_dicom.filter_build import (
     REJECT_EXAMPLES,
     UID_COLUMNS,
+    NestingError,
     check_destination,
     check_level,
+    check_nesting,
     check_on_empty,
+    parse_literal,
 )
 
 if TYPE_CHECKING:
@@ -187,6 +190,24 @@ class BuildFilterFileOperator(BaseOperator):
             uris.BigQueryTableUri.parse(self.source_table)
         if self.sql is not None and not pending(self.sql) and not str(self.sql).strip():
             raise ValueError("sql is empty")
+        if self.staging_dataset is not None and not pending(self.staging_dataset):
+            uris.check_dataset_ref(self.staging_dataset, "staging_dataset")  # spliced into SQL
+        if self.project_id is not None and not pending(self.project_id):
+            uris.check_project_id(self.project_id, "project_id")
+        for name in ("uids", "query_parameters"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not pending(value) and name == "query_parameters":
+                if value.strip():
+                    parse_literal(value.strip(), name)  # JSON or a Python literal, nothing else
+            elif isinstance(value, str) and not pending(value) and value.strip().startswith(("[", "(")):
+                try:
+                    parse_literal(value.strip(), name)
+                except NestingError:
+                    raise
+                except ValueError:
+                    pass  # not a literal: uids are then read one a line
+            elif value is not None and not isinstance(value, str):
+                check_nesting(value, name)
 
     def effective_level(self) -> str | None:
         level = check_level(self.level, allow_none=True)
