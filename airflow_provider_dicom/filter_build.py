@@ -385,13 +385,14 @@ def parse_literal(text: str, name: str) -> object:
 
     for loader in (json.loads, ast.literal_eval):
         try:
-            return check_nesting(loader(text), name)
+            loaded = loader(text)
         except (RecursionError, MemoryError):
             raise NestingError(
                 f"invalid {name}: nested more than {MAX_NESTING} levels deep ({len(text)} characters of text)"
             ) from None
         except (ValueError, SyntaxError, TypeError):
             continue
+        return check_nesting(loaded, name)
     raise ValueError(f"invalid {name} {text[:200]!r}: not JSON nor a Python literal")
 
 
