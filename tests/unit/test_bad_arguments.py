@@ -82,7 +82,11 @@ FILTER_GOOD = {"destination": f"gs://{BUCKET}/filters/f.txt", "uids": ["1.2.3"]}
 PLAN_GOOD = {"source": f"gs://{BUCKET}/dicom/", "destination_table_uri": TABLE, "staging_uri": f"gs://{BUCKET}/staging"}
 
 add("bq", BQ_GOOD, "destination_table_uri", BAD_TABLE_URIS)
-add("bq", BQ_GOOD, "source", BAD_STORES + BAD_BUCKET_URIS + ["", " ", "ftp://host/x", "https://user:pw@host/dicomweb"])
+add("bq", BQ_GOOD, "source", BAD_STORES + BAD_BUCKET_URIS + [
+    "", " ", "ftp://host/x", "https://user:pw@host/dicomweb", "https://pacs host/dicom-web",
+    "https://pacs/dicom-web\nX-Injected: 1", "https://pacs/dicom-web?x=1", "https://pacs/dicom-web#f", "http://:80/x",
+    "https://pacs:port/x",
+])
 add("bq", BQ_GOOD, "filter_config", BAD_BUCKET_URIS[:8] + BAD_OBJECT_URIS[:4])
 add("bq", BQ_GOOD, "write_disposition", ["WRITE_SOMETIMES", "", 1, "write empty"])
 add("bq", BQ_GOOD, "force", ["yes", 1])
