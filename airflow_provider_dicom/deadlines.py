@@ -149,7 +149,10 @@ def upload_retries() -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    """The exception's type and first line, quoted values redacted (a server may quote data)."""
+    from airflow_provider_dicom.redact import redact_quoted
+
+    text = redact_quoted(str(exc).splitlines()[0]) if str(exc) else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
