@@ -220,6 +220,8 @@ CLI_CASES: list[tuple[list[str], str]] = (
     + [(["export", "bq", "{folder}", "--bq-table", TABLE, "--filter-config", uri], uri) for uri in BAD_OBJECT_URIS[:4]]
     + [(["filter", "--uids", "{uids}", "--out", uri], uri) for uri in BAD_DESTINATIONS[:12] if uri]
     + [(["export", "bq", "{folder}", "--bq-table", TABLE, "--project", p], p) for p in BAD_PROJECTS[:4]]
+    + [(["export", "gcs", STORE, "--gcs-uri-prefix", uri], uri) for uri in BAD_BUCKET_URIS[:8] + BAD_OBJECT_URIS[:2]]
+    + [(["export", "gcs", store, "--gcs-uri-prefix", f"gs://{BUCKET}/out"], store) for store in BAD_STORES[:6]]
     + [(["filter", "--sql", "SELECT 1", "--out", "f.txt", "--project", p], p) for p in BAD_PROJECTS[4:]]
     + [(["filter", "--sql", "SELECT 1", "--out", "f.txt", "--location", loc], loc) for loc in BAD_LOCATIONS[:4]]
 )
