@@ -448,10 +448,15 @@ def strip_sql(sql: str) -> str:
     return text
 
 
+def check_column_name(name: object) -> str:
+    """A column name spliced into SQL (quoted): letters, digits and underscores only."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", name):
+        raise ValueError(f"invalid column name {name!r}: expected letters, digits and '_', not starting with a digit")
+    return name
+
+
 def _quote_column(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
-        raise ValueError(f"invalid column name {name!r}")
-    return f"`{name}`"
+    return f"`{check_column_name(name)}`"
 
 
 def table_sql(table_id: str) -> str:

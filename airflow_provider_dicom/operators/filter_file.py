@@ -26,6 +26,7 @@ from airflow_provider_dicom.filter_build import (
     REJECT_EXAMPLES,
     UID_COLUMNS,
     NestingError,
+    check_column_name,
     check_destination,
     check_level,
     check_nesting,
@@ -190,6 +191,14 @@ class BuildFilterFileOperator(BaseOperator):
             uris.BigQueryTableUri.parse(self.source_table)
         if self.sql is not None and not pending(self.sql) and not str(self.sql).strip():
             raise ValueError("sql is empty")
+        if self.path_column is not None and not pending(self.path_column):
+            check_column_name(self.path_column)  # spliced into the SQL
+        for column in self.uid_columns:
+            if not pending(column):
+                try:
+                    check_column_name(column)
+                except ValueError as exc:
+                    raise ValueError(f"invalid uid_columns {self.uid_columns!r}: {exc}") from None
         if self.staging_dataset is not None and not pending(self.staging_dataset):
             uris.check_dataset_ref(self.staging_dataset, "staging_dataset")  # spliced into SQL
         if self.project_id is not None and not pending(self.project_id):

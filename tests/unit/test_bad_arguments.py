@@ -108,7 +108,8 @@ add("filter", {**FILTER_GOOD, "uids": None, "source_table": TABLE}, "source_tabl
 add("filter", FILTER_GOOD, "level", ["studies", "study/series", 3])  # "" is a DAG param left empty: the default
 add("filter", FILTER_GOOD, "on_empty", ["ignore", ""])
 add("filter", FILTER_GOOD, "server_side_threshold", [-1, "10", True])
-add("filter", FILTER_GOOD, "uid_columns", [("a", "b")])
+add("filter", FILTER_GOOD, "uid_columns", [("a", "b"), ("StudyInstanceUID", "SeriesInstanceUID", "x`; DROP")])
+add("filter", {**FILTER_GOOD, "uids": None, "sql": "SELECT 1"}, "path_column", ["path`", "1path", "pa th", "p\n", ""])
 add("plan", PLAN_GOOD, "staging_uri", BAD_BUCKET_URIS[:8])
 add("plan", PLAN_GOOD, "destination_table_uri", BAD_TABLE_URIS[:8])
 add("plan", PLAN_GOOD, "project_id", BAD_PROJECTS[:4])
