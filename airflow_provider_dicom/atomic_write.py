@@ -150,18 +150,31 @@ class GcsAtomicWriter:
     def __init__(self, blob: Any, *, chunk_size: int = GCS_CHUNK_SIZE, content_type: str = "text/plain") -> None:
         from google.cloud.storage.fileio import BlobWriter
 
-        # Binary BlobWriter, not blob.open("w"): a TextIOWrapper around it would be finalised (and
-        # the upload committed) by the garbage collector after an abort.
-        self._writer = BlobWriter(blob, chunk_size=chunk_size, content_type=content_type)
+        from airflow_provider_dicom.deadlines import endpoint_of, storage_call
+
         self.uri = f"gs://{blob.bucket.name}/{blob.name}"
+        self._doing = f"uploading {self.uri}"
+        self._endpoint = endpoint_of(blob)
+        # Binary BlobWriter, not blob.open("w"): a TextIOWrapper around it would be finalised (and
+        # the upload committed) by the garbage collector after an abort. Each chunk request has the
+        # request timeout and the bounded retry (a resumable session makes chunk retries safe).
+        self._writer = BlobWriter(
+            blob, chunk_size=chunk_size, content_type=content_type, **storage_call(blob, self._doing)
+        )
 
     def write(self, data: str | bytes) -> int:
-        self._writer.write(data.encode("utf-8") if isinstance(data, str) else data)
+        from airflow_provider_dicom.deadlines import remote
+
+        with remote(self._doing, self._endpoint):
+            self._writer.write(data.encode("utf-8") if isinstance(data, str) else data)
         return len(data)
 
     def close(self) -> None:
+        from airflow_provider_dicom.deadlines import remote
+
         try:
-            self._writer.close()  # sends the last chunk with the total size: the object appears now
+            with remote(self._doing, self._endpoint):
+                self._writer.close()  # sends the last chunk with the total size: the object appears now
         except BaseException:
             self.abort()
             raise

@@ -310,6 +310,27 @@ def _non_negative_int(text: str) -> int | None:
     return value
 
 
+def project_id_arg(text: str) -> str:
+    """`--project`: a Google Cloud project id, checked before any client is built."""
+    from airflow_provider_dicom.uris import InvalidUriError, check_project_id
+
+    try:
+        return check_project_id(text, "project")
+    except InvalidUriError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def location_arg(text: str) -> str:
+    """`--location`: a Google Cloud location (US, us-central1), by the operators' rule."""
+    from airflow_provider_dicom.operators.arguments import check_identifier
+
+    try:
+        check_identifier("location", text, optional=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -361,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bq.add_argument("--filter-config", metavar="PATH", help="filter file (local path or gs://) of /studies/... lines")
     bq.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
-    bq.add_argument("--project", help="project the load jobs run in (default: the table's project)")
+    bq.add_argument("--project", type=project_id_arg, help="project the load jobs run in (default: the table's project)")
     bq.add_argument(
         "--max-failed-instances",
         type=_non_negative_int,

@@ -39,8 +39,10 @@ def add_filter_parser(verbs: Any, parser_class: type) -> None:
     parser.add_argument("--out", required=True, metavar="PATH|gs://BUCKET/OBJECT", help="where to write the file")
     parser.add_argument("--on-empty", default="fail", choices=("fail", "skip", "write_empty"),
                         help="an empty selection: fail (exit 1, default), skip (write nothing, exit 0) or write_empty")
-    parser.add_argument("--project", help="project the query runs in (default: from the environment)")
-    parser.add_argument("--location", help="BigQuery location of the query job")
+    from airflow_provider_dicom.cli import location_arg, project_id_arg
+
+    parser.add_argument("--project", type=project_id_arg, help="project the query runs in (default: from the environment)")
+    parser.add_argument("--location", type=location_arg, help="BigQuery location of the query job")
     parser.set_defaults(handler=cmd_filter)
 
 

@@ -333,26 +333,71 @@ def write_selections(writer: FilterWriter, items: Iterable[object], *, level: st
         writer.add(study, series, instance, level=level)
 
 
+MAX_NESTING = 8  # lists/mappings inside each other in `uids` or query parameters
+
+
+class NestingError(ValueError):
+    """A value nested deeper than MAX_NESTING levels (refused before it can exhaust the stack)."""
+
+
+def check_nesting(value: object, name: str, most: int = MAX_NESTING) -> object:
+    """Refuse values nested deeper than `most` levels of lists/tuples/mappings, without recursion
+    (a deeply nested value would otherwise end in RecursionError far from the argument)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = list(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        if depth > most:
+            raise NestingError(
+                f"invalid {name}: lists or mappings nested more than {most} levels deep "
+                f"({type(value).__name__} of {len(value) if hasattr(value, '__len__') else '?'} items)"
+            )
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def parse_literal(text: str, name: str) -> object:
+    """A JSON value, else a Python literal (what a template renders a list or dict to); ValueError
+    (never RecursionError) when it is neither or nested too deeply."""
+    import ast
+    import json
+
+    for loader in (json.loads, ast.literal_eval):
+        try:
+            loaded = loader(text)
+        except (RecursionError, MemoryError):
+            raise NestingError(
+                f"invalid {name}: nested more than {MAX_NESTING} levels deep ({len(text)} characters of text)"
+            ) from None
+        except (ValueError, SyntaxError, TypeError):
+            continue
+        return check_nesting(loaded, name)
+    raise ValueError(f"invalid {name} {text[:200]!r}: not JSON nor a Python literal")
+
+
 def coerce_items(value: object) -> list[object]:
     """The `uids` argument as a list: a list/tuple as is; a string that holds JSON or a Python
     literal (what a Jinja template renders an XCom list to); otherwise one item a line."""
     if value is None:
         return []
     if isinstance(value, (list, tuple)):
-        return list(value)
+        return list(check_nesting(value, "uids"))  # type: ignore[call-overload]
     if isinstance(value, str):
         text = value.strip()
         if text.startswith(("[", "(")):
-            import ast
-            import json
-
-            for loader in (json.loads, ast.literal_eval):
-                try:
-                    loaded = loader(text)
-                except (ValueError, SyntaxError):
-                    continue
-                if isinstance(loaded, (list, tuple)):
-                    return list(loaded)
+            try:
+                loaded = parse_literal(text, "uids")
+            except NestingError:
+                raise
+            except ValueError:
+                loaded = None  # not a literal: one item a line
+            if isinstance(loaded, (list, tuple)):
+                return list(loaded)
         return [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
     if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
         return list(value)
@@ -387,10 +432,15 @@ def strip_sql(sql: str) -> str:
     return text
 
 
+def check_column_name(name: object) -> str:
+    """A column name spliced into SQL (quoted): letters, digits and underscores only."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,299}", name):
+        raise ValueError(f"invalid column name {name!r}: expected letters, digits and '_', not starting with a digit")
+    return name
+
+
 def _quote_column(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
-        raise ValueError(f"invalid column name {name!r}")
-    return f"`{name}`"
+    return f"`{check_column_name(name)}`"
 
 
 def table_sql(table_id: str) -> str:
@@ -459,9 +509,8 @@ def query_parameters(spec: object) -> list[Any]:
     if spec is None or spec == {} or spec == []:
         return []
     if isinstance(spec, str):
-        import json
-
-        spec = json.loads(spec)
+        spec = parse_literal(spec, "query_parameters")
+    check_nesting(spec, "query_parameters")
     if isinstance(spec, list):
         built = []
         for item in spec:
@@ -506,18 +555,16 @@ def query_parameters(spec: object) -> list[Any]:
 
 def _rendered_list(name: str, text: str) -> object:
     """A list a template rendered to text (`["a", "b"]` with `| tojson`, or Python's repr)."""
-    import ast
-    import json
-
     stripped = text.strip()
     if stripped in ("", "None"):
         return []
-    for loader in (json.loads, ast.literal_eval):
-        try:
-            return loader(stripped)
-        except (ValueError, SyntaxError):
-            continue
-    raise ValueError(f"query parameter {name!r}: {text!r} is not a list")
+    try:
+        return parse_literal(stripped, f"query parameter {name!r}")
+    except NestingError:
+        raise
+    except ValueError:
+        pass
+    raise ValueError(f"query parameter {name!r}: {text[:200]!r} is not a list")
 
 
 def _infer_type(value: object) -> str:

@@ -26,6 +26,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from airflow_provider_dicom.deadlines import bigquery_call, endpoint_of, remote, wait_for_job
 from airflow_provider_dicom.filter_build import (
     UID_COLUMNS,
     BuildResult,
@@ -79,9 +80,12 @@ def build_from_query(
     if server_side_possible:
         config.destination = staging_table_id(staging_dataset, destination, "rows")  # type: ignore[arg-type]
         config.write_disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
-    job = client.query(ordered, job_config=config, location=location)
+    endpoint = endpoint_of(client)
+    doing = "running the filter query"
+    with remote(doing, endpoint):
+        job = client.query(ordered, job_config=config, location=location, **bigquery_call(client, doing))
     jobs.append(job)
-    rows = job.result(page_size=PAGE_SIZE)
+    rows = wait_for_job(job, doing, page_size=PAGE_SIZE)
     inputs = [_table_id(table) for table in (getattr(job, "referenced_tables", None) or [])]
     total = rows.total_rows or 0
     if log:
@@ -102,9 +106,10 @@ def build_from_query(
             total,
             threshold,
         )
-    result = build_from_rows(
-        rows, destination, level=level, on_empty=policy, path_column=path_column, storage_client=storage_client
-    )
+    with remote("reading the filter query's rows", endpoint):  # pages are fetched as they are written
+        result = build_from_rows(
+            rows, destination, level=level, on_empty=policy, path_column=path_column, storage_client=storage_client
+        )
     result.input_tables = inputs
     return result
 
@@ -131,9 +136,14 @@ def _server_side(
     rows_id = _table_id(rows_table)
     dataset = rows_id.rsplit(".", 1)[0]
     paths_sql, counts_sql = server_side_sql(rows_id, level)
-    counts_job = client.query(counts_sql, location=location)
+    endpoint = endpoint_of(client)
+    doing = f"counting the filter paths in {rows_id}"
+    with remote(doing, endpoint):
+        counts_job = client.query(counts_sql, location=location, **bigquery_call(client, doing))
     jobs.append(counts_job)
-    counts = next(iter(counts_job.result()))
+    counts_rows = wait_for_job(counts_job, doing)
+    with remote(doing, endpoint):
+        counts = next(iter(counts_rows))
     result = BuildResult(uri=destination, level=level, route="server")
     result.rejected = int(counts["rejected"] or 0)
     result.studies = int(counts["studies"] or 0)
@@ -147,9 +157,11 @@ def _server_side(
     config = bigquery.QueryJobConfig(
         destination=paths_table, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE, use_legacy_sql=False
     )
-    paths_job = client.query(paths_sql, job_config=config, location=location)
+    doing = f"writing the filter paths to {paths_table}"
+    with remote(doing, endpoint):
+        paths_job = client.query(paths_sql, job_config=config, location=location, **bigquery_call(client, doing))
     jobs.append(paths_job)
-    written = paths_job.result()
+    written = wait_for_job(paths_job, doing)
     result.lines = int(written.total_rows or 0) if written.total_rows is not None else accepted
     if level == "instance":
         result.instances = result.lines
@@ -162,14 +174,17 @@ def _server_side(
             raise EmptyFilterError(empty_message(result))
         if policy == "skip":
             return result
-    extract = client.extract_table(
-        paths_table,
-        destination,
-        job_config=bigquery.ExtractJobConfig(destination_format="CSV", print_header=False),
-        location=location,
-    )
+    doing = f"extracting {paths_table} to {destination}"
+    with remote(doing, endpoint):
+        extract = client.extract_table(
+            paths_table,
+            destination,
+            job_config=bigquery.ExtractJobConfig(destination_format="CSV", print_header=False),
+            location=location,
+            **bigquery_call(client, doing),
+        )
     jobs.append(extract)
-    extract.result()
+    wait_for_job(extract, doing)
     if log:
         log.info("Extract job %s wrote %d lines to %s", getattr(extract, "job_id", "?"), result.lines, destination)
     result.written = True

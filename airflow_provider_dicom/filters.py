@@ -263,13 +263,19 @@ def _download(uri: str, storage_client: Any) -> bytes:
         from google.cloud import storage
 
         storage_client = storage.Client()
-    blob = storage_client.bucket(target.bucket).get_blob(target.name)
-    if blob is None:
-        raise FileNotFoundError(f"filter file {uri} does not exist")
-    if blob.size is not None and blob.size > MAX_FILTER_BYTES:
-        raise _too_large(f"filter file {uri}", blob.size)
+    from airflow_provider_dicom.deadlines import endpoint_of, remote, storage_call
+
+    doing = f"reading filter file {uri}"
     try:
-        data = blob.download_as_bytes(if_generation_match=blob.generation)
+        with remote(doing, endpoint_of(storage_client)):
+            blob = storage_client.bucket(target.bucket).get_blob(target.name, **storage_call(storage_client, doing))
+            if blob is None:
+                raise FileNotFoundError(f"filter file {uri} does not exist")
+            if blob.size is not None and blob.size > MAX_FILTER_BYTES:
+                raise _too_large(f"filter file {uri}", blob.size)
+            data = blob.download_as_bytes(
+                if_generation_match=blob.generation, **storage_call(storage_client, doing)
+            )
     except NotFound:
         raise FileNotFoundError(f"filter file {uri} does not exist") from None
     return data

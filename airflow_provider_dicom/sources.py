@@ -96,6 +96,8 @@ class DicomSource:
 def _check_dicomweb_url(value: str) -> None:
     from urllib.parse import urlsplit
 
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError(f"invalid DICOM source {value!r}: a URL holds no whitespace or control characters")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number

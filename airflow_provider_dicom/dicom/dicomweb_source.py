@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from airflow_provider_dicom.deadlines import DICOMWEB_TIMEOUT
 from airflow_provider_dicom.dicom.outcomes import (
     FAILED,
     FILTERED,
@@ -55,7 +56,7 @@ PAGE_SIZE = 1000
 # With at most this many instance lines for one series in a filter, each is fetched on its own;
 # with more, the series' metadata is fetched once and filtered (one response instead of many).
 INSTANCE_REQUESTS_PER_SERIES = 10
-DEFAULT_TIMEOUT = (10.0, 300.0)  # connect, read: a large series' metadata takes a while to build
+DEFAULT_TIMEOUT = DICOMWEB_TIMEOUT  # connect, read: see airflow_provider_dicom.deadlines
 _BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
 _NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
 _NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"

@@ -391,9 +391,17 @@ def gcs_fetch(blob: Any) -> Fetch:
             return b""
         from google.api_core.exceptions import GoogleAPIError
 
+        from airflow_provider_dicom.deadlines import endpoint_of, remote, storage_call
+
+        doing = f"reading gs://{blob.bucket.name}/{blob.name} bytes {start}-{end - 1}"
         try:
             # Inclusive end; the object's stored bytes (no decompressive transcoding of ranges).
-            return blob.download_as_bytes(start=start, end=end - 1, raw_download=True, checksum=None)
+            # A service that does not answer in time is the export's failure (RemoteCallError),
+            # not this object's.
+            with remote(doing, endpoint_of(blob)):
+                return blob.download_as_bytes(
+                    start=start, end=end - 1, raw_download=True, checksum=None, **storage_call(blob, doing)
+                )
         except GoogleAPIError as exc:
             code = getattr(exc, "code", None)
             raise RemoteReadError(
@@ -417,8 +425,12 @@ def _whole_fetch(blob: Any) -> Fetch:
         if not cache:
             from google.api_core.exceptions import GoogleAPIError
 
+            from airflow_provider_dicom.deadlines import endpoint_of, remote, storage_call
+
+            doing = f"reading gs://{blob.bucket.name}/{blob.name}"
             try:
-                cache.append(blob.download_as_bytes())
+                with remote(doing, endpoint_of(blob)):
+                    cache.append(blob.download_as_bytes(**storage_call(blob, doing)))
             except GoogleAPIError as exc:
                 message = redact_quoted(getattr(exc, "message", exc))
                 raise RemoteReadError(f"cannot read gs://{blob.bucket.name}/{blob.name}: {message}") from None
@@ -474,17 +486,26 @@ class GcsDicomSource:
         """The objects under the prefix, in name order, page by page."""
         from google.api_core.exceptions import GoogleAPICallError, NotFound
 
+        from airflow_provider_dicom.deadlines import endpoint_of, remote, storage_call
+
         listed = False
+        doing = f"listing {self.uri}"
         try:
-            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix or None, fields=_LIST_FIELDS):
-                listed = True
-                if blob.name.endswith("/"):
-                    continue
-                yield _info(blob)
-            if not listed and self._single_object is not None:
-                blob = self.client.bucket(self.bucket).get_blob(self._single_object)
-                if blob is not None:
+            with remote(doing, endpoint_of(self.client)):
+                for blob in self.client.list_blobs(
+                    self.bucket, prefix=self.prefix or None, fields=_LIST_FIELDS, **storage_call(self.client, doing)
+                ):
+                    listed = True
+                    if blob.name.endswith("/"):
+                        continue
                     yield _info(blob)
+                if not listed and self._single_object is not None:
+                    doing = f"getting gs://{self.bucket}/{self._single_object}"
+                    blob = self.client.bucket(self.bucket).get_blob(
+                        self._single_object, **storage_call(self.client, doing)
+                    )
+                    if blob is not None:
+                        yield _info(blob)
         except NotFound:
             raise FileNotFoundError(f"Cloud Storage bucket gs://{self.bucket} does not exist") from None
         except GoogleAPICallError as exc:

@@ -28,6 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from airflow_provider_dicom.deadlines import (
+    bigquery_call,
+    endpoint_of,
+    remote,
+    request_timeout,
+    upload_retries,
+    wait_for_job,
+)
 from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
 from airflow_provider_dicom.export.counts import SourceCounts
 from airflow_provider_dicom.redact import redact_quoted
@@ -202,9 +210,11 @@ def export_to_bigquery(
             config = load_job_config(final_fields, plan.job_disposition, add_columns)
 
             def submit(job_id: str) -> Any:
-                return client.load_table_from_file(
-                    rows_file, table.table_id, job_config=config, job_id=job_id, rewind=True
-                )
+                with remote(f"loading rows into {table}", endpoint_of(client)):
+                    return client.load_table_from_file(
+                        rows_file, table.table_id, job_config=config, job_id=job_id, rewind=True,
+                        timeout=request_timeout(), num_retries=upload_retries(),
+                    )
 
             result.job_id, result.reattached = run_load(
                 client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_load_job
@@ -321,15 +331,20 @@ def plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions
 
     from airflow_provider_dicom.dicom.schema import from_bigquery_fields
 
+    endpoint = endpoint_of(client)
+    doing = f"getting dataset {table.dataset_id}"
     try:
-        client.get_dataset(table.dataset_id)
+        with remote(doing, endpoint):
+            client.get_dataset(table.dataset_id, **bigquery_call(client, doing))
     except NotFound:
         raise DestinationError(
             f"BigQuery dataset {table.dataset_id} does not exist: create it before exporting to {table} "
             "(the Cloud Healthcare API requires an existing dataset too)"
         ) from None
+    doing = f"getting table {table}"
     try:
-        existing = client.get_table(table.table_id)
+        with remote(doing, endpoint):
+            existing = client.get_table(table.table_id, **bigquery_call(client, doing))
     except NotFound:
         # Missing tables are created whatever the disposition; WRITE_EMPTY in the job keeps a
         # table someone else creates meanwhile from being overwritten.
@@ -498,16 +513,19 @@ def _load(
     config = load_job_config(fields, disposition, add_columns)
     job = None
     try:
-        if isinstance(rows, (str, os.PathLike)):
-            with open(rows, "rb") as data:
+        doing = f"loading rows into {table}"
+        upload = {"timeout": request_timeout(), "num_retries": upload_retries()}
+        with remote(doing, endpoint_of(client)):
+            if isinstance(rows, (str, os.PathLike)):
+                with open(rows, "rb") as data:
+                    job = client.load_table_from_file(
+                        data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True, **upload
+                    )
+            else:
                 job = client.load_table_from_file(
-                    data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
+                    rows, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True, **upload
                 )
-        else:
-            job = client.load_table_from_file(
-                rows, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True
-            )
-        job.result()
+        wait_for_job(job, doing)
     except GoogleAPICallError as exc:
         raise load_error(exc, job, table) from None
     return job.job_id

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_dicom.deadlines import endpoint_of, remote, request_timeout, storage_call
 from airflow_provider_dicom.export.counts import SourceCounts
 from airflow_provider_dicom.sources import DicomSource, SourceKind
 from airflow_provider_dicom.uris import GcsUri
@@ -84,7 +85,10 @@ def export_to_gcs(
 
         dicomweb_client = DicomWebClient(parsed.value, pool_size=workers)
     bucket = storage_client.bucket(destination.bucket)
-    if not bucket.exists():
+    doing = f"checking bucket gs://{destination.bucket}"
+    with remote(doing, endpoint_of(storage_client)):
+        exists = bucket.exists(**storage_call(storage_client, doing))
+    if not exists:
         raise ValueError(f"Cloud Storage bucket {destination.bucket!r} of {uri_prefix!r} does not exist")
     prefix = destination.name.rstrip("/")
     result = GcsExportResult(str(uri_prefix))
@@ -184,7 +188,7 @@ def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_clie
     if parsed.kind is SourceKind.FOLDER:
 
         def upload(path: str, target: str) -> int:
-            bucket.blob(target).upload_from_filename(path, content_type=DICOM_CONTENT_TYPE)
+            bucket.blob(target).upload_from_filename(path, content_type=DICOM_CONTENT_TYPE, timeout=request_timeout())
             return os.path.getsize(path)
 
         return upload
@@ -193,7 +197,7 @@ def _copier(parsed: DicomSource, storage_client: Any, bucket: Any, dicomweb_clie
         def server_side_copy(uri: str, target: str) -> int:
             source = GcsUri.parse(uri, require_object=True)
             blob = storage_client.bucket(source.bucket).blob(source.name)
-            copied = storage_client.bucket(source.bucket).copy_blob(blob, bucket, target)
+            copied = storage_client.bucket(source.bucket).copy_blob(blob, bucket, target, timeout=request_timeout())
             return int(copied.size or 0)
 
         return server_side_copy
@@ -275,7 +279,12 @@ class _InstanceUpload:
 
     def finish(self) -> int:
         if self._writer is None:
-            self._blob.upload_from_string(bytes(self._buffer), content_type=DICOM_CONTENT_TYPE)
+            from airflow_provider_dicom.deadlines import endpoint_of, remote, request_timeout
+
+            with remote(f"uploading gs://{self._blob.bucket.name}/{self._blob.name}", endpoint_of(self._blob)):
+                self._blob.upload_from_string(
+                    bytes(self._buffer), content_type=DICOM_CONTENT_TYPE, timeout=request_timeout()
+                )
         else:
             self._writer.close()
         return self.size

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.deadlines import bigquery_call, endpoint_of, remote, wait_for_job
 from airflow_provider_dicom.export.bigquery import ExportError, load_error
 
 if TYPE_CHECKING:
@@ -63,8 +64,10 @@ def find_earlier_load(
 
     for attempt in range(MAX_LOAD_JOBS):
         job_id = chain.job_id(attempt)
+        doing = f"looking for load job {job_id} of an earlier try"
         try:
-            job = client.get_job(job_id)
+            with remote(doing, endpoint_of(client)):
+                job = client.get_job(job_id, **bigquery_call(client, doing))
         except NotFound:
             return EarlierLoad(attempt)
         if job.state != "DONE":
@@ -73,7 +76,7 @@ def find_earlier_load(
             if on_job is not None:
                 on_job(job_id)
             try:
-                job.result()
+                wait_for_job(job, f"an earlier try's load into {table}")
             except GoogleAPICallError as exc:
                 log.info("Load job %s of an earlier try failed (%s); a new one will load", job_id,
                          load_error(exc, job, table))
@@ -109,12 +112,14 @@ def run_load(
     try:
         try:
             job = submit(job_id)
-        except Conflict:
-            job = client.get_job(job_id)  # another try started it a moment ago
+        except Conflict:  # another try started it a moment ago
+            doing = f"adopting load job {job_id}"
+            with remote(doing, endpoint_of(client)):
+                job = client.get_job(job_id, **bigquery_call(client, doing))
             reattached = True
         if on_job is not None:
             on_job(job_id)
-        job.result()
+        wait_for_job(job, f"loading rows into {table}")
     except GoogleAPICallError as exc:
         raise load_error(exc, job, table) from None
     return job_id, reattached

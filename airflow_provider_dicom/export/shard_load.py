@@ -34,6 +34,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.deadlines import (
+    bigquery_call,
+    endpoint_of,
+    remote,
+    request_timeout,
+    upload_retries,
+    wait_for_job,
+)
 from airflow_provider_dicom.export.bigquery import (
     JOB_ID_PREFIX,
     ExportError,
@@ -303,7 +311,11 @@ def _stream_submitter(
             _kept_rows(staging, plan, shard.index, dropped.get(shard.index, set()), combined)
 
     def submit(job_id: str) -> Any:
-        return client.load_table_from_file(combined, table.table_id, job_config=config, job_id=job_id, rewind=True)
+        with remote(f"loading rows into {table}", endpoint_of(client)):
+            return client.load_table_from_file(
+                combined, table.table_id, job_config=config, job_id=job_id, rewind=True,
+                timeout=request_timeout(), num_retries=upload_retries(),
+            )
 
     return submit
 
@@ -328,7 +340,9 @@ def _uri_submitter(
             uris.append(staging.uri_of(join(directory, ROWS_FILE)))
 
     def submit(job_id: str) -> Any:
-        return client.load_table_from_uri(uris, table.table_id, job_config=config, job_id=job_id)
+        return client.load_table_from_uri(
+            uris, table.table_id, job_config=config, job_id=job_id, **bigquery_call(client, f"loading into {table}")
+        )
 
     return submit
 

@@ -166,22 +166,28 @@ class GcsStaging:
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self._errors(name):
-            self._bucket.blob(self._name(name)).upload_from_string(data, content_type="application/octet-stream")
+            self._bucket.blob(self._name(name)).upload_from_string(
+                data, content_type="application/octet-stream", **self._call(name, "uploading")
+            )
 
     def upload(self, name: str, local: Path | BinaryIO) -> None:
         with self._errors(name):
             blob = self._bucket.blob(self._name(name))
             if isinstance(local, (str, os.PathLike)):
-                blob.upload_from_filename(str(local), content_type="application/octet-stream")
+                blob.upload_from_filename(
+                    str(local), content_type="application/octet-stream", **self._call(name, "uploading")
+                )
             else:
-                blob.upload_from_file(local, rewind=True, content_type="application/octet-stream")
+                blob.upload_from_file(
+                    local, rewind=True, content_type="application/octet-stream", **self._call(name, "uploading")
+                )
 
     def read_bytes(self, name: str) -> bytes | None:
         from google.api_core.exceptions import NotFound
 
         with self._errors(name):
             try:
-                return self._bucket.blob(self._name(name)).download_as_bytes()
+                return self._bucket.blob(self._name(name)).download_as_bytes(**self._call(name, "reading"))
             except NotFound:
                 return None
 
@@ -190,7 +196,7 @@ class GcsStaging:
 
         with self._errors(name):
             try:
-                self._bucket.blob(self._name(name)).download_to_file(out)
+                self._bucket.blob(self._name(name)).download_to_file(out, **self._call(name, "reading"))
             except NotFound:
                 return False
         return True
@@ -199,13 +205,27 @@ class GcsStaging:
         prefix = self._name(name) + "/"
         count = 0
         with self._errors(name):
-            for blob in self.client.list_blobs(self.bucket_name, prefix=prefix):
-                blob.delete()
+            for blob in self.client.list_blobs(self.bucket_name, prefix=prefix, **self._call(name, "listing")):
+                blob.delete(**self._call(name, "deleting objects under"))
                 count += 1
         return count
 
     def _errors(self, name: str) -> Any:
-        return _translated(self.uri_of(name))
+        from contextlib import ExitStack
+
+        from airflow_provider_dicom.deadlines import endpoint_of, remote
+
+        stack = ExitStack()
+        stack.enter_context(_translated(self.uri_of(name)))
+        stack.enter_context(remote(f"using staging object {self.uri_of(name)}", endpoint_of(self.client)))
+        return stack
+
+    def _call(self, name: str, doing: str) -> dict[str, Any]:
+        """The deadline of one call (staging objects hold the same bytes on every try: retrying
+        an upload is safe)."""
+        from airflow_provider_dicom.deadlines import storage_call
+
+        return storage_call(self.client, f"{doing} staging object {self.uri_of(name)}")
 
 
 class _translated:

@@ -125,6 +125,16 @@ class DicomStoreHook(GoogleBaseHook):
             )
         return self._conn
 
+    def _authorize(self):
+        """The base hook's authorised httplib2 client, with the request timeout of
+        `airflow_provider_dicom.deadlines` (googleapiclient's default is the process-wide socket
+        timeout, else 60 s); `_execute` bounds the retries."""
+        from airflow_provider_dicom.deadlines import request_timeout
+
+        authed = super()._authorize()
+        authed.http.timeout = request_timeout()
+        return authed
+
     def _client_options(self):
         if hasattr(self, "get_client_options"):  # provider >= 16: also honours the universe domain
             return self.get_client_options(self.api_endpoint)

@@ -6,6 +6,7 @@ renders native objects, so counts accept their text forms too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -30,11 +31,18 @@ def check_concurrency(value: object, name: str = "max_concurrent_requests", most
 
 
 def check_identifier(name: str, value: object, *, optional: bool) -> None:
-    """A connection id, project or location: a non-empty string without surrounding blanks."""
+    """A connection id, project or location: a non-empty string without surrounding blanks; a
+    project id by Google's rule, a location as Google names them ("US", "us-central1")."""
     if value is None and optional:
         return
     if not isinstance(value, str) or not value.strip() or value != value.strip():
         raise ValueError(f"invalid {name} {value!r}: expected a non-empty string")
+    if name in ("project_id", "project"):
+        from airflow_provider_dicom.uris import check_project_id
+
+        check_project_id(value, name)
+    elif name == "location" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9\-]{0,62}", value):
+        raise ValueError(f"invalid location {value!r}: expected a Google Cloud location such as US or us-central1")
 
 
 def check_impersonation_chain(value: object) -> None:

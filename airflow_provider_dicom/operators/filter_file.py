@@ -26,9 +26,13 @@ from airflow_provider_dicom.assets import AssetOutletsMixin
 from airflow_provider_dicom.filter_build import (
     REJECT_EXAMPLES,
     UID_COLUMNS,
+    NestingError,
+    check_column_name,
     check_destination,
     check_level,
+    check_nesting,
     check_on_empty,
+    parse_literal,
 )
 
 if TYPE_CHECKING:
@@ -197,6 +201,32 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
             uris.BigQueryTableUri.parse(self.source_table)
         if self.sql is not None and not pending(self.sql) and not str(self.sql).strip():
             raise ValueError("sql is empty")
+        if self.path_column is not None and not pending(self.path_column):
+            check_column_name(self.path_column)  # spliced into the SQL
+        for column in self.uid_columns:
+            if not pending(column):
+                try:
+                    check_column_name(column)
+                except ValueError as exc:
+                    raise ValueError(f"invalid uid_columns {self.uid_columns!r}: {exc}") from None
+        if self.staging_dataset is not None and not pending(self.staging_dataset):
+            uris.check_dataset_ref(self.staging_dataset, "staging_dataset")  # spliced into SQL
+        if self.project_id is not None and not pending(self.project_id):
+            uris.check_project_id(self.project_id, "project_id")
+        for name in ("uids", "query_parameters"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not pending(value) and name == "query_parameters":
+                if value.strip():
+                    parse_literal(value.strip(), name)  # JSON or a Python literal, nothing else
+            elif isinstance(value, str) and not pending(value) and value.strip().startswith(("[", "(")):
+                try:
+                    parse_literal(value.strip(), name)
+                except NestingError:
+                    raise
+                except ValueError:
+                    pass  # not a literal: uids are then read one a line
+            elif value is not None and not isinstance(value, str):
+                check_nesting(value, name)
 
     def effective_level(self) -> str | None:
         level = check_level(self.level, allow_none=True)
@@ -298,10 +328,13 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
     def on_kill(self) -> None:
         """Cancel the BigQuery jobs still running (a killed task should not leave a large query or
         extract running and billed)."""
+        from airflow_provider_dicom.deadlines import bigquery_call
+
         for job in getattr(self, "_jobs", []):
             try:
-                if not job.done():
-                    job.cancel()
+                deadline = bigquery_call(job, f"cancelling BigQuery job {getattr(job, 'job_id', '?')}")
+                if not job.done(**deadline):
+                    job.cancel(**deadline)
                     self.log.info("Cancelled BigQuery job %s", getattr(job, "job_id", "?"))
             except Exception as exc:  # noqa: BLE001 - best effort while the task is being killed
                 self.log.warning("Could not cancel BigQuery job %s: %s", getattr(job, "job_id", "?"), exc)

@@ -107,7 +107,10 @@ def test_on_kill_cancels_the_running_bigquery_jobs():
     running.done.return_value, finished.done.return_value = False, True
     operator._jobs = [finished, running]
     operator.on_kill()
-    running.cancel.assert_called_once_with()
+    running.cancel.assert_called_once()
+    from airflow_provider_dicom import deadlines
+
+    assert running.cancel.call_args.kwargs["timeout"] == deadlines.request_timeout()  # never waits forever
     finished.cancel.assert_not_called()
     op(destination="gs://bucket/f.txt", uids=[]).on_kill()  # nothing started: nothing to cancel
 

@@ -299,7 +299,7 @@ class FakeBlob:
         self.bucket, self.name, self.data = bucket, name, data
         self.size, self.generation, self.content_encoding, self.updated = len(data), generation, None, UPDATED
 
-    def download_as_bytes(self, start=None, end=None, raw_download=False, checksum="auto"):
+    def download_as_bytes(self, start=None, end=None, raw_download=False, checksum="auto", **deadline):
         assert start is not None and end is not None and end >= start  # always ranged
         self.bucket.served += len(self.data[start : end + 1])
         return self.data[start : end + 1]
@@ -313,7 +313,7 @@ class FakeBucket:
     def blob(self, name, generation=None):
         return self.blobs[name]
 
-    def get_blob(self, name):
+    def get_blob(self, name, **deadline):
         return self.blobs.get(name)
 
 
@@ -328,7 +328,7 @@ class FakeClient:
         assert name == "bkt"
         return self.bucket_
 
-    def list_blobs(self, bucket, prefix=None, fields=None):
+    def list_blobs(self, bucket, prefix=None, fields=None, **deadline):
         self.listed_prefixes.append(prefix)
         return [b for n, b in sorted(self.bucket_.blobs.items()) if n.startswith(prefix or "")]
 
@@ -463,7 +463,7 @@ def test_a_listing_refused_by_the_server_says_which_prefix_and_why():
     from google.api_core.exceptions import Forbidden
 
     class Refusing(FakeClient):
-        def list_blobs(self, bucket, prefix=None, fields=None):
+        def list_blobs(self, bucket, prefix=None, fields=None, **deadline):
             raise Forbidden("caller does not have storage.objects.list access")
 
     with pytest.raises(RemoteReadError, match=r"cannot list gs://bkt/ct/ \(HTTP 403 Forbidden\): caller does not"):

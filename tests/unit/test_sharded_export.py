@@ -151,7 +151,10 @@ class RecordingJob:
         self.errors = None
         self.waited = False
 
-    def result(self):
+    def done(self, **deadline):
+        return True  # finishes as soon as it is waited for
+
+    def result(self, **deadline):
         self.waited = True
         self.state = "DONE"
         return self
@@ -164,27 +167,27 @@ class RecordingClient:
         self.jobs = dict(jobs or {})
         self.submitted: list[tuple[str, object, object]] = []
 
-    def get_dataset(self, dataset_id):
+    def get_dataset(self, dataset_id, **deadline):
         return SimpleNamespace(dataset_id=dataset_id)
 
-    def get_table(self, table_id):
+    def get_table(self, table_id, **deadline):
         from google.api_core.exceptions import NotFound
 
         raise NotFound(f"table {table_id}")
 
-    def get_job(self, job_id):
+    def get_job(self, job_id, **deadline):
         from google.api_core.exceptions import NotFound
 
         if job_id not in self.jobs:
             raise NotFound(f"job {job_id}")
         return self.jobs[job_id]
 
-    def load_table_from_uri(self, uris, destination, job_config=None, job_id=None):
+    def load_table_from_uri(self, uris, destination, job_config=None, job_id=None, **deadline):
         self.submitted.append((job_id, list(uris), job_config))
         self.jobs[job_id] = RecordingJob(job_id, "RUNNING")
         return self.jobs[job_id]
 
-    def load_table_from_file(self, data, destination, job_config=None, job_id=None, rewind=False):
+    def load_table_from_file(self, data, destination, job_config=None, job_id=None, rewind=False, **deadline):
         if rewind:  # as google-cloud-bigquery does
             data.seek(0)
         self.submitted.append((job_id, data.read(), job_config))
