@@ -141,6 +141,21 @@ class DicomWebClient:
         self.session = session
 
     def url(self, *segments: str) -> str:
+        """The URL of a resource, to request. Each segment (a UID from the filter or from the
+        server's own answers) is one path segment whatever it holds (`/` is escaped). A segment of
+        dots cannot be sent: URL normalisation resolves it (`/series/../metadata` is the whole
+        study's metadata) and requests decodes `%2E` back to a dot, so it is refused here
+        (DicomWebError, which callers report as that study's, series' or instance's failure)."""
+        for segment in segments:
+            if not segment.strip("."):
+                raise DicomWebError(
+                    f"{segment!r} is not a UID: a path segment of dots would address another resource "
+                    f"({self.name(*segments)})"
+                )
+        return self.name(*segments)
+
+    def name(self, *segments: str) -> str:
+        """The resource's URL as a name for reports: never raises, never requested."""
         return "/".join([self.base_url, *(quote(segment, safe="") for segment in segments)])
 
     def get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
@@ -330,7 +345,7 @@ class DicomWebSource:
             except DicomWebError as exc:
                 return [
                     InstanceJson(
-                        self.client.url("studies", study), reason=f"cannot list the study's series: {exc}"
+                        self.client.name("studies", study), reason=f"cannot list the study's series: {exc}"
                     )
                 ]
 
@@ -361,7 +376,7 @@ class DicomWebSource:
             if exc.status != 404:
                 return [
                     InstanceJson(
-                        client.url("studies", ref.study, "series", ref.series),
+                        client.name("studies", ref.study, "series", ref.series),
                         reason=f"cannot read the series' metadata: {exc}",
                     )
                 ]
@@ -371,13 +386,13 @@ class DicomWebSource:
     def _named(self, ref: SeriesRef, item: dict) -> InstanceJson:
         sop = _first(item, _SOP_UID) or "?"
         return InstanceJson(
-            self.client.url("studies", ref.study, "series", ref.series, "instances", sop), item
+            self.client.name("studies", ref.study, "series", ref.series, "instances", sop), item
         )
 
     def _instance(self, study: str, series: str, sop: str, listed: int | None = None) -> InstanceJson | None:
         """One instance's metadata; None when the server does not hold it (a filter line naming an
         instance that is not there selects nothing, as it would in a folder)."""
-        name = self.client.url("studies", study, "series", series, "instances", sop)
+        name = self.client.name("studies", study, "series", series, "instances", sop)
         try:
             found = self.client.instance_metadata(study, series, sop)
         except DicomWebAuthError:

@@ -361,3 +361,35 @@ def test_an_invalid_ds_or_is_converts_as_the_files_does(text):
             "00200013": {"vr": "IS", "Value": values},
         }
         assert web_row(metadata) == expected
+
+
+@pytest.mark.parametrize("series_uid", ["..", ".", ""])
+def test_a_dot_segment_uid_from_the_server_never_climbs_the_url(series_uid):
+    """A QIDO answer naming a series `..` must not turn `/studies/S/series/../metadata` into a
+    request for the whole study (URL normalisation resolves dot segments, and requests decodes
+    `%2E` back to a dot): such a segment is refused before any request."""
+    client, server = client_for(lambda path, query: (200, []))
+    with pytest.raises(DicomWebError, match="is not a UID"):
+        client.series_metadata("1.2", series_uid)
+    assert server.requests == []
+    client.series_metadata("1.2", "1.2.3")  # a UID with dots is one segment like any other
+    assert server.requests == ["/studies/1.2/series/1.2.3/metadata"]
+
+
+def test_a_series_named_dots_is_that_series_failure_and_its_neighbours_export():
+    def route(path, query):
+        if path == "/studies":
+            return 200, [] if int(query["offset"]) else [uid("0020000D", "1.2")]
+        if path == "/studies/1.2/series":
+            return 200, [] if int(query["offset"]) else [uid("0020000E", ".."), uid("0020000E", "1.2.3")]
+        if path == "/studies/1.2/series/1.2.3/metadata":
+            return 200, [{**uid("0020000D", "1.2"), **uid("0020000E", "1.2.3"), **uid("00080018", "1.2.3.4"),
+                          **uid("00080016", "1.2.840.10008.5.1.4.1.1.7")}]
+        return 404, {}
+
+    client, server = client_for(route)
+    outcomes = list(DicomWebSource(client).outcomes(InstanceConverter()))
+    assert sorted(o.status for o in outcomes) == ["failed", "ok"]
+    failed = next(o for o in outcomes if o.status == "failed")
+    assert failed.path == f"{BASE}/studies/1.2/series/.." and "is not a UID" in failed.reason
+    assert not any(p.startswith("/studies/1.2/metadata") for p in server.requests)
