@@ -110,6 +110,10 @@ def parse_instance(data: bytes, expected_study: str | None = None) -> ParsedInst
         ds = read_instance(io.BytesIO(data))
     except (NotDicomError, InvalidDicomError) as exc:
         raise StowFailure(REASON_CANNOT_UNDERSTAND, str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is that instance's failure, not a 500
+        from airflow_provider_dicom.dicom.outcomes import failure
+
+        raise StowFailure(REASON_CANNOT_UNDERSTAND, failure("", exc).reason or type(exc).__name__) from None
     study, series, sop = instance_uids(ds)
     sop_class = _text(ds, 0x00080016)
     if not (study and series and sop):

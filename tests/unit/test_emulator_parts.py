@@ -160,3 +160,13 @@ def test_a_dropped_response_fault_has_no_status_and_is_consumed_like_the_others(
     for bad in ({"dropResponse": True, "status": 500}, {"dropResponse": "yes"}, {"count": 1}):
         with pytest.raises(ValueError):
             HttpFault.from_json(bad)
+
+
+def test_stow_of_a_file_pydicom_cannot_read_is_refused_not_a_server_error():
+    """A file meta group pydicom chokes on (BytesLengthException) is a StowFailure for that
+    instance, like any unreadable file, not an exception that would answer HTTP 500."""
+    from tests.unit.test_malformed_instances import bad_meta_group_length
+
+    with pytest.raises(dicomweb.StowFailure) as caught:
+        dicomweb.parse_instance(bad_meta_group_length())
+    assert caught.value.reason == dicomweb.REASON_CANNOT_UNDERSTAND
