@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.deadlines import RemoteCallError
 from airflow_provider_dicom.dicom.outcomes import (
     FAILED,
     Accept,
@@ -230,6 +231,8 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
             return HeaderRead(info, record, dataset=ds)
     except RemoteReadError as exc:
         return HeaderRead(info, record, error=str(exc))
+    except RemoteCallError:
+        raise  # the service stopped answering: the export's failure (see outcomes.never_raises)
     except Exception:  # noqa: BLE001 - whatever the lean parser cannot take, pydicom judges
         # (its verdict, exception or not, becomes the object's outcome: outcomes.never_raises)
         return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)

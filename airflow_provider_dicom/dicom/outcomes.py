@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from airflow_provider_dicom.deadlines import RemoteCallError
 from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
 from airflow_provider_dicom.dicom.read import (
     InvalidDicomError,
@@ -74,12 +75,18 @@ def failure(name: str, exc: BaseException, doing: str = "unreadable DICOM") -> I
 
 def never_raises(decide: Callable[..., InstanceOutcome]) -> Callable[..., InstanceOutcome]:
     """Wrap a function deciding the outcome of the instance named by its first argument, so that
-    any exception it lets out becomes that instance's failure (see `failure`)."""
+    any exception it lets out becomes that instance's failure (see `failure`).
+
+    Except one: a service that stopped answering within its deadline (RemoteCallError) is no fault
+    of the instance being read, and would fail every instance after it, each only after the whole
+    retry deadline; it ends the export, naming the endpoint."""
 
     @functools.wraps(decide)
     def decided(name: str, *args, **kwargs) -> InstanceOutcome:
         try:
             return decide(name, *args, **kwargs)
+        except RemoteCallError:
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
             return failure(os.fspath(name), exc)
 
