@@ -309,29 +309,32 @@ def test_sharded_export_spreads_over_both_workers(deployment, seeded, bigquery_s
 
 
 # --- assets ------------------------------------------------------------------------------------------
+ON_EXPORT = "example_dicom_cohort_on_export"
+
+
 def test_asset_scheduled_dag_runs_after_the_export(deployment, seeded):
-    """The export operators' outlets (bigquery://PROJECT/DATASET/TABLE, gs://BUCKET/PREFIX) schedule a
-    downstream DAG: it runs, and succeeds, after the export."""
-    assets = deployment.api("GET", "/assets", params={"limit": 100})["assets"]
-    ours = [a for a in assets if a["uri"].startswith(("bigquery://", "gs://")) and a.get("scheduled_dags")]
-    if not ours:
-        pytest.xfail("no example DAG is scheduled on a bigquery:// or gs:// asset yet (issue 12 'Airflow Assets' "
-                     f"is being added on another branch); assets seen: {[a['uri'] for a in assets]}")
-    consumers = {d["dag_id"] for a in ours for d in a["scheduled_dags"]}
-    producers = {t["dag_id"] for a in ours for t in a.get("producing_tasks", [])}
-    assert producers, f"nothing produces {[a['uri'] for a in ours]}"
-    for dag_id in consumers | producers:
-        unpause(deployment, dag_id)
-    before = {d: {r["dag_run_id"] for r in deployment.runs(d)} for d in consumers}
-    for producer in producers:
-        finished(deployment, producer, deployment.trigger(producer), timeout=400)
+    """The scheduled export's task emits an asset event (through its AssetAlias) for the table it wrote;
+    the scheduler starts `example_dicom_cohort_on_export` on it, and that run selects its cohort from
+    exactly that table."""
+    unpause(deployment, SCHEDULED)
+    unpause(deployment, ON_EXPORT)
+    before = {r["dag_run_id"] for r in deployment.runs(ON_EXPORT)}
+    run_id = deployment.trigger(SCHEDULED)
+    finished(deployment, SCHEDULED, run_id, timeout=300)
+    table = deployment.xcom(SCHEDULED, run_id, "export_snapshot")["destination"]
 
-    def new_asset_runs() -> dict[str, list[dict]]:
-        found = {d: [r for r in deployment.runs(d) if r["dag_run_id"] not in before[d]
-                     and r["run_type"] == "asset_triggered"] for d in consumers}
-        return found if all(found.values()) else {}
+    def asset_run() -> dict | None:
+        for run in deployment.runs(ON_EXPORT):
+            if run["dag_run_id"] in before or run["run_type"] != "asset_triggered":
+                continue
+            if run["state"] == "success" and str(deployment.xcom(ON_EXPORT, run["dag_run_id"], "exported_table")
+                                                 ).removeprefix("bq://") == table.removeprefix("bq://"):
+                return run
+        return None
 
-    found = _wait(new_asset_runs, 120, 1)
-    assert found, f"no asset-triggered run of {sorted(consumers)} after the export"
-    for dag_id, runs in found.items():
-        finished(deployment, dag_id, runs[0]["dag_run_id"], timeout=400)
+    run = _wait(asset_run, 240, 2)
+    assert run, (f"no successful asset-triggered run of {ON_EXPORT} on {table} after the export: "
+                 f"{[(r['dag_run_id'], r['run_type'], r['state']) for r in deployment.runs(ON_EXPORT)]}")
+    events = deployment.api("GET", "/assets/events", params={"source_dag_id": SCHEDULED,
+                                                            "source_run_id": run_id})["asset_events"]
+    assert any(e["uri"].startswith("bigquery://") for e in events), events

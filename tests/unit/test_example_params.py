@@ -91,7 +91,9 @@ def test_every_example_dag_retries(dags):
 
 class _Vars:
     VALUES = {"dicom_store": "projects/p/locations/us/datasets/d/dicomStores/s", "dicom_project": "my-project",
-              "dicom_dataset": "dicom", "dicom_bucket": "my-bucket", "dicom_table": "bq://my-project.dicom.instances"}
+              "dicom_dataset": "dicom", "dicom_bucket": "my-bucket", "dicom_table": "bq://my-project.dicom.instances",
+              "dicom_source_folder": "/data/dicom", "dicom_source": "gs://my-archive/dicom",
+              "dicom_staging": "gs://my-bucket/staging"}
 
     def get(self, key, default=None):
         return self.VALUES.get(key, default)
