@@ -52,6 +52,7 @@ class Seeded:
     daily_uids: dict[datetime.date, str] = field(default_factory=dict)  # StudyDate -> SOPInstanceUID
     corpus_uids: dict[str, str] = field(default_factory=dict)  # corpus file name -> SOPInstanceUID
     guide_table: str = ""  # bq:// table of the corpus, exported before Airflow starts (Variable dicom_table)
+    corpus_folder: Path | None = None  # the CORPUS files: the folder the Variables name (small: few shards)
 
     @property
     def table_prefix(self) -> str:
@@ -105,11 +106,9 @@ def seeded(launcher, healthcare_emulator, bigquery_standin, gcs_standin, pydicom
         shutil.copy(pydicom_corpus / name, corpus_folder / name)
     try:
         export_to_bigquery(corpus_folder, guide_table, client=bigquery_standin)
+        yield Seeded(store, hc_dataset, dataset, bucket.name, folder, daily, corpus_uids, guide_table, corpus_folder)
     finally:
         shutil.rmtree(corpus_folder, ignore_errors=True)
-    try:
-        yield Seeded(store, hc_dataset, dataset, bucket.name, folder, daily, corpus_uids, guide_table)
-    finally:
         shutil.rmtree(folder, ignore_errors=True)
         bigquery_standin.delete_dataset(f"{PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         for blob in gcs_standin.list_blobs(bucket):
@@ -126,8 +125,10 @@ def variables(seeded: Seeded) -> dict[str, str]:
         "dicom_dataset": seeded.dataset,
         "dicom_bucket": seeded.bucket,
         "dicom_table": seeded.guide_table,  # guide analyses; cohort-on-export when not asset-triggered
-        "dicom_source_folder": str(seeded.folder),  # folder DAG
-        "dicom_source": str(seeded.folder),  # sharded DAG: a folder every worker sees (one machine)
+        # The small corpus folder: the sharded DAG's default of 16 shards then makes one per study
+        # (5), not 16 tasks per run; the 1500-file folder is for the sharding and kill tests.
+        "dicom_source_folder": str(seeded.corpus_folder),  # folder DAG
+        "dicom_source": str(seeded.corpus_folder),  # sharded DAG: a folder every worker sees (one machine)
         "dicom_staging": f"gs://{seeded.bucket}/defaults/staging",  # sharded DAG
     }
 
