@@ -12,10 +12,8 @@ What it does:
   skipped and counted), converts each instance into the row Cloud Healthcare would write, and
   loads them with BigQuery load jobs. The dataset must exist.
 - It writes with WRITE_TRUNCATE, so a re-run or a retry replaces the table atomically instead of
-  adding duplicate rows: every run is idempotent. For one snapshot table per run instead, add
-  ``user_defined_macros=airflow_provider_dicom.naming.MACROS`` to the DAG and name the table
-  ``instances_{{ output_key(dag_run) }}`` (a manual run has no ``ds`` when triggered without a
-  logical date).
+  adding duplicate rows: every run is idempotent. Left empty, the table is the run's own
+  ``instances_<run key>`` (never ``ds``: a manual run triggered without a logical date has none).
 - If some files are broken DICOM, every good instance is still loaded, then the task fails with
   the count and the first failures; the ``max_failed_instances`` parameter sets how many are
   tolerated (null: any number). A failed export is not retried: a retry cannot mend a file.
@@ -24,6 +22,11 @@ What it does:
 The BigQuery client comes from the `google_cloud_default` connection, as with the Google provider's
 operators. For a local BigQuery emulator, set ``BIGQUERY_EMULATOR_HOST=http://127.0.0.1:PORT`` and
 ``AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT='{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}'``.
+
+Every Param but ``max_failed_instances`` may be left empty (the form's defaults): ``source_folder``,
+``project`` and ``dataset`` are then the Airflow Variables ``dicom_source_folder``,
+``dicom_project`` and ``dicom_dataset``, and the table is ``instances_<run key>``
+(`airflow_provider_dicom.naming.output_key`), so two runs never share a table.
 
 Parsing this file makes no connection or network call: everything is read when the task runs.
 """
@@ -34,7 +37,14 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
+from airflow_provider_dicom import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
+
+
+def value(name: str, variable: str) -> str:
+    """A run's Param, else the Airflow Variable (read when the task runs, never at parse)."""
+    return "{{ params.%s or var.value.get('%s', '') }}" % (name, variable)
+
 
 with DAG(
     dag_id="example_dicom_folder_to_bigquery",
@@ -44,11 +54,17 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "bigquery"],
+    user_defined_macros=naming.MACROS,
+    # Optional Params admit null: the UI form treats a Param whose type excludes null as required.
     params={
-        "source_folder": Param("/data/dicom", type="string", description="folder of DICOM files, read recursively"),
-        "project": Param("my-project", type="string", description="Google Cloud project of the table"),
-        "dataset": Param("dicom", type="string", description="existing BigQuery dataset"),
-        "table": Param("instances", type="string", description="table to create or replace"),
+        "source_folder": Param(None, type=["null", "string"], description="folder of DICOM files, read "
+                               "recursively (empty: Variable dicom_source_folder)"),
+        "project": Param(None, type=["null", "string"], description="Google Cloud project of the table "
+                         "(empty: Variable dicom_project)"),
+        "dataset": Param(None, type=["null", "string"], description="existing BigQuery dataset "
+                         "(empty: Variable dicom_dataset)"),
+        "table": Param(None, type=["null", "string"], description="table to create or replace "
+                       "(empty: instances_<run key>)"),
         "max_failed_instances": Param(
             0, type=["integer", "null"], minimum=0,
             description="broken DICOM files tolerated before the task fails (null: any number)",
@@ -57,8 +73,11 @@ with DAG(
 ) as dag:
     export = DicomExportToBigQueryOperator(
         task_id="export_folder_to_bigquery",
-        source="{{ params.source_folder }}",
-        destination_table_uri="bq://{{ params.project }}.{{ params.dataset }}.{{ params.table }}",
+        source=value("source_folder", "dicom_source_folder"),
+        destination_table_uri=(
+            f"bq://{value('project', 'dicom_project')}.{value('dataset', 'dicom_dataset')}"
+            ".{{ params.table or 'instances_' ~ output_key(dag_run) }}"
+        ),
         write_disposition="WRITE_TRUNCATE",
         schema="flattened",
         max_failed_instances="{{ params.max_failed_instances }}",

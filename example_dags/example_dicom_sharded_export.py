@@ -21,6 +21,11 @@ What to expect:
 - A file whose SOPInstanceUID another file already has is exported once (the first in listing
   order), as in an unsharded export; the load's summary counts and lists the others.
 
+Every Param but ``shards`` may be left empty (the form's defaults): ``source`` and ``staging`` are
+then the Airflow Variables ``dicom_source`` and ``dicom_staging``, and the table is
+``<dicom_project>.<dicom_dataset>.instances_<run key>`` (Variables ``dicom_project``,
+``dicom_dataset``; `airflow_provider_dicom.naming.output_key`), so two runs never share a table.
+
 Parsing this file makes no connection or network call: everything is read when the tasks run.
 """
 
@@ -30,7 +35,19 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
+from airflow_provider_dicom import naming
 from airflow_provider_dicom.operators.sharded_group import dicom_sharded_export
+
+
+def var(name: str) -> str:
+    """The Airflow Variable `dicom_<name>` (read when the task runs, never at parse)."""
+    return "var.value.get('dicom_%s', '')" % name
+
+
+SOURCE = "{{ params.source or %s }}" % var("source")
+STAGING = "{{ params.staging or %s }}" % var("staging")
+TABLE = ("{{ params.table or %s ~ '.' ~ %s ~ '.instances_' ~ output_key(dag_run) }}"
+         % (var("project"), var("dataset")))
 
 with DAG(
     dag_id="example_dicom_sharded_export",
@@ -40,20 +57,23 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "bigquery"],
+    user_defined_macros=naming.MACROS,
+    # Optional Params admit null: the UI form treats a Param whose type excludes null as required.
     params={
-        "source": Param("gs://my-archive/dicom", type="string",
-                        description="gs:// prefix, DICOMweb base URL, or a folder every worker sees"),
-        "table": Param("my-project.dicom.instances", type="string", description="PROJECT.DATASET.TABLE"),
-        "staging": Param("gs://my-scratch/dicom-staging", type="string",
-                         description="gs:// prefix every worker can read and write (a local folder on one machine)"),
+        "source": Param(None, type=["null", "string"], description="gs:// prefix, DICOMweb base URL, or a "
+                        "folder every worker sees (empty: Variable dicom_source)"),
+        "table": Param(None, type=["null", "string"], description="PROJECT.DATASET.TABLE (empty: "
+                       "<Variable dicom_project>.<Variable dicom_dataset>.instances_<run key>)"),
+        "staging": Param(None, type=["null", "string"], description="gs:// prefix every worker can read and "
+                         "write, a local folder on one machine (empty: Variable dicom_staging)"),
         "shards": Param(16, type="integer", minimum=1, maximum=10000, description="how many shards at most"),
     },
 ) as dag:
     export = dicom_sharded_export(
         "export",
-        source="{{ params.source }}",
-        destination_table_uri="bq://{{ params.table }}",
-        staging_uri="{{ params.staging }}",
+        source=SOURCE,
+        destination_table_uri="bq://" + TABLE,
+        staging_uri=STAGING,
         shards="{{ params.shards }}",
         write_disposition="WRITE_TRUNCATE",
         max_failed_instances=None,

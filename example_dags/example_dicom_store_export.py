@@ -7,6 +7,11 @@ Trigger it from the UI ("Trigger DAG w/ config") or the command line:
         "store": "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct",
         "table": "bq://my-project.dicom.instances", "gcs_prefix": "gs://my-bucket/dicom"}'
 
+Every Param may be left empty (the form's defaults): ``store`` is then the Airflow Variable
+``dicom_store``, the table ``bq://<dicom_project>.<dicom_dataset>.instances_<run key>`` and the
+files ``gs://<dicom_bucket>/dicom/<run key>`` (Variables ``dicom_project``, ``dicom_dataset``,
+``dicom_bucket``; `airflow_provider_dicom.naming.output_key`), so two runs never share a table.
+
 What it does:
 - `export_metadata` calls `dicomStores.export` with a BigQuery destination and waits for the
   long-running operation in the triggerer (deferrable), so no worker slot is held for the hours a
@@ -29,14 +34,29 @@ Parsing this file makes no connection or network call.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
+from airflow_provider_dicom import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
 
 STORE_PATTERN = r"^projects/[^/]+/locations/[^/]+/datasets/[^/]+/dicomStores/[^/]+$"
+POLL_SECONDS = float(os.environ.get("DICOM_EXAMPLE_POLL_SECONDS", "30"))
+
+
+def var(name: str) -> str:
+    """The Airflow Variable `dicom_<name>` (read when the task runs, never at parse)."""
+    return "var.value.get('dicom_%s', '')" % name
+
+
+# Empty Params fall back to the Variables; the default outputs are named per run (naming.output_key).
+STORE = "{{ params.store or %s }}" % var("store")
+TABLE = ("{{ params.table or 'bq://' ~ %s ~ '.' ~ %s ~ '.instances_' ~ output_key(dag_run) }}"
+         % (var("project"), var("dataset")))
+GCS_PREFIX = "{{ params.gcs_prefix or 'gs://' ~ %s ~ '/dicom/' ~ output_key(dag_run) }}" % var("bucket")
 
 with DAG(
     dag_id="example_dicom_store_export",
@@ -46,35 +66,39 @@ with DAG(
     catchup=False,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["example", "dicom", "healthcare", "bigquery"],
+    user_defined_macros=naming.MACROS,
+    # Optional Params admit null: the UI form treats a Param whose type excludes null as required.
     params={
         "store": Param(
-            "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct",
-            type="string",
+            None,
+            type=["null", "string"],
             pattern=STORE_PATTERN,
-            description="the DICOM store to export",
+            description="the DICOM store to export (empty: Variable dicom_store)",
         ),
         "table": Param(
-            "bq://my-project.dicom.instances", type="string", description="BigQuery table to replace"
+            None, type=["null", "string"], description="BigQuery table to replace (empty: "
+            "bq://<Variable dicom_project>.<Variable dicom_dataset>.instances_<run key>)"
         ),
-        "gcs_prefix": Param("gs://my-bucket/dicom", type="string", description="where the files go"),
+        "gcs_prefix": Param(None, type=["null", "string"], description="where the files go (empty: "
+                            "gs://<Variable dicom_bucket>/dicom/<run key>)"),
     },
 ) as dag:
     export_metadata = DicomExportToBigQueryOperator(
         task_id="export_metadata",
-        source="{{ params.store }}",
-        destination_table_uri="{{ params.table }}",
+        source=STORE,
+        destination_table_uri=TABLE,
         write_disposition="WRITE_TRUNCATE",
         deferrable=True,
-        poll_interval=30,
+        poll_interval=POLL_SECONDS,
     )
 
     export_files = DicomExportToGcsOperator(
         task_id="export_files",
-        source="{{ params.store }}",
-        uri_prefix="{{ params.gcs_prefix }}",
+        source=STORE,
+        uri_prefix=GCS_PREFIX,
         mime_type="application/dicom; transfer-syntax=*",
         deferrable=True,
-        poll_interval=30,
+        poll_interval=POLL_SECONDS,
     )
 
     @task

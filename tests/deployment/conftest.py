@@ -51,6 +51,8 @@ class Seeded:
     folder: Path  # FOLDER_INSTANCES small DICOM files, each its own SOPInstanceUID
     daily_uids: dict[datetime.date, str] = field(default_factory=dict)  # StudyDate -> SOPInstanceUID
     corpus_uids: dict[str, str] = field(default_factory=dict)  # corpus file name -> SOPInstanceUID
+    guide_table: str = ""  # bq:// table of the corpus, exported before Airflow starts (Variable dicom_table)
+    corpus_folder: Path | None = None  # the CORPUS files: the folder the Variables name (small: few shards)
 
     @property
     def table_prefix(self) -> str:
@@ -95,9 +97,18 @@ def seeded(launcher, healthcare_emulator, bigquery_standin, gcs_standin, pydicom
         (folder / f"{number:05d}.dcm").write_bytes(to_file_bytes(ds))
     corpus_uids = {name: str(pydicom.dcmread(pydicom_corpus / name, stop_before_pixels=True).SOPInstanceUID)
                    for name in CORPUS}
+    # An exported table for the DAGs that read one (a user who sets dicom_table has one).
+    from airflow_provider_dicom.export.bigquery import export_to_bigquery
+
+    guide_table = f"bq://{PROJECT}.{dataset}.corpus"
+    corpus_folder = Path(tempfile.mkdtemp(prefix="deploy-dicom-corpus-"))
+    for name in CORPUS:
+        shutil.copy(pydicom_corpus / name, corpus_folder / name)
     try:
-        yield Seeded(store, hc_dataset, dataset, bucket.name, folder, daily, corpus_uids)
+        export_to_bigquery(corpus_folder, guide_table, client=bigquery_standin)
+        yield Seeded(store, hc_dataset, dataset, bucket.name, folder, daily, corpus_uids, guide_table, corpus_folder)
     finally:
+        shutil.rmtree(corpus_folder, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
         bigquery_standin.delete_dataset(f"{PROJECT}.{dataset}", delete_contents=True, not_found_ok=True)
         for blob in gcs_standin.list_blobs(bucket):
@@ -105,19 +116,20 @@ def seeded(launcher, healthcare_emulator, bigquery_standin, gcs_standin, pydicom
         bucket.delete()
 
 
-# The Variables the example DAGs read when a Param is left empty (Param name -> `dicom_<name>`).
+# Every Variable the example DAGs read when a Param is left empty (grep `var.value.get` and
+# `Variable.get` in example_dags/): with these set, every example DAG runs with its form's defaults.
 def variables(seeded: Seeded) -> dict[str, str]:
-    table = f"bq://{seeded.table_prefix}.instances_defaults"
     return {
-        "dicom_store": seeded.store,
-        "dicom_source": seeded.store,
+        "dicom_store": seeded.store,  # store, cohort and scheduled-export DAGs
         "dicom_project": PROJECT,
         "dicom_dataset": seeded.dataset,
         "dicom_bucket": seeded.bucket,
-        "dicom_table": table,
-        "dicom_gcs_prefix": f"gs://{seeded.bucket}/defaults/files",
-        "dicom_source_folder": str(seeded.folder),
-        "dicom_staging": f"gs://{seeded.bucket}/defaults/staging",
+        "dicom_table": seeded.guide_table,  # guide analyses; cohort-on-export when not asset-triggered
+        # The small corpus folder: the sharded DAG's default of 16 shards then makes one per study
+        # (5), not 16 tasks per run; the 1500-file folder is for the sharding and kill tests.
+        "dicom_source_folder": str(seeded.corpus_folder),  # folder DAG
+        "dicom_source": str(seeded.corpus_folder),  # sharded DAG: a folder every worker sees (one machine)
+        "dicom_staging": f"gs://{seeded.bucket}/defaults/staging",  # sharded DAG
     }
 
 

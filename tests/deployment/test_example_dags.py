@@ -11,8 +11,9 @@ import datetime
 import json
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 
@@ -55,56 +56,79 @@ def export_requests(healthcare_emulator, store: str) -> int:
                if r["method"] == "POST" and r["path"].endswith(f"{store}:export"))
 
 
-# --- each example DAG with its defaults ---------------------------------------------------------------
+# --- everything that can run side by side, started at once -------------------------------------------
+SAME_DAY_COHORTS = {  # name -> (conf without the locations, the corpus files the cohort must hold)
+    "mr": ({"modality": "MR", "study_date_from": "2004-01-01", "study_date_to": "2005-12-31"},
+           ["MR_small.dcm", "examples_overlay.dcm"]),
+    "ct": ({"modality": "CT", "study_date_from": "2000-01-01", "study_date_to": "2020-12-31"},
+           ["CT_small.dcm", "J2K_pixelrep_mismatch.dcm"]),
+}
+
+
+@dataclass
+class Kickoff:
+    """The runs the tier starts at once (Airflow runs them side by side; the cohort DAG's runs queue,
+    max_active_runs=1); each test then waits for its own."""
+
+    rest: dict[str, str]  # dag_id -> run id, triggered through REST with no logical date and no conf
+    cli: Future  # -> dict dag_id -> run id, `airflow dags trigger DAG_ID` (no logical date, no conf)
+    same_day: dict[str, str]  # SAME_DAY_COHORTS name -> run id
+    backfill_days: list[datetime.date]
+
+
+def cli_trigger(deployment: Deployment, dag_id: str) -> str:
+    out = deployment.cli("dags", "trigger", dag_id, "--output", "json").stdout
+    table = next(line for line in out.splitlines() if line.startswith("[{"))  # log lines come first
+    return json.loads(table)[0]["dag_run_id"]
+
+
 @pytest.fixture(scope="module")
-def rest_runs(deployment) -> dict[str, str]:
-    """Every example DAG triggered once through REST with `logical_date: null` and no conf (the Params'
-    defaults; empty ones fall back to the Variables the fixture set), all at once."""
+def kickoff(deployment, seeded) -> Iterator[Kickoff]:
+    """Unpauses the example DAGs (the daily ones then create their scheduled run for yesterday), triggers
+    every example DAG through REST and the CLI with its defaults, the two same-day cohort runs, and the
+    3-day backfills of the cohort DAG (REST) and the scheduled export (`airflow backfill create`)."""
     for dag_id in EXAMPLES:
         unpause(deployment, dag_id)
-    return {dag_id: deployment.trigger(dag_id) for dag_id in EXAMPLES}
+    rest = {dag_id: deployment.trigger(dag_id) for dag_id in EXAMPLES}
+    base = {"store": seeded.store, "project": PROJECT, "dataset": seeded.dataset, "bucket": seeded.bucket}
+    same_day = {name: deployment.trigger(COHORT, {**base, **conf}) for name, (conf, _) in SAME_DAY_COHORTS.items()}
+    days = BACKFILL_DAYS[1:4]
+    # The cohort's backfill as the UI creates one (REST), the scheduled export's with the CLI.
+    deployment.api("POST", "/backfills", json={"dag_id": COHORT, "from_date": f"{days[0]}T00:00:00Z",
+                                               "to_date": f"{days[-1]}T00:00:00Z", "max_active_runs": 3})
 
+    def cli_runs() -> dict[str, str]:
+        deployment.cli("backfill", "create", "--dag-id", SCHEDULED, "--from-date", str(days[0]),
+                       "--to-date", str(days[-1]), "--max-active-runs", "3")
+        return {dag_id: cli_trigger(deployment, dag_id) for dag_id in EXAMPLES}
 
-@pytest.fixture(scope="module")
-def cli_runs(deployment, rest_runs) -> dict[str, str]:
-    """Every example DAG triggered with `airflow dags trigger DAG_ID` (no --logical-date, no conf)."""
-
-    def trigger(dag_id: str) -> str:
-        out = deployment.cli("dags", "trigger", dag_id, "--output", "json").stdout
-        table = next(line for line in out.splitlines() if line.startswith("[{"))  # log lines come first
-        return json.loads(table)[0]["dag_run_id"]
-
-    with ThreadPoolExecutor(3) as pool:
-        return dict(zip(EXAMPLES, pool.map(trigger, EXAMPLES), strict=True))
+    pool = ThreadPoolExecutor(1)
+    cli = pool.submit(cli_runs)
+    try:
+        yield Kickoff(rest, cli, same_day, days)
+    finally:
+        pool.shutdown(wait=True)
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLES)
-def test_rest_trigger_with_defaults_and_no_logical_date(deployment, rest_runs, dag_id):
-    run = finished(deployment, dag_id, rest_runs[dag_id])
+def test_rest_trigger_with_defaults_and_no_logical_date(deployment, kickoff, dag_id):
+    run = finished(deployment, dag_id, kickoff.rest[dag_id], timeout=400)
     assert run["logical_date"] is None and run["run_type"] == "manual"
     assert set(deployment.states(dag_id, run["dag_run_id"]).values()) <= {"success", "skipped"}
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLES)
-def test_cli_trigger_without_logical_date(deployment, cli_runs, dag_id):
-    run = finished(deployment, dag_id, cli_runs[dag_id])
+def test_cli_trigger_without_logical_date(deployment, kickoff, dag_id):
+    run = finished(deployment, dag_id, kickoff.cli.result(timeout=300)[dag_id], timeout=400)
     assert run["run_type"] == "manual"
     assert set(deployment.states(dag_id, run["dag_run_id"]).values()) <= {"success", "skipped"}
 
 
 # --- the cohort DAG with params ----------------------------------------------------------------------
-def test_same_day_cohort_runs_keep_their_own_cohorts(deployment, seeded, bigquery_standin, gcs_standin):
+def test_same_day_cohort_runs_keep_their_own_cohorts(deployment, kickoff, seeded, bigquery_standin, gcs_standin):
     """Two manual runs on one day with different params: each run's table, filter file and files folder
     hold exactly its own cohort (issue 12 item 3: both wrote cohort_<today> and cohorts/<today>/)."""
-    unpause(deployment, COHORT)
-    base = {"store": seeded.store, "project": PROJECT, "dataset": seeded.dataset, "bucket": seeded.bucket}
-    cohorts = {
-        "mr": ({**base, "modality": "MR", "study_date_from": "2004-01-01", "study_date_to": "2005-12-31"},
-               ["MR_small.dcm", "examples_overlay.dcm"]),
-        "ct": ({**base, "modality": "CT", "study_date_from": "2000-01-01", "study_date_to": "2020-12-31"},
-               ["CT_small.dcm", "J2K_pixelrep_mismatch.dcm"]),
-    }
-    run_ids = {name: deployment.trigger(COHORT, conf) for name, (conf, _) in cohorts.items()}
+    cohorts, run_ids = SAME_DAY_COHORTS, kickoff.same_day
     reports = {}
     for name, run_id in run_ids.items():
         finished(deployment, COHORT, run_id, timeout=400)
@@ -138,33 +162,30 @@ def own_day_cohort(deployment, bigquery_standin, seeded, run: dict) -> None:
     assert rows(bigquery_standin, report["metadata_table"]) == [seeded.daily_uids[start.date()]]
 
 
-def test_scheduled_cohort_run_selects_its_own_day(deployment, seeded, bigquery_standin):
-    unpause(deployment, COHORT)
+def test_scheduled_cohort_run_selects_its_own_day(deployment, kickoff, seeded, bigquery_standin):
     scheduled = _wait(lambda: [r for r in deployment.runs(COHORT) if r["run_type"] == "scheduled"], 60, 1)
     assert scheduled, "unpausing the cohort DAG created no scheduled run"
     run = finished(deployment, COHORT, scheduled[-1]["dag_run_id"], timeout=400)
     own_day_cohort(deployment, bigquery_standin, seeded, run)
 
 
-def backfill(deployment: Deployment, dag_id: str, days: list[datetime.date]) -> list[dict]:
-    unpause(deployment, dag_id)
-    body = {"dag_id": dag_id, "from_date": f"{days[0]}T00:00:00Z", "to_date": f"{days[-1]}T00:00:00Z",
-            "max_active_runs": 3}
-    backfill_id = deployment.api("POST", "/backfills", json=body)["id"]  # noqa: F841 - runs carry no id
+def backfill_runs(deployment: Deployment, dag_id: str, days: list[datetime.date]) -> list[dict]:
+    """The backfill runs of `days` (the run API carries no backfill id: found by run type and day), once
+    all of them finished."""
 
     def runs() -> list[dict]:
         found = [r for r in deployment.runs(dag_id) if r["run_type"] == "backfill"
                  and r["logical_date"][:10] in {str(d) for d in days}]
-        return found if found and all(r["state"] in ("success", "failed") for r in found) else []
+        return found if len(found) == len(days) and all(r["state"] in ("success", "failed") for r in found) else []
 
-    done = _wait(runs, 600, 2)
-    assert done, f"backfill {backfill_id} of {dag_id} did not finish: {deployment.runs(dag_id)}"
+    done = _wait(runs, 500, 2)
+    assert done, f"the backfill of {dag_id} did not finish: {deployment.runs(dag_id)}"
     return sorted(done, key=lambda r: r["data_interval_start"])
 
 
 @pytest.fixture(scope="module")
-def scheduled_backfill(deployment) -> list[dict]:
-    return backfill(deployment, SCHEDULED, BACKFILL_DAYS[1:4])
+def scheduled_backfill(deployment, kickoff) -> list[dict]:
+    return backfill_runs(deployment, SCHEDULED, kickoff.backfill_days)
 
 
 def test_backfill_of_the_scheduled_export_writes_one_table_per_day(deployment, seeded, bigquery_standin,
@@ -181,8 +202,8 @@ def test_backfill_of_the_scheduled_export_writes_one_table_per_day(deployment, s
     assert len(set(tables)) == 3
 
 
-def test_backfill_of_the_cohort_selects_each_runs_day(deployment, seeded, bigquery_standin):
-    runs = backfill(deployment, COHORT, BACKFILL_DAYS[1:4])
+def test_backfill_of_the_cohort_selects_each_runs_day(deployment, kickoff, seeded, bigquery_standin):
+    runs = backfill_runs(deployment, COHORT, kickoff.backfill_days)
     assert len(runs) == 3
     for run in runs:
         assert run["state"] == "success", deployment.failure_report(COHORT, run["dag_run_id"])
@@ -309,29 +330,32 @@ def test_sharded_export_spreads_over_both_workers(deployment, seeded, bigquery_s
 
 
 # --- assets ------------------------------------------------------------------------------------------
+ON_EXPORT = "example_dicom_cohort_on_export"
+
+
 def test_asset_scheduled_dag_runs_after_the_export(deployment, seeded):
-    """The export operators' outlets (bigquery://PROJECT/DATASET/TABLE, gs://BUCKET/PREFIX) schedule a
-    downstream DAG: it runs, and succeeds, after the export."""
-    assets = deployment.api("GET", "/assets", params={"limit": 100})["assets"]
-    ours = [a for a in assets if a["uri"].startswith(("bigquery://", "gs://")) and a.get("scheduled_dags")]
-    if not ours:
-        pytest.xfail("no example DAG is scheduled on a bigquery:// or gs:// asset yet (issue 12 'Airflow Assets' "
-                     f"is being added on another branch); assets seen: {[a['uri'] for a in assets]}")
-    consumers = {d["dag_id"] for a in ours for d in a["scheduled_dags"]}
-    producers = {t["dag_id"] for a in ours for t in a.get("producing_tasks", [])}
-    assert producers, f"nothing produces {[a['uri'] for a in ours]}"
-    for dag_id in consumers | producers:
-        unpause(deployment, dag_id)
-    before = {d: {r["dag_run_id"] for r in deployment.runs(d)} for d in consumers}
-    for producer in producers:
-        finished(deployment, producer, deployment.trigger(producer), timeout=400)
+    """The scheduled export's task emits an asset event (through its AssetAlias) for the table it wrote;
+    the scheduler starts `example_dicom_cohort_on_export` on it, and that run selects its cohort from
+    exactly that table."""
+    unpause(deployment, SCHEDULED)
+    unpause(deployment, ON_EXPORT)
+    before = {r["dag_run_id"] for r in deployment.runs(ON_EXPORT)}
+    run_id = deployment.trigger(SCHEDULED)
+    finished(deployment, SCHEDULED, run_id, timeout=300)
+    table = deployment.xcom(SCHEDULED, run_id, "export_snapshot")["destination"]
 
-    def new_asset_runs() -> dict[str, list[dict]]:
-        found = {d: [r for r in deployment.runs(d) if r["dag_run_id"] not in before[d]
-                     and r["run_type"] == "asset_triggered"] for d in consumers}
-        return found if all(found.values()) else {}
+    def asset_run() -> dict | None:
+        for run in deployment.runs(ON_EXPORT):
+            if run["dag_run_id"] in before or run["run_type"] != "asset_triggered":
+                continue
+            if run["state"] == "success" and str(deployment.xcom(ON_EXPORT, run["dag_run_id"], "exported_table")
+                                                 ).removeprefix("bq://") == table.removeprefix("bq://"):
+                return run
+        return None
 
-    found = _wait(new_asset_runs, 120, 1)
-    assert found, f"no asset-triggered run of {sorted(consumers)} after the export"
-    for dag_id, runs in found.items():
-        finished(deployment, dag_id, runs[0]["dag_run_id"], timeout=400)
+    run = _wait(asset_run, 240, 2)
+    assert run, (f"no successful asset-triggered run of {ON_EXPORT} on {table} after the export: "
+                 f"{[(r['dag_run_id'], r['run_type'], r['state']) for r in deployment.runs(ON_EXPORT)]}")
+    events = deployment.api("GET", "/assets/events", params={"source_dag_id": SCHEDULED,
+                                                            "source_run_id": run_id})["asset_events"]
+    assert any(e["uri"].startswith("bigquery://") for e in events), events

@@ -91,7 +91,9 @@ def test_every_example_dag_retries(dags):
 
 class _Vars:
     VALUES = {"dicom_store": "projects/p/locations/us/datasets/d/dicomStores/s", "dicom_project": "my-project",
-              "dicom_dataset": "dicom", "dicom_bucket": "my-bucket", "dicom_table": "bq://my-project.dicom.instances"}
+              "dicom_dataset": "dicom", "dicom_bucket": "my-bucket", "dicom_table": "bq://my-project.dicom.instances",
+              "dicom_source_folder": "/data/dicom", "dicom_source": "gs://my-archive/dicom",
+              "dicom_staging": "gs://my-bucket/staging"}
 
     def get(self, key, default=None):
         return self.VALUES.get(key, default)
@@ -166,6 +168,32 @@ def test_two_manual_runs_on_one_day_never_share_an_output(dags):
     run = manual_run_without_logical_date()
     table = render_task(snapshot, copy.copy(snapshot.get_task("export_snapshot")), run)["destination_table_uri"]
     assert table == f"bq://my-project.dicom.instances_{run_key(run.run_id)}"
+
+
+def test_store_folder_and_sharded_defaults_read_the_variables_and_name_outputs_per_run(dags):
+    """Their placeholders ('my-project', '/data/dicom') were defaults nothing could run with: a run from
+    the form's defaults failed. Empty now means the Variables, and the outputs are the run's own."""
+    import copy
+
+    from airflow_provider_dicom.naming import run_key
+
+    run = manual_run_without_logical_date()
+    key = run_key(run.run_id)
+    store = dags["example_dicom_store_export"]
+    metadata = render_task(store, copy.copy(store.get_task("export_metadata")), run)
+    files = render_task(store, copy.copy(store.get_task("export_files")), run)
+    assert metadata["source"] == files["source"] == _Vars.VALUES["dicom_store"]
+    assert metadata["destination_table_uri"] == f"bq://my-project.dicom.instances_{key}"
+    assert files["uri_prefix"] == f"gs://my-bucket/dicom/{key}"
+    folder = dags["example_dicom_folder_to_bigquery"]
+    export = render_task(folder, copy.copy(folder.get_task("export_folder_to_bigquery")), run)
+    assert export["source"] == "/data/dicom"
+    assert export["destination_table_uri"] == f"bq://my-project.dicom.instances_{key}"
+    sharded = dags["example_dicom_sharded_export"]
+    plan = render_task(sharded, copy.copy(sharded.get_task("export.plan")), run)
+    assert plan["source"] == "gs://my-archive/dicom"
+    assert plan["destination_table_uri"] == f"bq://my-project.dicom.instances_{key}"
+    assert plan["staging_uri"] == "gs://my-bucket/staging"
 
 
 def scheduled_run_at(dag, when: dt.datetime):
