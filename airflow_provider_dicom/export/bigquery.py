@@ -381,7 +381,7 @@ def plan_destination(client: Any, table: BigQueryTableUri, options: WriteOptions
 
 def write_rows(
     outcomes: Iterable[InstanceOutcome | LineOutcome],
-    rows: Path | IO[bytes],
+    rows: IO[bytes],
     table_schema: Any,
     result: Any,
     progress: Callable[[Any], None] | None,
@@ -389,18 +389,13 @@ def write_rows(
 ) -> None:
     """Write each new instance's NDJSON line, grow the schema, count the rest into `result`.
 
-    `rows` is a path (created) or an open binary file (written from its current position, left
-    open). `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every
+    `rows` is an open binary file (written from its current position, left open). `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every
     written row, in file order (a sharded export records each row's UID and schema with it)."""
     from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
     # instance, so ~120 MB for a million.
     exported_uids: set[str] = set()
-    if isinstance(rows, (str, os.PathLike)):
-        with open(rows, "wb") as binary:
-            write_rows(outcomes, binary, table_schema, result, progress, on_row)
-        return
     out = io.TextIOWrapper(rows, encoding="utf-8", newline="\n")
     try:
         for outcome in outcomes:
@@ -502,12 +497,12 @@ def load_error(exc: Any, job: Any, table: BigQueryTableUri) -> ExportError:
 def _load(
     client: Any,
     table: BigQueryTableUri,
-    rows: Path | IO[bytes],
+    rows: IO[bytes],
     fields: tuple[Field, ...],
     disposition: WriteDisposition,
     add_columns: bool,
 ) -> str:
-    """One load job with a random id (`JOB_ID_PREFIX` + uuid), from a rows path or open file."""
+    """One load job with a random id (`JOB_ID_PREFIX` + uuid), from an open rows file."""
     from google.api_core.exceptions import GoogleAPICallError
 
     config = load_job_config(fields, disposition, add_columns)
@@ -516,15 +511,9 @@ def _load(
         doing = f"loading rows into {table}"
         upload = {"timeout": request_timeout(), "num_retries": upload_retries()}
         with remote(doing, endpoint_of(client)):
-            if isinstance(rows, (str, os.PathLike)):
-                with open(rows, "rb") as data:
-                    job = client.load_table_from_file(
-                        data, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True, **upload
-                    )
-            else:
-                job = client.load_table_from_file(
-                    rows, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True, **upload
-                )
+            job = client.load_table_from_file(
+                rows, table.table_id, job_config=config, job_id_prefix=JOB_ID_PREFIX, rewind=True, **upload
+            )
         wait_for_job(job, doing)
     except GoogleAPICallError as exc:
         raise load_error(exc, job, table) from None
