@@ -20,11 +20,11 @@ def get_provider_info() -> dict:
             }
         ],
         "extra-links": [
-            "airflow_provider_dicom.links.DicomBigQueryTableLink",
-            "airflow_provider_dicom.healthcare_links.DicomStoreLink",
-            "airflow_provider_dicom.healthcare_links.DicomOperationLogsLink",
-            "airflow_provider_dicom.healthcare_links.DicomGcsDestinationLink",
-            "airflow_provider_dicom.operators.filter_file.DicomFilterFileLink",
+            "airflow_provider_dicom.links.bigquery.DicomBigQueryTableLink",
+            "airflow_provider_dicom.links.healthcare.DicomStoreLink",
+            "airflow_provider_dicom.links.healthcare.DicomOperationLogsLink",
+            "airflow_provider_dicom.links.healthcare.DicomGcsDestinationLink",
+            "airflow_provider_dicom.links.storage.DicomFilterFileLink",
         ],
         "hooks": [
             {

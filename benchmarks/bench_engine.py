@@ -70,8 +70,8 @@ def _baseline_step() -> Callable[[str, object], None]:
 
 def _engine_step(schema: str) -> Callable[[str, object], None]:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.folder import convert_file
     from airflow_provider_dicom.dicom.schema import TableSchema
+    from airflow_provider_dicom.sources.folder import convert_file
 
     converter = InstanceConverter(schema=schema)
     table = TableSchema()

@@ -49,7 +49,7 @@ def _peak_rss_mib() -> float:
 
 
 def child(rows: int, destination: str, source: str) -> dict:
-    from airflow_provider_dicom.filter_build import build_from_rows
+    from airflow_provider_dicom.filters.build import build_from_rows
 
     baseline = _peak_rss_mib()
     iterator: object
@@ -81,7 +81,7 @@ def _bigquery_rows(rows: int):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    from airflow_provider_dicom.filter_build import wrap_query
+    from airflow_provider_dicom.filters.build import wrap_query
 
     client = bigquery.Client(project="local-dicom", credentials=AnonymousCredentials())
     per_series, per_study = INSTANCES_PER_SERIES, INSTANCES_PER_SERIES * SERIES_PER_STUDY

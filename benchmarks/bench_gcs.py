@@ -118,8 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pydicom.uid import generate_uid
 
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
-    from airflow_provider_dicom.testing import start_gcs
+    from airflow_provider_dicom.sources.gcs import GcsDicomSource
+    from dicom_standins import start_gcs
 
     standin = start_gcs()
     try:

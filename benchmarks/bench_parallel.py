@@ -1,7 +1,7 @@
 """Speed-up from worker processes: the same corpus converted on 1 and on N processes, one run.
 
 Both sides produce the NDJSON lines an export writes (and the schema fields it merges), through
-`airflow_provider_dicom.dicom.parallel.convert_files`; lines go nowhere. The 1-process side runs
+`airflow_provider_dicom.sources.parallel.convert_files`; lines go nowhere. The 1-process side runs
 warm (imports done); the N-process side includes starting its workers, as an export does, and
 the time to its first result is shown apart ("start-up": a fresh interpreter importing pydicom).
 "Steady" rates leave the start-up out.
@@ -50,8 +50,8 @@ class Run:
 
 
 def timed_run(paths: list[str], processes: int) -> Run:
-    from airflow_provider_dicom.dicom.parallel import convert_files
     from airflow_provider_dicom.dicom.schema import TableSchema
+    from airflow_provider_dicom.sources.parallel import convert_files
 
     schema = TableSchema()
     ok = failed = 0

@@ -12,7 +12,7 @@ schedule, backfill and trigger with a form from the Airflow UI ("Trigger DAG" sh
   day the run covers, see below), ``patient_ids`` (optional list), ``body_part`` (optional
   BodyPartExamined). Every Param is optional: the form's defaults can be submitted as they are.
 
-Which day a run selects (`airflow_provider_dicom.naming.covered_days`): the schedule is a
+Which day a run selects (`airflow_provider_dicom.model.naming.covered_days`): the schedule is a
 data-interval timetable (``CronDataIntervalTimetable("0 0 * * *", timezone="UTC")``), so the run at
 2026-12-06 00:00 covers 2026-12-05, and each backfill run covers its own day. A manual run with no
 logical date (the UI form, ``airflow dags trigger``, the REST API) covers the day before it was
@@ -32,7 +32,7 @@ Tasks:
   (one object per instance).
 - ``report`` logs and returns the counts.
 
-``<key>`` (`airflow_provider_dicom.naming.output_key`) is the interval's date (``20261205``) for
+``<key>`` (`airflow_provider_dicom.model.naming.output_key`) is the interval's date (``20261205``) for
 scheduled and backfill runs, and the run id made safe for table names
 (``manual__2026_12_06T10_15_30_123456_00_00_<hash>``) for every other run. So two manual runs on
 the same day never share a table or a folder, and clearing a run (same run id) or re-running a
@@ -60,7 +60,7 @@ from datetime import datetime, timedelta
 from airflow.providers.common.compat.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
 from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
@@ -70,7 +70,7 @@ POLL_SECONDS = float(os.environ.get("DICOM_EXAMPLE_POLL_SECONDS", "15"))
 
 def table_id(project: str, dataset: str, table: str) -> str:
     """`project.dataset.table`, checked, for the one identifier the SQL cannot take as a parameter."""
-    from airflow_provider_dicom.uris import BigQueryTableUri
+    from airflow_provider_dicom.model.uris import BigQueryTableUri
 
     return BigQueryTableUri.parse(f"bq://{project}.{dataset}.{table}").table_id
 

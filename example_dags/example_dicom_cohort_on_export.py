@@ -15,7 +15,7 @@ UI then shows the schedule as that asset instead of "unresolved AssetAlias").
   ``dicom_table``.
 - ``build_filter`` queries it for ``modality`` (empty: any) and writes
   ``gs://<bucket>/cohorts/<run key>/filter.txt`` (a name unique to this run,
-  `airflow_provider_dicom.naming.run_key`); an empty cohort skips ``report``. The filter file is
+  `airflow_provider_dicom.model.naming.run_key`); an empty cohort skips ``report``. The filter file is
   this task's own outlet (an AssetAlias event), for a further DAG to re-export the cohort.
 - ``report`` logs the counts.
 
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, AssetAlias, Param, task
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
 
 EXPORT_ALIAS = "dicom-export/example_dicom_scheduled_export/export_snapshot"
@@ -37,7 +37,7 @@ EXPORT_ALIAS = "dicom-export/example_dicom_scheduled_export/export_snapshot"
 
 def table_id(uri: str) -> str:
     """`project.dataset.table` of a checked ``bq://`` URI: the one identifier SQL cannot take as a parameter."""
-    from airflow_provider_dicom.uris import BigQueryTableUri
+    from airflow_provider_dicom.model.uris import BigQueryTableUri
 
     return BigQueryTableUri.parse(uri).table_id
 
@@ -68,7 +68,7 @@ with DAG(
     def exported_table(params: dict, triggering_asset_events=None) -> str:
         from airflow.providers.common.compat.sdk import Variable
 
-        from airflow_provider_dicom.assets import table_uri_from_asset
+        from airflow_provider_dicom.utils.assets import table_uri_from_asset
 
         if params.get("table"):
             return params["table"]

@@ -26,7 +26,7 @@ operators. For a local BigQuery emulator, set ``BIGQUERY_EMULATOR_HOST=http://12
 Every Param but ``max_failed_instances`` may be left empty (the form's defaults): ``source_folder``,
 ``project`` and ``dataset`` are then the Airflow Variables ``dicom_source_folder``,
 ``dicom_project`` and ``dicom_dataset``, and the table is ``instances_<run key>``
-(`airflow_provider_dicom.naming.output_key`), so two runs never share a table.
+(`airflow_provider_dicom.model.naming.output_key`), so two runs never share a table.
 
 Parsing this file makes no connection or network call: everything is read when the task runs.
 """
@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 
 

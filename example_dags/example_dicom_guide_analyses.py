@@ -2,7 +2,7 @@
 The two analyses of Google's "Exporting DICOM metadata to BigQuery" guide, as Airflow tasks.
 
 Run them on any table the Cloud Healthcare export (or this provider's own export) wrote; the SQL is
-the guide's own text (`airflow_provider_dicom.guide_queries`), with only the table name and, for the
+the guide's own text (`airflow_provider_dicom.export.guide_queries`), with only the table name and, for the
 patient search, the PatientID substituted (the ID as an escaped string literal, as the guide writes it).
 
 - ``patient_dicomweb_paths``: "Searching across metadata": the DICOMweb paths of one patient's
@@ -55,8 +55,8 @@ with DAG(
 
     @task(templates_dict={"table": TABLE})
     def patient_dicomweb_paths(params: dict, templates_dict: dict) -> dict:
-        from airflow_provider_dicom.guide_queries import patient_search_sql
-        from airflow_provider_dicom.uris import BigQueryTableUri
+        from airflow_provider_dicom.export.guide_queries import patient_search_sql
+        from airflow_provider_dicom.model.uris import BigQueryTableUri
 
         table = BigQueryTableUri.parse(templates_dict["table"])
         rows = _run(patient_search_sql(table, params["patient_id"]), table.project)
@@ -68,8 +68,8 @@ with DAG(
 
     @task(templates_dict={"table": TABLE})
     def latest_studies(templates_dict: dict) -> dict:
-        from airflow_provider_dicom.guide_queries import latest_studies_sql
-        from airflow_provider_dicom.uris import BigQueryTableUri
+        from airflow_provider_dicom.export.guide_queries import latest_studies_sql
+        from airflow_provider_dicom.model.uris import BigQueryTableUri
 
         table = BigQueryTableUri.parse(templates_dict["table"])
         rows = _run(latest_studies_sql(table), table.project)

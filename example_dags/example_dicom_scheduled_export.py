@@ -3,7 +3,7 @@ Scheduled full export: every day, a snapshot of a DICOM source's metadata in its
 
 Each run exports the whole source (a Cloud Healthcare store through ``dicomStores.export``; a
 folder, ``gs://`` prefix or DICOMweb URL through the provider's own reader) into
-``<dataset>.instances_<key>`` with WRITE_TRUNCATE. ``<key>`` (`airflow_provider_dicom.naming.output_key`)
+``<dataset>.instances_<key>`` with WRITE_TRUNCATE. ``<key>`` (`airflow_provider_dicom.model.naming.output_key`)
 is the interval's day for scheduled and backfill runs: the run at 2026-12-06 00:00 (a data-interval
 timetable) writes ``instances_20261205``, the snapshot as of the end of that day. Any other run
 (triggered from the UI form or ``airflow dags trigger``, with or without a logical date) writes its
@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from airflow.providers.common.compat.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 
 POLL_SECONDS = float(os.environ.get("DICOM_EXAMPLE_POLL_SECONDS", "15"))

@@ -24,7 +24,7 @@ What to expect:
 Every Param but ``shards`` may be left empty (the form's defaults): ``source`` and ``staging`` are
 then the Airflow Variables ``dicom_source`` and ``dicom_staging``, and the table is
 ``<dicom_project>.<dicom_dataset>.instances_<run key>`` (Variables ``dicom_project``,
-``dicom_dataset``; `airflow_provider_dicom.naming.output_key`), so two runs never share a table.
+``dicom_dataset``; `airflow_provider_dicom.model.naming.output_key`), so two runs never share a table.
 
 Parsing this file makes no connection or network call: everything is read when the tasks run.
 """
@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.sharded_group import dicom_sharded_export
 
 

@@ -10,7 +10,7 @@ Trigger it from the UI ("Trigger DAG w/ config") or the command line:
 Every Param may be left empty (the form's defaults): ``store`` is then the Airflow Variable
 ``dicom_store``, the table ``bq://<dicom_project>.<dicom_dataset>.instances_<run key>`` and the
 files ``gs://<dicom_bucket>/dicom/<run key>`` (Variables ``dicom_project``, ``dicom_dataset``,
-``dicom_bucket``; `airflow_provider_dicom.naming.output_key`), so two runs never share a table.
+``dicom_bucket``; `airflow_provider_dicom.model.naming.output_key`), so two runs never share a table.
 
 What it does:
 - `export_metadata` calls `dicomStores.export` with a BigQuery destination and waits for the
@@ -25,7 +25,7 @@ What it does:
 
 The `google_cloud_default` connection supplies the credentials (its service account needs the
 Healthcare DICOM Editor role on the store; the Cloud Healthcare service agent needs BigQuery and
-Storage roles on the destinations). For the local emulator, `python -m airflow_provider_dicom.emulator
+Storage roles on the destinations). For the local emulator, `python -m dicom_standins.emulator
 --port 8090`, set ``HEALTHCARE_EMULATOR_HOST=http://127.0.0.1:8090`` for the worker and triggerer and
 an anonymous connection (``{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}``).
 
@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, task
 
-from airflow_provider_dicom import naming
+from airflow_provider_dicom.model import naming
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
 

@@ -14,8 +14,17 @@ find_python() {
     echo "bootstrap: no Python >= 3.11 found on PATH" >&2; return 1
 }
 
+# The stand-ins (dicom_standins/: Healthcare API emulator, BigQuery/GCS/Orthanc starters) are repo
+# tooling, not part of the wheel: the dev venv sees them through a .pth entry for the checkout.
+link_repo() {
+    local site
+    site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "$PWD" > "$site/airflow_provider_dicom_repo.pth"
+}
+
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ -f "$stamp" ]]; then
+    link_repo
     exit 0
 fi
 echo "==> creating .venv and installing airflow-provider-dicom[test] (about a minute)"
@@ -24,5 +33,6 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
 .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[test]"
+link_repo
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
 
-    from airflow_provider_dicom.emulator import EmulatorClient, HealthcareEmulator
-    from airflow_provider_dicom.testing import bigquery_client, start_bigquery, start_gcs, storage_client
+    from dicom_standins import bigquery_client, start_bigquery, start_gcs, storage_client
+    from dicom_standins.emulator import EmulatorClient, HealthcareEmulator
 
     with contextlib.ExitStack() as stack:
         step("starting the BigQuery stand-in (local-bigquery), the GCS stand-in and the Cloud Healthcare emulator")

@@ -36,7 +36,7 @@ def main() -> int:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery, storage
 
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     store = os.environ["AIRFLOW_VAR_DICOM_STORE"]
     project = os.environ["AIRFLOW_VAR_DICOM_PROJECT"]

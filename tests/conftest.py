@@ -27,7 +27,7 @@ os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}"
-PROJECT = "local-dicom"  # the stand-ins' project: airflow_provider_dicom.testing.STANDIN_PROJECT
+PROJECT = "local-dicom"  # the stand-ins' project: dicom_standins.STANDIN_PROJECT
 os.environ.setdefault(
     "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
     '{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true, "project": "%s"}}' % PROJECT,
@@ -89,7 +89,7 @@ def _serving(standin) -> Iterator:
 @pytest.fixture(scope="session")
 def bigquery_server() -> Iterator:
     """The BigQuery stand-in (a Standin: .url, .env, .extra['grpc_port']), with BIGQUERY_EMULATOR_HOST set."""
-    from airflow_provider_dicom.testing import start_bigquery
+    from dicom_standins import start_bigquery
 
     yield from _serving(start_bigquery(project=PROJECT))
 
@@ -97,7 +97,7 @@ def bigquery_server() -> Iterator:
 @pytest.fixture(scope="session")
 def bigquery_standin(bigquery_server) -> Iterator:
     """A google.cloud.bigquery.Client on the stand-in (project PROJECT, anonymous credentials)."""
-    from airflow_provider_dicom.testing import bigquery_client
+    from dicom_standins import bigquery_client
 
     client = bigquery_client(bigquery_server, PROJECT)
     yield client
@@ -116,7 +116,7 @@ def bq_dataset(bigquery_standin) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gcs_server() -> Iterator:
     """The GCS stand-in (a Standin: .url, .env), with STORAGE_EMULATOR_HOST set."""
-    from airflow_provider_dicom.testing import start_gcs
+    from dicom_standins import start_gcs
 
     yield from _serving(start_gcs())
 
@@ -124,7 +124,7 @@ def gcs_server() -> Iterator:
 @pytest.fixture(scope="session")
 def gcs_standin(gcs_server) -> Iterator:
     """A google.cloud.storage.Client on the GCS stand-in."""
-    from airflow_provider_dicom.testing import storage_client
+    from dicom_standins import storage_client
 
     client = storage_client(gcs_server, PROJECT)
     yield client
@@ -148,7 +148,7 @@ def orthanc_standin(pydicom_corpus: Path) -> Iterator:
     (basic auth is on) and `corpus`: each corpus file's path -> Orthanc's answer ("Status"
     Success / AlreadyStored, or "HttpStatus" for a file it refused). Skips the test, saying why,
     when Orthanc is not installed (scripts/install-standins.sh installs it with apt-get)."""
-    from airflow_provider_dicom.testing import StandinError, orthanc_paths, orthanc_upload, start_orthanc
+    from dicom_standins import StandinError, orthanc_paths, orthanc_upload, start_orthanc
 
     try:
         orthanc_paths()

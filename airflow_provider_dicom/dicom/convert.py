@@ -33,11 +33,11 @@ from airflow_provider_dicom.dicom.schema import (
     STRING,
     TIMESTAMP,
     Field,
-    merge_fields,
     _rank,
+    merge_fields,
 )
 from airflow_provider_dicom.dicom.tags import TagInfo, tag_info, tag_name, tag_reference
-from airflow_provider_dicom.export.options import SchemaVariant
+from airflow_provider_dicom.model.options import SchemaVariant
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from airflow_provider_dicom.deadlines import RemoteCallError
 from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
 from airflow_provider_dicom.dicom.read import (
     InvalidDicomError,
@@ -30,8 +29,9 @@ from airflow_provider_dicom.dicom.read import (
     read_instance,
     read_with_pydicom,
 )
-from airflow_provider_dicom.export.options import SchemaVariant
-from airflow_provider_dicom.redact import redact_quoted
+from airflow_provider_dicom.model.options import SchemaVariant
+from airflow_provider_dicom.utils.deadlines import RemoteCallError
+from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

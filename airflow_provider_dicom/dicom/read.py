@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from airflow_provider_dicom.redact import redact_quoted
+from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

@@ -28,7 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_dicom.deadlines import (
+from airflow_provider_dicom.export.counts import SourceCounts
+from airflow_provider_dicom.export.errors import DestinationError, ExportError, load_error
+from airflow_provider_dicom.model.options import SchemaVariant, WriteDisposition, WriteOptions
+from airflow_provider_dicom.model.sources import DicomSource, SourceKind, UnsupportedSourceError
+from airflow_provider_dicom.model.uris import BigQueryTableUri
+from airflow_provider_dicom.utils.deadlines import (
     bigquery_call,
     endpoint_of,
     remote,
@@ -36,30 +41,17 @@ from airflow_provider_dicom.deadlines import (
     upload_retries,
     wait_for_job,
 )
-from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
-from airflow_provider_dicom.export.counts import SourceCounts
-from airflow_provider_dicom.redact import redact_quoted
-from airflow_provider_dicom.sources import DicomSource, SourceKind, UnsupportedSourceError
-from airflow_provider_dicom.uris import BigQueryTableUri
 
 if TYPE_CHECKING:
-    from airflow_provider_dicom.dicom.parallel import LineOutcome
     from airflow_provider_dicom.dicom.outcomes import InstanceOutcome
     from airflow_provider_dicom.dicom.schema import Field
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
+    from airflow_provider_dicom.sources.parallel import LineOutcome
 
 log = logging.getLogger(__name__)
 
 MAX_COLUMNS = 10_000  # BigQuery's limit, nested columns included
 JOB_ID_PREFIX = "dicom_export_"
-
-
-class ExportError(RuntimeError):
-    """The export was refused or failed; the message names the table and the reason."""
-
-
-class DestinationError(ExportError):
-    """The destination's state forbids this export (missing dataset, table exists, not empty, ...)."""
 
 
 @dataclass
@@ -144,12 +136,12 @@ def export_to_bigquery(
     table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)
     options = WriteOptions.resolve(write_disposition, force)
     variant = SchemaVariant.parse(schema)
-    from airflow_provider_dicom.dicom.parallel import resolve_processes
+    from airflow_provider_dicom.sources.parallel import resolve_processes
 
     processes = resolve_processes(processes)
     parsed = checked_source(source)
     if parsed.kind is SourceKind.GCS_PREFIX and storage_client is None:
-        from airflow_provider_dicom.dicom.gcs_source import default_storage_client
+        from airflow_provider_dicom.sources.gcs import default_storage_client
 
         storage_client = default_storage_client(project or table.project)
     accept = load_filter_config(filter_config, storage_client)
@@ -177,7 +169,7 @@ def export_to_bigquery(
 
     table_schema = TableSchema()
     if parsed.kind is SourceKind.FOLDER and progress is not None:
-        from airflow_provider_dicom.dicom.folder import iter_folder
+        from airflow_provider_dicom.sources.folder import iter_folder
 
         result.files_total = sum(1 for _ in iter_folder(parsed.value))
     with rows_tempfile() as rows_file:
@@ -273,10 +265,10 @@ def source_outcomes(
 ) -> Iterator[InstanceOutcome | LineOutcome]:
     """One outcome per instance of the source, whatever kind it is, in the source's stable order."""
     if parsed.kind is SourceKind.FOLDER:
-        from airflow_provider_dicom.dicom.folder import convert_folder, iter_folder
+        from airflow_provider_dicom.sources.folder import convert_folder, iter_folder
 
         if processes > 1:
-            from airflow_provider_dicom.dicom.parallel import convert_files
+            from airflow_provider_dicom.sources.parallel import convert_files
 
             yield from convert_files(
                 iter_folder(Path(parsed.value)), schema=converter.schema.value, accept=accept, processes=processes
@@ -284,11 +276,11 @@ def source_outcomes(
             return
         yield from convert_folder(Path(parsed.value), converter, accept=accept)
         return
-    from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS
+    from airflow_provider_dicom.sources.remote import DEFAULT_WORKERS
 
     workers = workers or DEFAULT_WORKERS
     if parsed.kind is SourceKind.GCS_PREFIX:
-        from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+        from airflow_provider_dicom.sources.gcs import GcsDicomSource
 
         gcs = GcsDicomSource(parsed.value, storage_client, workers=workers)
         yield from gcs.outcomes(converter, accept)
@@ -300,7 +292,7 @@ def source_outcomes(
         )
         return
     if parsed.kind is SourceKind.DICOMWEB:
-        from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient, DicomWebSource
+        from airflow_provider_dicom.sources.dicomweb import DicomWebClient, DicomWebSource
 
         web_client = dicomweb_client or DicomWebClient(parsed.value, pool_size=workers)
         web = DicomWebSource(web_client, workers=workers, filter_set=accept)
@@ -318,7 +310,7 @@ def source_outcomes(
 def load_filter_config(filter_config: Any, storage_client: Any) -> FilterSet | None:
     if filter_config is None:
         return None
-    from airflow_provider_dicom.filters import FilterSet, load_filter
+    from airflow_provider_dicom.filters.files import FilterSet, load_filter
 
     if isinstance(filter_config, FilterSet):
         return filter_config
@@ -391,7 +383,7 @@ def write_rows(
 
     `rows` is an open binary file (written from its current position, left open). `result` is any SourceCounts with an `instances_exported` counter. `on_row` sees every
     written row, in file order (a sharded export records each row's UID and schema with it)."""
-    from airflow_provider_dicom.dicom.parallel import LineOutcome, to_line
+    from airflow_provider_dicom.sources.parallel import LineOutcome, to_line
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
     # instance, so ~120 MB for a million.
@@ -481,17 +473,6 @@ def load_job_config(fields: tuple[Field, ...], disposition: WriteDisposition, ad
     if add_columns:
         config.schema_update_options = [bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION]
     return config
-
-
-def load_error(exc: Any, job: Any, table: BigQueryTableUri) -> ExportError:
-    """An ExportError naming the job and table, with BigQuery's reasons stripped of quoted values
-    (a reason may quote a row's content)."""
-    job_id = job.job_id if job is not None else "not started"
-    details = "; ".join(redact_quoted(e.get("message", "")) for e in (getattr(job, "errors", None) or [])[:5])
-    return ExportError(
-        f"BigQuery load job {job_id} into {table} failed ({exc.code} {type(exc).__name__}): "
-        f"{redact_quoted(exc.message)}{'; ' + details if details else ''}"
-    )
 
 
 def _load(

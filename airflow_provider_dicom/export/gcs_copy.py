@@ -18,10 +18,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_dicom.deadlines import endpoint_of, remote, request_timeout, storage_call
 from airflow_provider_dicom.export.counts import SourceCounts
-from airflow_provider_dicom.sources import DicomSource, SourceKind
-from airflow_provider_dicom.uris import GcsUri
+from airflow_provider_dicom.model.sources import DicomSource, SourceKind
+from airflow_provider_dicom.model.uris import GcsUri
+from airflow_provider_dicom.utils.deadlines import endpoint_of, remote, request_timeout, storage_call
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def export_to_gcs(
     parsed = checked_source(source)
     accept = load_filter_config(filter_config, storage_client)
     if parsed.kind is SourceKind.DICOMWEB and dicomweb_client is None:
-        from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient
+        from airflow_provider_dicom.sources.dicomweb import DicomWebClient
 
         dicomweb_client = DicomWebClient(parsed.value, pool_size=workers)
     bucket = storage_client.bucket(destination.bucket)
@@ -103,7 +103,7 @@ def export_to_gcs(
             result.bytes_copied += done.result()
             result.instances_copied += 1
         except Exception as exc:  # noqa: BLE001 - one failed copy must not stop the others
-            from airflow_provider_dicom.redact import redact_quoted
+            from airflow_provider_dicom.utils.redact import redact_quoted
 
             result.failures.append((path, f"copy to gs://{bucket.name}/{target} failed: {redact_quoted(exc)}"))
         if progress is not None:
@@ -138,7 +138,7 @@ def object_name_problem(study: object, series: object, sop: object) -> str | Non
     """Why these UIDs cannot name an object (`{study}/{series}/{sop}.dcm`), or None. The rule is
     DICOM's (`uid.uid_problem`): anything else (`../`, `/`, CR LF, letters) could choose where the
     object lands or forge a log line, so it makes the instance a failure and is never quoted."""
-    from airflow_provider_dicom.uid import uid_problem
+    from airflow_provider_dicom.dicom.uid import uid_problem
 
     for element, value in zip(UID_ELEMENTS, (study, series, sop)):
         problem = uid_problem(value)
@@ -219,7 +219,7 @@ def stream_instance(client: Any, instance_url: str, blob: Any) -> int:
     nothing touches the disk. The object appears only when the whole part has arrived and was
     followed by the close delimiter: a response cut short, malformed or holding a second part
     cancels the upload (OSError naming what was wrong), so no truncated instance is left."""
-    from airflow_provider_dicom.multipart import MultipartError, MultipartReader, boundary_of
+    from airflow_provider_dicom.sources.multipart import MultipartError, MultipartReader, boundary_of
 
     response = client.session.get(
         instance_url,
@@ -271,7 +271,7 @@ class _InstanceUpload:
             return
         self._buffer += data
         if len(self._buffer) > SMALL_INSTANCE:
-            from airflow_provider_dicom.atomic_write import GcsAtomicWriter
+            from airflow_provider_dicom.utils.atomic_write import GcsAtomicWriter
 
             self._writer = GcsAtomicWriter(self._blob, chunk_size=UPLOAD_CHUNK, content_type=DICOM_CONTENT_TYPE)
             self._writer.write(bytes(self._buffer))
@@ -279,7 +279,7 @@ class _InstanceUpload:
 
     def finish(self) -> int:
         if self._writer is None:
-            from airflow_provider_dicom.deadlines import endpoint_of, remote, request_timeout
+            from airflow_provider_dicom.utils.deadlines import endpoint_of, remote, request_timeout
 
             with remote(f"uploading gs://{self._blob.bucket.name}/{self._blob.name}", endpoint_of(self._blob)):
                 self._blob.upload_from_string(

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.deadlines import bigquery_call, endpoint_of, remote, wait_for_job
-from airflow_provider_dicom.export.bigquery import ExportError, load_error
+from airflow_provider_dicom.export.errors import ExportError, load_error
+from airflow_provider_dicom.utils.deadlines import bigquery_call, endpoint_of, remote, wait_for_job
 
 if TYPE_CHECKING:
-    from airflow_provider_dicom.uris import BigQueryTableUri
+    from airflow_provider_dicom.model.uris import BigQueryTableUri
 
 log = logging.getLogger(__name__)
 

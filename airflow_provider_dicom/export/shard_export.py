@@ -27,14 +27,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.export.counts import SourceCounts
-from airflow_provider_dicom.export.shard_plan import FILTER_FILE, ShardPlan, item_to_object, iter_listing, read_plan
+from airflow_provider_dicom.export.shard_plan import (
+    FILTER_FILE,
+    ShardPlan,
+    item_to_object,
+    iter_listing,
+    read_plan,
+)
 from airflow_provider_dicom.export.staging import Staging, join
-from airflow_provider_dicom.sources import SourceKind
+from airflow_provider_dicom.model.sources import SourceKind
 
 if TYPE_CHECKING:
-    from airflow_provider_dicom.dicom.parallel import LineOutcome
     from airflow_provider_dicom.dicom.schema import Field
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
+    from airflow_provider_dicom.sources.parallel import LineOutcome
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +168,7 @@ def export_shard(
 def _plan_filter(staging: Staging, plan: ShardPlan) -> FilterSet | None:
     if not plan.has_filter:
         return None
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
 
     data = staging.read_bytes(join(plan.root, FILTER_FILE))
     if data is None:
@@ -181,7 +187,7 @@ def _shard_outcomes(
     processes: int,
 ) -> Iterator[Any]:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.remote import DEFAULT_WORKERS
+    from airflow_provider_dicom.sources.remote import DEFAULT_WORKERS
 
     converter = InstanceConverter(schema=plan.schema)
     workers = workers or DEFAULT_WORKERS
@@ -190,23 +196,23 @@ def _shard_outcomes(
         root = Path(plan.source)
         paths = (root / item for item in items)
         if processes > 1:
-            from airflow_provider_dicom.dicom.parallel import convert_files
+            from airflow_provider_dicom.sources.parallel import convert_files
 
             yield from convert_files(paths, schema=plan.schema, accept=accept, processes=processes)
             return
-        from airflow_provider_dicom.dicom.folder import convert_file
+        from airflow_provider_dicom.sources.folder import convert_file
 
         for path in paths:
             yield convert_file(path, converter, accept)
         return
     if kind is SourceKind.GCS_PREFIX:
-        from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+        from airflow_provider_dicom.sources.gcs import GcsDicomSource
 
         gcs = GcsDicomSource(plan.source, storage_client, workers=workers)
         yield from gcs.outcomes(converter, accept, objects=(item_to_object(item) for item in items))
         return
     if kind is SourceKind.DICOMWEB:
-        from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient, DicomWebSource
+        from airflow_provider_dicom.sources.dicomweb import DicomWebClient, DicomWebSource
 
         shard_filter = _studies_filter(list(items), accept)
         client = dicomweb_client or DicomWebClient(plan.source, pool_size=workers)
@@ -219,7 +225,7 @@ def _shard_outcomes(
 
 def _studies_filter(studies: list[str], accept: FilterSet | None) -> FilterSet:
     """The part of the filter (or, without one, the whole studies) this shard's studies cover."""
-    from airflow_provider_dicom.filters import FilterSet, ResourcePath
+    from airflow_provider_dicom.filters.files import FilterSet, ResourcePath
 
     wanted = set(studies)
     if accept is None:

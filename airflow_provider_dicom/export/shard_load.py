@@ -34,14 +34,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.deadlines import (
-    bigquery_call,
-    endpoint_of,
-    remote,
-    request_timeout,
-    upload_retries,
-    wait_for_job,
-)
 from airflow_provider_dicom.export.bigquery import (
     JOB_ID_PREFIX,
     ExportError,
@@ -49,16 +41,29 @@ from airflow_provider_dicom.export.bigquery import (
     check_column_count,
     final_schema,
     load_job_config,
-    rows_tempfile,
     plan_destination,
+    rows_tempfile,
 )
 from airflow_provider_dicom.export.counts import XCOM_MAX_LISTED
 from airflow_provider_dicom.export.load_job import LoadJobChain, find_earlier_load, run_load
-from airflow_provider_dicom.export.options import WriteDisposition, WriteOptions
-from airflow_provider_dicom.export.shard_export import INDEX_FILE, RESULT_FILE, ROWS_FILE, SCHEMAS_FILE, ShardResult
+from airflow_provider_dicom.export.shard_export import (
+    INDEX_FILE,
+    RESULT_FILE,
+    ROWS_FILE,
+    SCHEMAS_FILE,
+    ShardResult,
+)
 from airflow_provider_dicom.export.shard_plan import ShardPlan, read_plan
 from airflow_provider_dicom.export.staging import Staging, join
-from airflow_provider_dicom.uris import BigQueryTableUri
+from airflow_provider_dicom.model.options import WriteDisposition, WriteOptions
+from airflow_provider_dicom.model.uris import BigQueryTableUri
+from airflow_provider_dicom.utils.deadlines import (
+    bigquery_call,
+    endpoint_of,
+    remote,
+    request_timeout,
+    upload_retries,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.schema import Field

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_dicom.export.staging import Staging, join
-from airflow_provider_dicom.sources import DicomSource, SourceKind
+from airflow_provider_dicom.model.sources import DicomSource, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +224,14 @@ def _list_source(
 ) -> Iterator[tuple[Any, int]]:
     """(item, weight) pairs in the order an unsharded export reads the source."""
     if source.kind is SourceKind.FOLDER:
-        from airflow_provider_dicom.dicom.folder import iter_folder
+        from airflow_provider_dicom.sources.folder import iter_folder
 
         root = Path(source.value)
         for path in iter_folder(root):
             yield path.relative_to(root).as_posix(), 1
         return
     if source.kind is SourceKind.GCS_PREFIX:
-        from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+        from airflow_provider_dicom.sources.gcs import GcsDicomSource
 
         for info in GcsDicomSource(source.value, storage_client).list_objects():
             yield object_to_item(info), 1
@@ -248,13 +248,13 @@ def _list_source(
 def _list_studies(source: DicomSource, filter_text: str | None, client: Any) -> Iterator[tuple[Any, int]]:
     """Studies are DICOMweb's unit: a shard reads whole studies (all their series)."""
     if filter_text is not None:
-        from airflow_provider_dicom.filters import FilterSet
+        from airflow_provider_dicom.filters.files import FilterSet
 
         studies = dict.fromkeys(path.study for path in FilterSet.parse(filter_text))
         for study in studies:
             yield study, 1
         return
-    from airflow_provider_dicom.dicom.dicomweb_source import DicomWebSource
+    from airflow_provider_dicom.sources.dicomweb import DicomWebSource
 
     web = DicomWebSource(client or source.value)
     for study in web.listed_studies():
@@ -272,7 +272,7 @@ def object_to_item(info: Any) -> dict[str, Any]:
 
 
 def item_to_object(item: dict[str, Any]) -> Any:
-    from airflow_provider_dicom.dicom.gcs_source import ObjectInfo
+    from airflow_provider_dicom.sources.gcs import ObjectInfo
 
     updated = datetime.fromisoformat(item["updated"]) if item.get("updated") else None
     return ObjectInfo(item["name"], int(item["size"]), updated, item.get("generation"), item.get("content_encoding"))
@@ -304,8 +304,8 @@ def plan_sharded_export(
     state (a WRITE_EMPTY export into a full table fails here, before any listing) and the filter
     file. The load step checks the table again, since it may change while the shards run."""
     from airflow_provider_dicom.export.bigquery import checked_source, load_filter_config, plan_destination
-    from airflow_provider_dicom.export.options import SchemaVariant, WriteOptions
-    from airflow_provider_dicom.uris import BigQueryTableUri
+    from airflow_provider_dicom.model.options import SchemaVariant, WriteOptions
+    from airflow_provider_dicom.model.uris import BigQueryTableUri
 
     shards = check_shard_count(shards)
     table = table_uri if isinstance(table_uri, BigQueryTableUri) else BigQueryTableUri.parse(table_uri)

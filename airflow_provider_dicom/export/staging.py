@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from airflow_provider_dicom.uris import GcsUri, InvalidUriError
+from airflow_provider_dicom.model.uris import GcsUri, InvalidUriError
 
 _COPY_BLOCK = 8 * 1024 * 1024
 
@@ -79,7 +79,7 @@ def open_staging(uri: str, storage_client: Any = None) -> Staging:
     uri = check_staging_uri(uri)
     if uri.startswith("gs://"):
         if storage_client is None:
-            from airflow_provider_dicom.dicom.gcs_source import default_storage_client
+            from airflow_provider_dicom.sources.gcs import default_storage_client
 
             storage_client = default_storage_client()
         return GcsStaging(uri, storage_client)
@@ -213,7 +213,7 @@ class GcsStaging:
     def _errors(self, name: str) -> Any:
         from contextlib import ExitStack
 
-        from airflow_provider_dicom.deadlines import endpoint_of, remote
+        from airflow_provider_dicom.utils.deadlines import endpoint_of, remote
 
         stack = ExitStack()
         stack.enter_context(_translated(self.uri_of(name)))
@@ -223,7 +223,7 @@ class GcsStaging:
     def _call(self, name: str, doing: str) -> dict[str, Any]:
         """The deadline of one call (staging objects hold the same bytes on every try: retrying
         an upload is safe)."""
-        from airflow_provider_dicom.deadlines import storage_call
+        from airflow_provider_dicom.utils.deadlines import storage_call
 
         return storage_call(self.client, f"{doing} staging object {self.uri_of(name)}")
 

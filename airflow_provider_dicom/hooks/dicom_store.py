@@ -5,7 +5,7 @@ for the Google provider's hooks (key file, ADC, `is_anonymous` for emulators, im
 chain). The client is built from the discovery document shipped in google-api-python-client
 (`static_discovery=True`): no network call to fetch it, and the request shapes are the ones the
 contract test checks. The endpoint is healthcare.googleapis.com unless `api_endpoint` or
-$HEALTHCARE_EMULATOR_HOST names another server (see `airflow_provider_dicom.hooks.endpoint`).
+$HEALTHCARE_EMULATOR_HOST names another server (see `airflow_provider_dicom.healthcare.endpoint`).
 
 Retries: every call is retried with exponential backoff and jitter on 429 and 503 (the server
 says it did not do the work) and, for calls that are safe to repeat (get, list, cancel), on the
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.google.common.hooks.base_google import GoogleBaseAsyncHook, GoogleBaseHook
 
-from airflow_provider_dicom.hooks import export_requests
-from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.healthcare.operations import (
     CLOCK_SKEW,
     EXPORT_DICOM_DATA_METHOD,
     RETRY_ALWAYS_STATUSES,
-    ExportOutcomeUnknownError,
     RETRY_IF_IDEMPOTENT_STATUSES,
+    ExportOutcomeUnknownError,
     HealthcareApiError,
     OperationName,
     OperationStatus,
@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from googleapiclient.discovery import Resource
     from googleapiclient.http import HttpRequest
 
-    from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition
-    from airflow_provider_dicom.uris import BigQueryTableUri, DicomStoreName
+    from airflow_provider_dicom.model.options import SchemaVariant, WriteDisposition
+    from airflow_provider_dicom.model.uris import BigQueryTableUri, DicomStoreName
 
 API_SERVICE = "healthcare"
 API_VERSION = "v1"
@@ -113,7 +113,7 @@ class DicomStoreHook(GoogleBaseHook):
         if self._conn is None:
             from googleapiclient.discovery import build
 
-            from airflow_provider_dicom.hooks.transport import forbid_resend
+            from airflow_provider_dicom.healthcare.transport import forbid_resend
 
             self._conn = build(
                 API_SERVICE,
@@ -127,9 +127,9 @@ class DicomStoreHook(GoogleBaseHook):
 
     def _authorize(self):
         """The base hook's authorised httplib2 client, with the request timeout of
-        `airflow_provider_dicom.deadlines` (googleapiclient's default is the process-wide socket
+        `airflow_provider_dicom.utils.deadlines` (googleapiclient's default is the process-wide socket
         timeout, else 60 s); `_execute` bounds the retries."""
-        from airflow_provider_dicom.deadlines import request_timeout
+        from airflow_provider_dicom.utils.deadlines import request_timeout
 
         authed = super()._authorize()
         authed.http.timeout = request_timeout()

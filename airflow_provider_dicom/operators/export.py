@@ -13,14 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_dicom import uris
-from airflow_provider_dicom.assets import AssetOutletsMixin
-from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
-from airflow_provider_dicom.export.request import ExportRequest, parse_export_request
-from airflow_provider_dicom.healthcare_links import DicomOperationLogsLink, DicomStoreLink
-from airflow_provider_dicom.links import DicomBigQueryTableLink
+from airflow_provider_dicom.links.bigquery import DicomBigQueryTableLink
+from airflow_provider_dicom.links.healthcare import DicomOperationLogsLink, DicomStoreLink
+from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.model.arguments import (
+    check_concurrency,
+    check_identifier,
+    check_impersonation_chain,
+    parse_max_failed_instances,
+)
+from airflow_provider_dicom.model.request import ExportRequest, parse_export_request
+from airflow_provider_dicom.model.sources import SourceKind
 from airflow_provider_dicom.operators.store_export import BigQueryStoreExportBase, store_template_fields
-from airflow_provider_dicom.sources import SourceKind
+from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -29,13 +34,6 @@ if TYPE_CHECKING:
 # How many failed instances the task's failure message lists by name (the XCom result lists up to 1,000).
 FAILURES_IN_MESSAGE = 5
 PROGRESS_INTERVAL_SECONDS = 30.0
-
-
-def parse_max_failed_instances(value: object) -> int | None:
-    """An int >= 0 or None (no limit); also the text a template renders to."""
-    from airflow_provider_dicom.operators.arguments import parse_optional_count
-
-    return parse_optional_count(value, "max_failed_instances")
 
 
 def failed_instances_message(failures: list, exported: int, table: object, max_failed_instances: object) -> str:
@@ -107,7 +105,7 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
 
     Outlets: unless ``outlets`` is given, the table's Asset (``bigquery://PROJECT/DATASET/TABLE``),
     or for a templated table an AssetAlias ``dicom-export/<dag_id>/<task_id>`` that gets the
-    rendered table's Asset event when the task succeeds (see `airflow_provider_dicom.assets`).
+    rendered table's Asset event when the task succeeds (see `airflow_provider_dicom.utils.assets`).
     """
 
     asset_destination_field = "destination_table_uri"
@@ -162,7 +160,7 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         self.impersonation_chain = impersonation_chain
         self.dicomweb_conn_id = dicomweb_conn_id
         self.max_concurrent_requests = check_concurrency(max_concurrent_requests)
-        from airflow_provider_dicom.dicom.parallel import resolve_processes
+        from airflow_provider_dicom.sources.parallel import resolve_processes
 
         resolve_processes(processes)  # a ValueError naming the value, at DAG parse time
         self.processes = processes
@@ -239,7 +237,7 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
             request.schema.value,
             f", filter {request.filter_config}" if request.filter_config else "",
         )
-        from airflow_provider_dicom.operators.try_lineage import TryLineage, load_job_base_id
+        from airflow_provider_dicom.utils.try_lineage import TryLineage, load_job_base_id
 
         # The same on every retry of this try lineage, new after a clear: a retry finds the load
         # its earlier try committed instead of loading (and, with WRITE_APPEND, doubling) again.
@@ -304,17 +302,17 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         super().on_kill()
 
     def _bigquery_client(self, project: str):
-        from airflow_provider_dicom.operators.clients import bigquery_client
+        from airflow_provider_dicom.utils.clients import bigquery_client
 
         return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, project)
 
     def _dicomweb_client(self, base_url: str):
-        from airflow_provider_dicom.operators.clients import dicomweb_client
+        from airflow_provider_dicom.utils.clients import dicomweb_client
 
         return dicomweb_client(base_url, self.dicomweb_conn_id, self.max_concurrent_requests)
 
     def _storage_client(self):
-        from airflow_provider_dicom.operators.clients import storage_client
+        from airflow_provider_dicom.utils.clients import storage_client
 
         return storage_client(self.gcp_conn_id, self.impersonation_chain)
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_dicom import uris
-from airflow_provider_dicom.assets import AssetOutletsMixin
-from airflow_provider_dicom.operators.arguments import check_concurrency
-from airflow_provider_dicom.healthcare_links import (
+from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.links.healthcare import (
     DicomGcsDestinationLink,
     DicomOperationLogsLink,
     DicomStoreLink,
 )
-from airflow_provider_dicom.hooks import export_requests
+from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.model.arguments import check_concurrency
 from airflow_provider_dicom.operators.store_export import (
     DicomStoreExportBase,
     StoreExport,
@@ -29,6 +28,7 @@ from airflow_provider_dicom.operators.store_export import (
     gcs_store_export,
     store_template_fields,
 )
+from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 
 
 class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
@@ -70,7 +70,7 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
     ui_color = "#e8f0fe"
     operator_extra_links = (DicomStoreLink(), DicomOperationLogsLink(), DicomGcsDestinationLink())
     # Outlets (unless given): the prefix's Asset gs://BUCKET/PREFIX, or an AssetAlias for a
-    # templated prefix (see airflow_provider_dicom.assets).
+    # templated prefix (see airflow_provider_dicom.utils.assets).
     asset_destination_field = "uri_prefix"
 
     def __init__(
@@ -112,8 +112,10 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
 
     def _validate(self, *, skip_templated: bool) -> None:
         """Literal bad values fail the DAG at parse time; templated ones after rendering."""
-        from airflow_provider_dicom.operators.arguments import check_impersonation_chain
-        from airflow_provider_dicom.operators.export import parse_max_failed_instances
+        from airflow_provider_dicom.model.arguments import (
+            check_impersonation_chain,
+            parse_max_failed_instances,
+        )
 
         def pending(value: object) -> bool:
             return skip_templated and uris.is_templated(value)
@@ -123,7 +125,7 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
             if store:
                 export_requests.check_store_name(self.source)
             else:
-                from airflow_provider_dicom.sources import DicomSource
+                from airflow_provider_dicom.model.sources import DicomSource
 
                 DicomSource.parse(self.source).require_supported()
         if not pending(self.uri_prefix):
@@ -170,9 +172,9 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
 
         from airflow_provider_dicom.export.gcs_copy import export_to_gcs
         from airflow_provider_dicom.export.progress import ProgressReporter
-        from airflow_provider_dicom.operators.clients import dicomweb_client, storage_client
-        from airflow_provider_dicom.operators.export import parse_max_failed_instances
-        from airflow_provider_dicom.sources import DicomSource, SourceKind
+        from airflow_provider_dicom.model.arguments import parse_max_failed_instances
+        from airflow_provider_dicom.model.sources import DicomSource, SourceKind
+        from airflow_provider_dicom.utils.clients import dicomweb_client, storage_client
 
         try:
             self._validate(skip_templated=False)
@@ -203,7 +205,7 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
         return summary
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        from airflow_provider_dicom.lineage import gcs_dataset_name
+        from airflow_provider_dicom.utils.lineage import gcs_dataset_name
 
         inputs, _ = super().lineage_datasets()
         return inputs, [gcs_dataset_name(self.uri_prefix)]

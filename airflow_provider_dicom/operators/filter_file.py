@@ -12,18 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSkipException,
     BaseOperator,
-    BaseOperatorLink,
 )
 
-from airflow_provider_dicom import uris
-from airflow_provider_dicom.assets import AssetOutletsMixin
-from airflow_provider_dicom.filter_build import (
+from airflow_provider_dicom.filters.build import (
     REJECT_EXAMPLES,
     UID_COLUMNS,
     NestingError,
@@ -34,32 +30,14 @@ from airflow_provider_dicom.filter_build import (
     check_on_empty,
     parse_literal,
 )
+from airflow_provider_dicom.links.storage import DicomFilterFileLink
+from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context, TaskInstanceKey
+    from airflow.providers.common.compat.sdk import Context
 
-CONSOLE_URL = "https://console.cloud.google.com"
 DEFAULT_THRESHOLD = 1_000_000  # rows; the same as filter_query.DEFAULT_THRESHOLD
-
-
-def gcs_object_console_url(uri: str) -> str:
-    parsed = uris.GcsUri.parse(uri, require_object=True)
-    return f"{CONSOLE_URL}/storage/browser/_details/{quote(parsed.bucket)}/{quote(parsed.name, safe='/')}"
-
-
-class DicomFilterFileLink(BaseOperatorLink):
-    """The filter file the task wrote, in the Cloud Storage console (no link for a local file)."""
-
-    name = "Filter File"
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        destination = getattr(operator, "destination", None)
-        if not isinstance(destination, str) or not destination.startswith("gs://"):
-            return ""
-        try:
-            return gcs_object_console_url(destination)
-        except uris.InvalidUriError:
-            return ""
 
 
 class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
@@ -106,7 +84,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
     ``covered``, ``rejected``, ``rejected_examples``, ``route`` and ``level``.
 
     Outlets (unless given): the filter file's Asset (``gs://BUCKET/OBJECT`` or ``file:///PATH``), or
-    an AssetAlias for a templated destination (see `airflow_provider_dicom.assets`). A skipped task
+    an AssetAlias for a templated destination (see `airflow_provider_dicom.utils.assets`). A skipped task
     (empty selection) records no event.
     """
 
@@ -235,7 +213,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
         return level
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_dicom.filter_build import EmptyFilterError, UnorderedInputError
+        from airflow_provider_dicom.filters.build import EmptyFilterError, UnorderedInputError
 
         try:
             self._validate(skip_templated=False)
@@ -290,7 +268,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
         return summary
 
     def _build(self, level: str | None, policy: str):
-        from airflow_provider_dicom.filter_build import build_from_rows, coerce_items
+        from airflow_provider_dicom.filters.build import build_from_rows, coerce_items
 
         storage_client = self._storage_client() if self.destination.startswith("gs://") else None
         if self.uids is not None:
@@ -299,8 +277,8 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
             return build_from_rows(
                 items, self.destination, level=level, on_empty=policy, storage_client=storage_client, presorted=False
             )
-        from airflow_provider_dicom.filter_build import query_parameters, table_sql
-        from airflow_provider_dicom.filter_query import build_from_query
+        from airflow_provider_dicom.filters.build import query_parameters, table_sql
+        from airflow_provider_dicom.filters.query import build_from_query
 
         if self.sql is not None:
             sql = self.sql
@@ -328,7 +306,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
     def on_kill(self) -> None:
         """Cancel the BigQuery jobs still running (a killed task should not leave a large query or
         extract running and billed)."""
-        from airflow_provider_dicom.deadlines import bigquery_call
+        from airflow_provider_dicom.utils.deadlines import bigquery_call
 
         for job in getattr(self, "_jobs", []):
             try:
@@ -340,17 +318,22 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
                 self.log.warning("Could not cancel BigQuery job %s: %s", getattr(job, "job_id", "?"), exc)
 
     def _bigquery_client(self):
-        from airflow_provider_dicom.operators.clients import bigquery_client
+        from airflow_provider_dicom.utils.clients import bigquery_client
 
         return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, self.project_id)
 
     def _storage_client(self):
-        from airflow_provider_dicom.operators.clients import storage_client
+        from airflow_provider_dicom.utils.clients import storage_client
 
         return storage_client(self.gcp_conn_id, self.impersonation_chain)
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        from airflow_provider_dicom.lineage import BIGQUERY_NAMESPACE, FILE_NAMESPACE, bigquery_dataset_name, gcs_dataset_name
+        from airflow_provider_dicom.utils.lineage import (
+            BIGQUERY_NAMESPACE,
+            FILE_NAMESPACE,
+            bigquery_dataset_name,
+            gcs_dataset_name,
+        )
 
         inputs: list[tuple[str, str]] = []
         if self.source_table is not None:
@@ -368,7 +351,7 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The queried table(s) as inputs and the filter file as output; None without the OpenLineage provider."""
-        from airflow_provider_dicom.lineage import operator_lineage
+        from airflow_provider_dicom.utils.lineage import operator_lineage
 
         try:
             inputs, outputs = self.lineage_datasets()
@@ -378,9 +361,9 @@ class BuildFilterFileOperator(AssetOutletsMixin, BaseOperator):
 
 
 def _parse_max_rejected(value: object) -> int | None:
-    from airflow_provider_dicom.operators.arguments import parse_optional_count
+    from airflow_provider_dicom.model.arguments import parse_optional_count
 
     return parse_optional_count(value, "max_rejected")
 
 
-__all__ = ["BuildFilterFileOperator", "DicomFilterFileLink"]
+__all__ = ["BuildFilterFileOperator"]

@@ -26,11 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_provider_dicom import uris
-from airflow_provider_dicom.assets import AssetOutletsMixin
-from airflow_provider_dicom.links import DicomBigQueryTableLink
-from airflow_provider_dicom.operators.arguments import check_concurrency, check_identifier, check_impersonation_chain
-from airflow_provider_dicom.sources import DicomSource, SourceKind
+from airflow_provider_dicom.links.bigquery import DicomBigQueryTableLink
+from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.model.arguments import (
+    check_concurrency,
+    check_identifier,
+    check_impersonation_chain,
+)
+from airflow_provider_dicom.model.sources import DicomSource, SourceKind
+from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -99,7 +103,7 @@ class _ShardedBase(BaseOperator):
                 check_identifier(name, value, optional=True)
 
     def _storage_client(self) -> Any:
-        from airflow_provider_dicom.operators.clients import storage_client
+        from airflow_provider_dicom.utils.clients import storage_client
 
         return storage_client(self.gcp_conn_id, self.impersonation_chain)
 
@@ -174,9 +178,9 @@ class DicomShardPlanOperator(_ShardedBase):
         self._validate(skip_templated=True)
 
     def _validate(self, *, skip_templated: bool) -> Any:
-        from airflow_provider_dicom.export.request import parse_export_request
         from airflow_provider_dicom.export.shard_plan import check_shard_count
         from airflow_provider_dicom.export.staging import check_staging_uri
+        from airflow_provider_dicom.model.request import parse_export_request
 
         request = parse_export_request(
             source=self.source,
@@ -204,7 +208,7 @@ class DicomShardPlanOperator(_ShardedBase):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_provider_dicom.export.bigquery import DestinationError
         from airflow_provider_dicom.export.shard_plan import plan_sharded_export, run_label
-        from airflow_provider_dicom.operators.clients import bigquery_client
+        from airflow_provider_dicom.utils.clients import bigquery_client
 
         try:
             request = self._validate(skip_templated=False)
@@ -216,7 +220,7 @@ class DicomShardPlanOperator(_ShardedBase):
         staging = self._staging(self.staging_uri, storage)
         web = None
         if kind is SourceKind.DICOMWEB:
-            from airflow_provider_dicom.operators.clients import dicomweb_client
+            from airflow_provider_dicom.utils.clients import dicomweb_client
 
             web = dicomweb_client(request.source.value, self.dicomweb_conn_id, LISTING_CONNECTIONS)
         client = bigquery_client(
@@ -235,7 +239,7 @@ class DicomShardPlanOperator(_ShardedBase):
         return [plan.spec(self.staging_uri, index) for index in range(plan.shard_count)]
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow_provider_dicom.lineage import operator_lineage, source_dataset_name
+        from airflow_provider_dicom.utils.lineage import operator_lineage, source_dataset_name
 
         try:
             return operator_lineage([source_dataset_name(self.source)], [])
@@ -280,7 +284,7 @@ class DicomShardExportOperator(_ShardedBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        from airflow_provider_dicom.dicom.parallel import resolve_processes
+        from airflow_provider_dicom.sources.parallel import resolve_processes
 
         self.shard = shard
         self.dicomweb_conn_id = dicomweb_conn_id
@@ -289,10 +293,10 @@ class DicomShardExportOperator(_ShardedBase):
         self.processes = processes
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_dicom.dicom.parallel import resolve_processes
         from airflow_provider_dicom.export.progress import ProgressReporter
         from airflow_provider_dicom.export.shard_export import export_shard
         from airflow_provider_dicom.export.shard_plan import read_plan
+        from airflow_provider_dicom.sources.parallel import resolve_processes
 
         try:
             spec = check_shard_spec(self.shard)
@@ -305,7 +309,7 @@ class DicomShardExportOperator(_ShardedBase):
             storage = self._storage_client()
         web = None
         if plan.source_kind == SourceKind.DICOMWEB.value:
-            from airflow_provider_dicom.operators.clients import dicomweb_client
+            from airflow_provider_dicom.utils.clients import dicomweb_client
 
             web = dicomweb_client(plan.source, self.dicomweb_conn_id or None, self.max_concurrent_requests)
         result = export_shard(
@@ -387,8 +391,8 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
         return {"source": self.source} if self.source else {}
 
     def _validate(self, *, skip_templated: bool) -> Any:
-        from airflow_provider_dicom.export.options import WriteOptions
-        from airflow_provider_dicom.operators.export import parse_max_failed_instances
+        from airflow_provider_dicom.model.arguments import parse_max_failed_instances
+        from airflow_provider_dicom.model.options import WriteOptions
 
         table = None
         if not _pending(self.destination_table_uri, skip_templated):
@@ -403,8 +407,9 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_dicom.export.bigquery import DestinationError
         from airflow_provider_dicom.export.shard_load import IncompleteShardsError, load_sharded_export
-        from airflow_provider_dicom.operators.clients import bigquery_client
-        from airflow_provider_dicom.operators.export import failed_instances_message, parse_max_failed_instances
+        from airflow_provider_dicom.model.arguments import parse_max_failed_instances
+        from airflow_provider_dicom.operators.export import failed_instances_message
+        from airflow_provider_dicom.utils.clients import bigquery_client
 
         try:
             table = self._validate(skip_templated=False)
@@ -432,7 +437,11 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow_provider_dicom.lineage import bigquery_dataset_name, operator_lineage, source_dataset_name
+        from airflow_provider_dicom.utils.lineage import (
+            bigquery_dataset_name,
+            operator_lineage,
+            source_dataset_name,
+        )
 
         try:
             inputs = [source_dataset_name(self.source)] if self.source else []

@@ -34,22 +34,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
-from airflow_provider_dicom import uris
-from airflow_provider_dicom.healthcare_links import (
-    OPERATION_ATTRIBUTE,
-    OPERATION_XCOM_KEY,
-    DicomOperationLogsLink,
-    DicomStoreLink,
-)
-from airflow_provider_dicom.hooks import export_requests
-from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.healthcare.operations import (
     ExportOutcomeUnknownError,
     HealthcareApiError,
     OperationFailedError,
     OperationStatus,
 )
-from airflow_provider_dicom.operators.operation_ledger import (
+from airflow_provider_dicom.links.healthcare import (
+    OPERATION_ATTRIBUTE,
+    OPERATION_XCOM_KEY,
+    DicomOperationLogsLink,
+    DicomStoreLink,
+)
+from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.utils.operation_ledger import (
     OperationLedger,
     choose_reattach_candidate,
     request_fingerprint,
@@ -106,7 +106,7 @@ def bigquery_store_export(
     is the API's flattened default and works on every API revision.
     """
     name = str(export_requests.check_store_name(store))
-    from airflow_provider_dicom.export.options import SchemaVariant
+    from airflow_provider_dicom.model.options import SchemaVariant
 
     variant = SchemaVariant.parse(schema) if schema is not None else None
     kwargs: dict[str, Any] = {
@@ -243,7 +243,7 @@ class DicomStoreExportBase(BaseOperator):
         raise NotImplementedError
 
     def _tolerated_failures(self) -> int | None:
-        from airflow_provider_dicom.operators.export import parse_max_failed_instances
+        from airflow_provider_dicom.model.arguments import parse_max_failed_instances
 
         return parse_max_failed_instances(getattr(self, "max_failed_instances", 0))
 
@@ -390,7 +390,7 @@ class DicomStoreExportBase(BaseOperator):
         """An earlier try sent the export request at `sent_at` and ended before recording what
         it started (killed mid-request, say): the operation it started, if any, is the dataset's
         one export operation created since. Several: fail for a person to look, never guess."""
-        from airflow_provider_dicom.hooks.operations import CLOCK_SKEW, parse_timestamp
+        from airflow_provider_dicom.healthcare.operations import CLOCK_SKEW, parse_timestamp
 
         since = parse_timestamp(sent_at)
         if since is None:
@@ -424,7 +424,7 @@ class DicomStoreExportBase(BaseOperator):
     ) -> OperationStatus | None:
         """No task state store (Airflow < 3.3): on a retry, adopt the one running export of the
         store's dataset created since the DAG run started, if there is exactly one."""
-        from airflow_provider_dicom.operators.try_lineage import TryLineage
+        from airflow_provider_dicom.utils.try_lineage import TryLineage
 
         lineage = TryLineage.from_context(context)
         if context.get("ti") is None or lineage.try_number <= lineage.first_try:
@@ -491,14 +491,14 @@ class DicomStoreExportBase(BaseOperator):
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(inputs, outputs) as (namespace, name) pairs; subclasses name their destination."""
-        from airflow_provider_dicom.lineage import source_dataset_name
+        from airflow_provider_dicom.utils.lineage import source_dataset_name
 
         return [source_dataset_name(self.source)], []  # type: ignore[attr-defined]
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The source as input and the table or bucket prefix as output; None without the
         OpenLineage provider or when the rendered arguments cannot be parsed."""
-        from airflow_provider_dicom.lineage import operator_lineage
+        from airflow_provider_dicom.utils.lineage import operator_lineage
 
         try:
             inputs, outputs = self.lineage_datasets()
@@ -529,7 +529,7 @@ class BigQueryStoreExportBase(DicomStoreExportBase):
     def validate_source_options(self, source_kind: Any, *, skip_templated: bool) -> None:
         """Checks that depend on the kind of source, for the operator's own validation: a store
         export reads its filter from Cloud Storage; `include_source_store` needs a store."""
-        from airflow_provider_dicom.sources import SourceKind
+        from airflow_provider_dicom.model.sources import SourceKind
 
         if source_kind is SourceKind.DICOM_STORE:
             value = getattr(self, "filter_config", None)
@@ -548,7 +548,7 @@ class BigQueryStoreExportBase(DicomStoreExportBase):
             )
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        from airflow_provider_dicom.lineage import bigquery_dataset_name
+        from airflow_provider_dicom.utils.lineage import bigquery_dataset_name
 
         inputs, _ = super().lineage_datasets()
         return inputs, [bigquery_dataset_name(self.destination_table_uri)]  # type: ignore[attr-defined]

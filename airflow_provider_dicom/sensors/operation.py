@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue, conf
 
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare.operations import (
     OperationFailedError,
     OperationName,
     OperationStatus,
     is_transient_error,
 )
-from airflow_provider_dicom.uris import is_templated
+from airflow_provider_dicom.model.uris import is_templated
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

@@ -29,8 +29,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.operations import OperationName, OperationStatus, is_transient_error
+from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.healthcare.operations import OperationName, OperationStatus, is_transient_error
 
 HOOK_MODULE = "airflow_provider_dicom.hooks.dicom_store"
 DEFAULT_POLL_INTERVAL = 30.0

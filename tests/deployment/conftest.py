@@ -71,7 +71,7 @@ def _ct_instance(study_date: datetime.date, patient: str) -> bytes:
 def seeded(launcher, healthcare_emulator, bigquery_standin, gcs_standin, pydicom_corpus) -> Iterator[Seeded]:
     import pydicom
 
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     client = EmulatorClient(healthcare_emulator.url)
     tag = uuid.uuid4().hex[:8]

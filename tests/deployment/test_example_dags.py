@@ -50,7 +50,7 @@ def interval(run: dict) -> tuple[datetime.datetime, datetime.datetime]:
 
 
 def export_requests(healthcare_emulator, store: str) -> int:
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     return sum(1 for r in EmulatorClient(healthcare_emulator.url).requests()
                if r["method"] == "POST" and r["path"].endswith(f"{store}:export"))
@@ -250,7 +250,7 @@ def wait_for_task_process(deployment, dag_id: str, run_id: str, task_id: str, ti
 
 def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bigquery_standin,
                                                           healthcare_emulator):
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     dag_id, table = "deploy_store_export_retry", f"bq://{PROJECT}.{seeded.dataset}.killed_store"
     emulator = EmulatorClient(healthcare_emulator.url)
@@ -287,7 +287,7 @@ def test_worker_task_process_killed_during_a_folder_export(deployment, seeded, b
 
 
 def test_triggerer_killed_while_the_export_is_deferred(deployment, seeded, healthcare_emulator, bigquery_standin):
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     dag_id = "example_dicom_store_export"
     emulator = EmulatorClient(healthcare_emulator.url)

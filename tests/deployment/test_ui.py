@@ -6,7 +6,6 @@ finished task that has extra links and see them (name and target) on its Details
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -23,7 +23,7 @@ __all__ = ["healthcare_emulator", "healthcare", "dicom_store", "healthcare_hook"
 @pytest.fixture(scope="session")
 def healthcare_emulator() -> Iterator:
     """The running emulator (`.url`, `.state`, `.faults`), one per test session."""
-    from airflow_provider_dicom.emulator import HealthcareEmulator
+    from dicom_standins.emulator import HealthcareEmulator
 
     emulator = HealthcareEmulator(port=0).start()
     try:
@@ -35,7 +35,7 @@ def healthcare_emulator() -> Iterator:
 @pytest.fixture
 def healthcare(healthcare_emulator) -> Iterator:
     """An EmulatorClient on an emulator emptied for this test (no datasets, faults or request log)."""
-    from airflow_provider_dicom.emulator import EmulatorClient
+    from dicom_standins.emulator import EmulatorClient
 
     healthcare_emulator.reset()
     client = EmulatorClient(healthcare_emulator.url)

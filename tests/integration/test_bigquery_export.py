@@ -17,9 +17,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from airflow_provider_dicom import guide_queries
+from airflow_provider_dicom.export import guide_queries
 from airflow_provider_dicom.export.bigquery import DestinationError, ExportError, export_to_bigquery
-from airflow_provider_dicom.filters import FilterFileError
+from airflow_provider_dicom.filters.files import FilterFileError
 
 pytestmark = pytest.mark.integration
 

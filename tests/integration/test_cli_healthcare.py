@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-
 pytestmark = pytest.mark.integration
 
 SCRIPT = Path(sys.executable).parent / "airflow-dicom"

@@ -4,7 +4,7 @@ A stand-in is frozen with SIGSTOP (the process group: the server and anything it
 call is on its way, exactly as a hung server or a dead network path behaves: connections are
 accepted by the kernel, no answer ever comes. It is always resumed (SIGCONT) in `finally`, so the
 session's stand-ins keep serving the other tests. Deadlines are shortened through the environment
-(`airflow_provider_dicom.deadlines`), as an operator would.
+(`airflow_provider_dicom.utils.deadlines`), as an operator would.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dicom import deadlines
-from airflow_provider_dicom.deadlines import RemoteCallError
+from airflow_provider_dicom.utils import deadlines
+from airflow_provider_dicom.utils.deadlines import RemoteCallError
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ def test_wrong_bigquery_endpoint_fails_quickly_naming_it(dicom_folder, monkeypat
 
 
 def test_frozen_gcs_ends_a_filter_file_write(gcs_server, gcs_standin):
-    from airflow_provider_dicom.filter_build import build_from_rows
+    from airflow_provider_dicom.filters.build import build_from_rows
 
     # Its own bucket, left behind: the stand-in refuses to delete a bucket an unfinished
     # resumable upload points at (it is in memory and gone with the session).
@@ -151,7 +151,7 @@ def test_frozen_gcs_ends_a_filter_file_write(gcs_server, gcs_standin):
 
 
 def test_frozen_gcs_ends_a_filter_file_read(gcs_server, gcs_standin, gcs_bucket):
-    from airflow_provider_dicom.filters import load_filter
+    from airflow_provider_dicom.filters.files import load_filter
 
     gcs_bucket.blob("f.txt").upload_from_string("/studies/1.2.3\n")
     uri = f"gs://{gcs_bucket.name}/f.txt"
@@ -167,7 +167,7 @@ def test_frozen_gcs_ends_a_gcs_source_export(
     when, dicom_folder, gcs_server, gcs_standin, gcs_bucket, bigquery_standin, bq_dataset
 ):
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource
+    from airflow_provider_dicom.sources.gcs import GcsDicomSource
 
     for path in sorted(dicom_folder.iterdir()):
         gcs_bucket.blob(f"src/{path.name}").upload_from_filename(str(path))

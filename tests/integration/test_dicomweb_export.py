@@ -16,9 +16,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient, DicomWebSource
 from airflow_provider_dicom.export.bigquery import export_to_bigquery
-from airflow_provider_dicom.filters import FilterSet, ResourcePath
+from airflow_provider_dicom.filters.files import FilterSet, ResourcePath
+from airflow_provider_dicom.sources.dicomweb import DicomWebClient, DicomWebSource
 from tests.helpers.table_compare import (
     FILE_META_COLUMNS,
     SOURCE_COLUMNS,
@@ -205,7 +205,7 @@ def test_filter_is_resolved_as_targeted_requests(orthanc_standin, stored):
 
 
 def test_wrong_credentials_fail_the_export_with_a_clear_message(orthanc_standin, bigquery_standin, bq_dataset):
-    from airflow_provider_dicom.dicom.dicomweb_source import DicomWebAuthError
+    from airflow_provider_dicom.sources.dicomweb import DicomWebAuthError
 
     client = DicomWebClient(orthanc_standin.extra["dicomweb_url"], auth=("dicom", "wrong-password"))
     with pytest.raises(DicomWebAuthError, match="HTTP 401"):
@@ -250,8 +250,8 @@ def test_an_invalid_ds_value_exports_from_orthanc_as_from_the_folder(orthanc_sta
     from pydicom.tag import Tag
 
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.folder import OK, convert_file
-    from airflow_provider_dicom.testing import orthanc_upload
+    from airflow_provider_dicom.sources.folder import OK, convert_file
+    from dicom_standins import orthanc_upload
     from tests.unit.dicom_factory import make_dataset, to_file_bytes
 
     ds = make_dataset(Modality="CT", PatientID="FUZZ-DS")

@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from airflow_provider_dicom.model.naming import run_key
 from tests.helpers.dag_runs import xcom
-
-from airflow_provider_dicom.naming import run_key
-
 
 pytestmark = pytest.mark.integration
 

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.dag_runs import xcom
 
 pytestmark = pytest.mark.integration
@@ -207,8 +208,8 @@ def test_query_returning_paths_of_mixed_levels(dags_folder, table, tmp_path):
 def test_server_side_route_runs_its_sql_on_the_stand_in(table, bigquery_standin, bq_dataset, gcs_server, gcs_bucket):
     """Above the threshold BigQuery builds the file: the staging tables and counts are checked here;
     the stand-in accepts the extract job but writes no object (a known gap), so the object is not."""
-    from airflow_provider_dicom.filter_build import query_parameters
-    from airflow_provider_dicom.filter_query import build_from_query, staging_table_id
+    from airflow_provider_dicom.filters.build import query_parameters
+    from airflow_provider_dicom.filters.query import build_from_query, staging_table_id
 
     out = f"gs://{gcs_bucket.name}/big.txt"
     result = build_from_query(

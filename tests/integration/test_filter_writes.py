@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_dicom.filter_build import build_from_rows
+from airflow_provider_dicom.filters.build import build_from_rows
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def test_connection_lost_midway_keeps_the_old_object(gcs_standin, bucket, monkey
     rows = ({"study": "1.2", "series": "1.2.3", "instance": f"1.2.3.{i + 1}"} for i in range(18_000))
     # The deadline policy reports a connection that keeps failing as a RemoteCallError naming the
     # endpoint (chained from the ConnectionError).
-    from airflow_provider_dicom.deadlines import RemoteCallError
+    from airflow_provider_dicom.utils.deadlines import RemoteCallError
 
     with pytest.raises((ConnectionError, RemoteCallError)):
         build_from_rows(
@@ -125,7 +125,7 @@ def test_a_gs_filter_over_the_bound_is_refused_before_downloading(gcs_standin, b
     """Issue 11 item 10 for gs://: the object's size is read from its metadata first."""
     from google.cloud.storage import Blob
 
-    from airflow_provider_dicom import filters
+    from airflow_provider_dicom.filters import files as filters
 
     bucket.blob("big.txt").upload_from_string("/studies/1.2.3\n" * 3)  # 45 bytes
     monkeypatch.setattr(filters, "MAX_FILTER_BYTES", 40)

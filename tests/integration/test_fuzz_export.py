@@ -41,7 +41,7 @@ def expected_failures(corpus) -> set[str]:
     """What the engine reports as failed, file by file (tests/unit/test_fuzz_outcomes.py holds
     those outcomes to their rules); every export route must report exactly these."""
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.folder import FAILED, convert_file
+    from airflow_provider_dicom.sources.folder import FAILED, convert_file
 
     converter = InstanceConverter()
     return {path for path in corpus.paths if convert_file(path, converter).status == FAILED}

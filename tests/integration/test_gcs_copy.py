@@ -54,7 +54,7 @@ def test_folder_files_land_in_the_healthcare_layout(tmp_path, pydicom_corpus, gc
 
 
 def test_gs_prefix_is_copied_server_side_with_a_filter(tmp_path, pydicom_corpus, gcs_standin, gcs_bucket):
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
 
     for name in FILES:
         gcs_bucket.blob(f"src/{name}").upload_from_filename(str(pydicom_corpus / name))
@@ -71,8 +71,8 @@ def test_gs_prefix_is_copied_server_side_with_a_filter(tmp_path, pydicom_corpus,
 
 
 def test_dicomweb_instances_are_retrieved_and_copied(orthanc_standin, pydicom_corpus, gcs_standin, gcs_bucket):
-    from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
+    from airflow_provider_dicom.sources.dicomweb import DicomWebClient
 
     extra = orthanc_standin.extra
     client = DicomWebClient(extra["dicomweb_url"], auth=(extra["username"], extra["password"]))

@@ -90,9 +90,9 @@ def test_dicomweb_route(tmp_path, orthanc_standin, pydicom_corpus, gcs_standin, 
     import base64
     import urllib.request
 
-    from airflow_provider_dicom.dicom.dicomweb_source import DicomWebClient
-    from airflow_provider_dicom.filters import FilterSet
-    from airflow_provider_dicom.testing.standins import orthanc_upload
+    from airflow_provider_dicom.filters.files import FilterSet
+    from airflow_provider_dicom.sources.dicomweb import DicomWebClient
+    from dicom_standins.standins import orthanc_upload
 
     good = (WEB_STUDY, f"{WEB_STUDY}.1", f"{WEB_STUDY}.1.1")
     paths = []

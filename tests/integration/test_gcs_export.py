@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.gcs_source import INITIAL_FIRST_READ, GcsDicomSource
 from airflow_provider_dicom.export.bigquery import export_to_bigquery
+from airflow_provider_dicom.sources.gcs import INITIAL_FIRST_READ, GcsDicomSource
 
 pytestmark = pytest.mark.integration
 

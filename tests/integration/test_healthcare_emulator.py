@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dicom.emulator.contract import load_contract
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare.operations import (
     CODE_CANCELLED,
     EXPORT_DICOM_DATA_METHOD,
     HealthcareApiError,
     OperationFailedError,
     OperationStatus,
 )
+from dicom_standins.emulator.contract import load_contract
 
 pytestmark = pytest.mark.integration
 
@@ -409,7 +409,7 @@ def test_trigger_yields_one_event_for_a_real_operation(healthcare, healthcare_ho
 def test_python_dash_m_serves_on_loopback_only():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_dicom.emulator", "--port", "0"],
+        [sys.executable, "-m", "dicom_standins.emulator", "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,
     )
     try:
@@ -422,7 +422,7 @@ def test_python_dash_m_serves_on_loopback_only():
         process.terminate()
         assert process.wait(timeout=10) == 0
     refused = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_dicom.emulator", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "dicom_standins.emulator", "--host", "0.0.0.0", "--port", "0"],
         capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode == 2 and "only listens on a loopback address" in refused.stderr

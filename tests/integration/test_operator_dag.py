@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.dag_runs import load_dag, xcom
 
 pytestmark = pytest.mark.integration

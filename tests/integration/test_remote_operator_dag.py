@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from tests.helpers.dag_runs import load_dag
 
 pytestmark = pytest.mark.integration

@@ -6,13 +6,13 @@ WRITE_TRUNCATE keep their meaning; a SOPInstanceUID in two shards is loaded once
 from __future__ import annotations
 
 import pytest
-from tests.helpers.table_compare import canonical_rows
 
 from airflow_provider_dicom.export.bigquery import DestinationError, export_to_bigquery
 from airflow_provider_dicom.export.shard_export import RESULT_FILE, export_shard
 from airflow_provider_dicom.export.shard_load import IncompleteShardsError, load_sharded_export
 from airflow_provider_dicom.export.shard_plan import plan_sharded_export
 from airflow_provider_dicom.export.staging import open_staging
+from tests.helpers.table_compare import canonical_rows
 
 pytestmark = pytest.mark.integration
 

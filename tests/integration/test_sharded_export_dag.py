@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.helpers.dag_runs import load_dag, xcom
-from tests.helpers.table_compare import canonical_rows
 
 from airflow_provider_dicom.export.bigquery import export_to_bigquery
+from tests.helpers.dag_runs import load_dag, xcom
+from tests.helpers.table_compare import canonical_rows
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,7 @@ def test_sharded_dicomweb_export_equals_the_unsharded_one(
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({
         "conn_type": "http", "login": orthanc_standin.extra["username"], "password": orthanc_standin.extra["password"],
     }))
-    from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+    from airflow_provider_dicom.sources.dicomweb import client_from_connection
 
     url = orthanc_standin.extra["dicomweb_url"]
     web = client_from_connection(url, login=orthanc_standin.extra["username"], password=orthanc_standin.extra["password"])

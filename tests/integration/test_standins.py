@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from airflow_provider_dicom.testing import bigquery_client, start_bigquery, start_gcs, storage_client
+from dicom_standins import bigquery_client, start_bigquery, start_gcs, storage_client
 
 pytestmark = pytest.mark.integration
 

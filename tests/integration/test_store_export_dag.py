@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dicom.hooks.operations import EXPORT_DICOM_DATA_METHOD
+from airflow_provider_dicom.healthcare.operations import EXPORT_DICOM_DATA_METHOD
 from tests.helpers.dag_runs import load_dag, xcom
 
 pytestmark = pytest.mark.integration

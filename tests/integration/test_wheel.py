@@ -49,3 +49,18 @@ def test_the_wheel_declares_the_floors_the_code_needs(wheel):
     assert any(r.startswith("pydicom") and ">=3.0.1" in r for r in requires), requires
     assert "License-Expression: Apache-2.0" in text
     assert "Classifier: Programming Language :: Python :: 3.11" in text
+
+
+@pytest.mark.integration
+def test_the_wheel_carries_no_test_tooling(wheel):
+    """The emulator and the stand-in starters need repository scripts and test servers: they live in
+    `dicom_standins/` of the checkout, never in what users install."""
+    names = wheel.namelist()
+    packages = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert packages == {"airflow_provider_dicom"}, packages
+    assert not [n for n in names if "/emulator/" in n or "/testing/" in n or "standins" in n]
+    # every module of the package is in it (a moved folder without __init__.py would vanish)
+    sources = {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "airflow_provider_dicom").rglob("*.py")
+    }
+    assert sources <= set(names), sorted(sources - set(names))

@@ -9,11 +9,11 @@ from unittest import mock
 import pytest
 from airflow.sdk import DAG, Asset, AssetAlias
 
-from airflow_provider_dicom.assets import asset_uri, table_uri_from_asset
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
 from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
 from airflow_provider_dicom.operators.sharded_export import DicomShardLoadOperator
+from airflow_provider_dicom.utils.assets import asset_uri, table_uri_from_asset
 
 STORE = "projects/p/locations/us/datasets/d/dicomStores/s"
 

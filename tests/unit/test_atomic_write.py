@@ -11,9 +11,9 @@ from unittest import mock
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_dicom.atomic_write import UnsafeDestinationError, open_atomic
-from airflow_provider_dicom.filter_build import build_from_rows, check_destination
+from airflow_provider_dicom.filters.build import build_from_rows, check_destination
 from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
+from airflow_provider_dicom.utils.atomic_write import UnsafeDestinationError, open_atomic
 
 S1 = "1.2.840.1"
 
@@ -108,7 +108,7 @@ def test_the_target_turning_into_a_device_before_the_rename_is_refused(tmp_path)
 
 
 def test_cli_refuses_a_device_before_any_remote_call(tmp_path, capsys):
-    from airflow_provider_dicom import cli
+    from airflow_provider_dicom.cli import app as cli
 
     uids = tmp_path / "uids.txt"
     uids.write_text(f"{S1}\n")

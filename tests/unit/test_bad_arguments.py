@@ -230,7 +230,7 @@ CLI_CASES: list[tuple[list[str], str]] = (
 
 @pytest.mark.parametrize(("argv", "bad"), CLI_CASES, ids=lambda v: reprlib.repr(v)[:60])
 def test_a_bad_command_line_argument_exits_2_naming_it(argv, bad, tmp_path: Path, capsys):
-    from airflow_provider_dicom import cli
+    from airflow_provider_dicom.cli import app as cli
 
     folder = tmp_path / "dicom"
     folder.mkdir()

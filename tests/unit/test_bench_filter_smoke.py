@@ -10,7 +10,7 @@ from benchmarks.bench_filter import child, generated_rows, main
 
 
 def test_generated_rows_are_ordered_and_valid():
-    from airflow_provider_dicom.filter_build import uid_problem
+    from airflow_provider_dicom.filters.build import uid_problem
 
     rows = list(itertools.islice(generated_rows(25_000), 25_000))
     keys = [(r["study"], r["series"], r["instance"]) for r in rows]

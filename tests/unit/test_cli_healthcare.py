@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from airflow_provider_dicom import cli, cli_healthcare
+from airflow_provider_dicom.cli import app as cli
+from airflow_provider_dicom.cli import healthcare as cli_healthcare
 
 STORE = "projects/my-project/locations/us/datasets/imaging/dicomStores/ct"
 DATASET = "projects/my-project/locations/us/datasets/imaging"

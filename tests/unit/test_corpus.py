@@ -92,7 +92,7 @@ def _relative(path: str | Path) -> str:
 
 def _export(schema: str) -> dict[str, object]:
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from airflow_provider_dicom.dicom.folder import convert_folder
+    from airflow_provider_dicom.sources.folder import convert_folder
 
     return {_relative(o.path): o for o in convert_folder(TEST_FILES, InstanceConverter(schema=schema))}
 

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from airflow_provider_dicom import deadlines
-from airflow_provider_dicom.deadlines import RemoteCallError
+from airflow_provider_dicom.utils import deadlines
+from airflow_provider_dicom.utils.deadlines import RemoteCallError
 
 
 def test_defaults_and_environment(monkeypatch):

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import httplib2
 import pytest
 
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare.operations import (
     EXPORT_DICOM_DATA_METHOD,
     ExportOutcomeUnknownError,
     HealthcareApiError,

@@ -14,7 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.dicomweb_source import (
+from airflow_provider_dicom.filters.files import FilterSet, ResourcePath
+from airflow_provider_dicom.sources.dicomweb import (
     INSTANCE_REQUESTS_PER_SERIES,
     DicomWebAuthError,
     DicomWebClient,
@@ -24,7 +25,6 @@ from airflow_provider_dicom.dicom.dicomweb_source import (
     _plan_filter,
     dataset_from_json,
 )
-from airflow_provider_dicom.filters import FilterSet, ResourcePath
 from tests.unit.dicom_factory import make_dataset, roundtrip
 
 BASE = "http://pacs.test/dicom-web"
@@ -321,7 +321,7 @@ def test_a_series_wado_cannot_find_is_resolved_instance_by_instance():
 
 
 def test_an_http_connection_becomes_credentials_headers_and_options():
-    from airflow_provider_dicom.dicom.dicomweb_source import client_from_connection
+    from airflow_provider_dicom.sources.dicomweb import client_from_connection
 
     client = client_from_connection(
         BASE, login="user", password="pw",

@@ -1,7 +1,7 @@
 """Every request body we send to the Cloud Healthcare API is valid against its discovery document.
 
 The document shipped with google-api-python-client is the API's contract. The walker
-(`airflow_provider_dicom.emulator.contract`) is first shown to catch each kind of mistake, then
+(`dicom_standins.emulator.contract`) is first shown to catch each kind of mistake, then
 applied to every body the request builders produce for every option combination, and to the
 bodies the hook really puts on the wire (captured from its HTTP layer).
 """
@@ -13,12 +13,12 @@ import json
 
 import pytest
 
-from airflow_provider_dicom.emulator.contract import DiscoveryContract, load_contract
-from airflow_provider_dicom.hooks.export_requests import (
+from airflow_provider_dicom.healthcare.export_requests import (
     DICOM_TRANSFER_SYNTAXES,
     bigquery_export_request,
     gcs_export_request,
 )
+from dicom_standins.emulator.contract import DiscoveryContract, load_contract
 from tests.unit.healthcare_fakes import recording_hook  # noqa: F401 - fixture
 
 EXPORT = "healthcare.projects.locations.datasets.dicomStores.export"

@@ -59,7 +59,7 @@ def test_stand_ins(compose):
     assert "local-bigquery serve --host 0.0.0.0 --port 9050" in " ".join(services["bigquery"]["command"])
     assert "gcp-storage-emulator start --host 0.0.0.0 --port 9023" in " ".join(services["gcs"]["command"])
     healthcare = services["healthcare"]
-    assert healthcare["entrypoint"][:3] == ["python", "-m", "airflow_provider_dicom.emulator"]
+    assert healthcare["entrypoint"][:3] == ["python", "-m", "dicom_standins.emulator"]
     # loopback-only emulator: it shares the airflow container's network namespace
     assert healthcare["network_mode"] == "service:airflow" == services["seed"]["network_mode"]
 

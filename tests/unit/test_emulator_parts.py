@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.emulator import dicomweb
-from airflow_provider_dicom.emulator.contract import load_contract
-from airflow_provider_dicom.emulator.errors import ApiError
-from airflow_provider_dicom.emulator.exporter import destination_options
-from airflow_provider_dicom.emulator.faults import ExportBehaviour, Faults, HttpFault
-from airflow_provider_dicom.emulator.server import check_export_request, check_loopback
-from airflow_provider_dicom.emulator.state import EmulatorState
-from airflow_provider_dicom.export.options import WriteDisposition
-from airflow_provider_dicom.hooks.operations import EXPORT_DICOM_DATA_METHOD, OperationStatus
+from airflow_provider_dicom.healthcare.operations import EXPORT_DICOM_DATA_METHOD, OperationStatus
+from airflow_provider_dicom.model.options import WriteDisposition
+from dicom_standins.emulator import dicomweb
+from dicom_standins.emulator.contract import load_contract
+from dicom_standins.emulator.errors import ApiError
+from dicom_standins.emulator.exporter import destination_options
+from dicom_standins.emulator.faults import ExportBehaviour, Faults, HttpFault
+from dicom_standins.emulator.server import check_export_request, check_loopback
+from dicom_standins.emulator.state import EmulatorState
 
 
 def test_multipart_round_trip_keeps_binary_payloads_exact():

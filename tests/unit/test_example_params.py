@@ -150,7 +150,7 @@ def test_every_template_renders_for_a_manual_run_without_logical_date(dags):
 def test_two_manual_runs_on_one_day_never_share_an_output(dags):
     import copy
 
-    from airflow_provider_dicom.naming import run_key
+    from airflow_provider_dicom.model.naming import run_key
 
     dag = dags["example_dicom_cohort"]
     outputs = []
@@ -175,7 +175,7 @@ def test_store_folder_and_sharded_defaults_read_the_variables_and_name_outputs_p
     the form's defaults failed. Empty now means the Variables, and the outputs are the run's own."""
     import copy
 
-    from airflow_provider_dicom.naming import run_key
+    from airflow_provider_dicom.model.naming import run_key
 
     run = manual_run_without_logical_date()
     key = run_key(run.run_id)

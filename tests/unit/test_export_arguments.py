@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_dicom.export.bigquery import ExportResult, export_to_bigquery
-from airflow_provider_dicom.filters import FilterFileError
-from airflow_provider_dicom.redact import redact_quoted as _redact
-from airflow_provider_dicom.sources import UnsupportedSourceError
-from airflow_provider_dicom.uris import InvalidUriError
+from airflow_provider_dicom.filters.files import FilterFileError
+from airflow_provider_dicom.model.sources import UnsupportedSourceError
+from airflow_provider_dicom.model.uris import InvalidUriError
+from airflow_provider_dicom.utils.redact import redact_quoted as _redact
 
 
 class NoClient:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.hooks.endpoint import resolve_api_endpoint
-from airflow_provider_dicom.hooks.export_requests import (
+from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
+from airflow_provider_dicom.healthcare.export_requests import (
     bigquery_export_request,
     check_store_name,
     gcs_export_request,
     normalise_mime_type,
     parse_mime_type,
 )
-from airflow_provider_dicom.uris import InvalidUriError
+from airflow_provider_dicom.model.uris import InvalidUriError
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from airflow_provider_dicom.filter_build import (
+from airflow_provider_dicom.filters.build import (
     EmptyFilterError,
     UnorderedInputError,
     build_from_rows,
@@ -23,7 +23,7 @@ from airflow_provider_dicom.filter_build import (
     uid_problem,
     wrap_query,
 )
-from airflow_provider_dicom.filters import load_filter
+from airflow_provider_dicom.filters.files import load_filter
 
 S1, S2 = "1.2.840.1", "1.2.840.2"
 SE1, SE2 = "1.2.840.1.1", "1.2.840.1.2"
@@ -231,7 +231,7 @@ def _rows(values, total=None):
 
 
 def test_server_side_route_queries_counts_and_extracts(tmp_path):
-    from airflow_provider_dicom.filter_query import build_from_query, staging_table_id
+    from airflow_provider_dicom.filters.query import build_from_query, staging_table_id
 
     client = mock.Mock()
     first = mock.Mock(referenced_tables=[])
@@ -257,7 +257,7 @@ def test_server_side_route_queries_counts_and_extracts(tmp_path):
 
 
 def test_below_threshold_or_without_staging_the_worker_streams(tmp_path):
-    from airflow_provider_dicom.filter_query import build_from_query
+    from airflow_provider_dicom.filters.query import build_from_query
 
     client = mock.Mock()
     job = mock.Mock(referenced_tables=[])
@@ -269,7 +269,7 @@ def test_below_threshold_or_without_staging_the_worker_streams(tmp_path):
 
 
 def test_server_side_empty_result_follows_the_policy():
-    from airflow_provider_dicom.filter_query import build_from_query
+    from airflow_provider_dicom.filters.query import build_from_query
 
     def client_with_empty():
         client = mock.Mock()

@@ -8,7 +8,8 @@ from unittest import mock
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException
 
-from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator, DicomFilterFileLink
+from airflow_provider_dicom.links.storage import DicomFilterFileLink
+from airflow_provider_dicom.operators.filter_file import BuildFilterFileOperator
 
 S1, S2 = "1.2.840.1", "1.2.840.2"
 
@@ -108,7 +109,7 @@ def test_on_kill_cancels_the_running_bigquery_jobs():
     operator._jobs = [finished, running]
     operator.on_kill()
     running.cancel.assert_called_once()
-    from airflow_provider_dicom import deadlines
+    from airflow_provider_dicom.utils import deadlines
 
     assert running.cancel.call_args.kwargs["timeout"] == deadlines.request_timeout()  # never waits forever
     finished.cancel.assert_not_called()
@@ -116,7 +117,7 @@ def test_on_kill_cancels_the_running_bigquery_jobs():
 
 
 def test_the_query_jobs_are_recorded_as_they_start(tmp_path):
-    from airflow_provider_dicom.filter_query import build_from_query
+    from airflow_provider_dicom.filters.query import build_from_query
 
     client = mock.Mock()
     job = mock.Mock(referenced_tables=[])

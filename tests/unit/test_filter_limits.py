@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from airflow_provider_dicom import filters
-from airflow_provider_dicom.filters import FilterFileError, load_filter
+from airflow_provider_dicom.filters import files as filters
+from airflow_provider_dicom.filters.files import FilterFileError, load_filter
 
 BOUND = "1,073,741,824 bytes"
 
@@ -51,7 +51,7 @@ def _in_a_bounded_process(code: str) -> str:
 
 def test_dev_zero_is_refused_at_once_naming_the_bound():
     out = _in_a_bounded_process(
-        "from airflow_provider_dicom.filters import FilterFileError, load_filter\n"
+        "from airflow_provider_dicom.filters.files import FilterFileError, load_filter\n"
         "try:\n    load_filter('/dev/zero')\nexcept FilterFileError as exc:\n    print(exc)\n"
     )
     assert "'/dev/zero' is not a regular file" in out and BOUND in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.filters import FilterFileError, FilterSet, ResourcePath, load_filter
+from airflow_provider_dicom.filters.files import FilterFileError, FilterSet, ResourcePath, load_filter
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"

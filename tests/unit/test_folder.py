@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.folder import FAILED, FILTERED, NOT_DICOM, OK, convert_folder, iter_folder
+from airflow_provider_dicom.sources.folder import FAILED, FILTERED, NOT_DICOM, OK, convert_folder, iter_folder
 from tests.unit.dicom_factory import make_dataset, to_file_bytes
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.dicomweb_source import DicomWebSource, InstanceJson
-from airflow_provider_dicom.dicom.folder import FAILED, NOT_DICOM, OK, convert_file
-from airflow_provider_dicom.dicom.gcs_source import GcsDicomSource, ObjectInfo, read_header
-from airflow_provider_dicom.dicom.parallel import convert_files
+from airflow_provider_dicom.sources.dicomweb import DicomWebSource, InstanceJson
+from airflow_provider_dicom.sources.folder import FAILED, NOT_DICOM, OK, convert_file
+from airflow_provider_dicom.sources.gcs import GcsDicomSource, ObjectInfo, read_header
+from airflow_provider_dicom.sources.parallel import convert_files
 from tests.helpers.fuzz_corpus import Corpus, generate
 from tests.unit.test_gcs_source import ByteServer
 

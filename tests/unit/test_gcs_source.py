@@ -15,8 +15,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.folder import convert_file, iter_folder
-from airflow_provider_dicom.dicom.gcs_source import (
+from airflow_provider_dicom.dicom.outcomes import FAILED, FILTERED, NOT_DICOM, OK
+from airflow_provider_dicom.sources.folder import convert_file, iter_folder
+from airflow_provider_dicom.sources.gcs import (
     MAX_FIRST_READ,
     MIN_FIRST_READ,
     FirstReadEstimator,
@@ -25,8 +26,7 @@ from airflow_provider_dicom.dicom.gcs_source import (
     RangedObjectFile,
     read_header,
 )
-from airflow_provider_dicom.dicom.outcomes import FAILED, FILTERED, NOT_DICOM, OK
-from airflow_provider_dicom.dicom.remote import RemoteReadError
+from airflow_provider_dicom.sources.remote import RemoteReadError
 from tests.unit.dicom_factory import make_dataset, to_file_bytes
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -432,7 +432,7 @@ def test_a_uri_naming_one_object_reads_that_object():
 def test_the_storage_clients_connection_pool_fits_the_workers():
     import requests
 
-    from airflow_provider_dicom.dicom.gcs_source import _widen_connection_pool
+    from airflow_provider_dicom.sources.gcs import _widen_connection_pool
 
     class Client:
         _http = requests.Session()

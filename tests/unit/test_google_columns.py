@@ -80,7 +80,7 @@ def test_several_values_in_a_column_google_keeps_nullable_are_kept_whole_in_othe
     from pydicom.sequence import Sequence
 
     from airflow_provider_dicom.dicom.convert import InstanceConverter
-    from tests.unit.dicom_factory import fast_route, make_dataset, to_file_bytes, convert
+    from tests.unit.dicom_factory import convert, fast_route, make_dataset, to_file_bytes
 
     segment = Dataset()
     segment.SegmentNumber = 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom import guide_queries
-from airflow_provider_dicom.uris import InvalidUriError
+from airflow_provider_dicom.export import guide_queries
+from airflow_provider_dicom.model.uris import InvalidUriError
 
 
 def test_table_may_be_given_as_bq_uri_or_table_id():

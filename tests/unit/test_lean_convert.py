@@ -20,9 +20,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 
 from airflow_provider_dicom.dicom import convert as convert_module
 from airflow_provider_dicom.dicom.convert import InstanceConverter
-from airflow_provider_dicom.dicom.folder import convert_file
 from airflow_provider_dicom.dicom.outcomes import convert_bytes, convert_instance
 from airflow_provider_dicom.dicom.read import read_instance
+from airflow_provider_dicom.sources.folder import convert_file
 from tests.unit.dicom_factory import fast_route, make_dataset, other_elements, to_file_bytes
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
-from airflow_provider_dicom.operators.try_lineage import TryLineage, load_job_base_id
+from airflow_provider_dicom.utils.try_lineage import TryLineage, load_job_base_id
 
 
 class TI:

@@ -10,14 +10,14 @@ import io
 import struct
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from airflow_provider_dicom.dicom.convert import MAX_NESTING, InstanceConverter
-from airflow_provider_dicom.dicom.folder import FAILED, OK, convert_file
 from airflow_provider_dicom.dicom.outcomes import convert_bytes, convert_instance, convert_part10
 from airflow_provider_dicom.dicom.read import read_instance
+from airflow_provider_dicom.sources.folder import FAILED, OK, convert_file
 from tests.helpers.fuzz_corpus import built, element_offsets, nested_sequences
 from tests.unit.dicom_factory import make_dataset, to_file_bytes
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 SCHEMAS = ("flattened", "json")
 
@@ -115,7 +115,7 @@ def test_deep_nesting_in_the_json_table_lists_what_was_cut(tmp_path, implicit):
 
 
 def test_worker_processes_report_malformed_files_as_failures(tmp_path):
-    from airflow_provider_dicom.dicom.parallel import convert_files
+    from airflow_provider_dicom.sources.parallel import convert_files
 
     (tmp_path / "a-bad-meta.dcm").write_bytes(bad_meta_group_length())
     deep, deep_sop = deep_file(1000, False, True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.multipart import MultipartError, MultipartReader, boundary_of, parse_parts
+from airflow_provider_dicom.sources.multipart import MultipartError, MultipartReader, boundary_of, parse_parts
 
 CT = 'multipart/related; type="application/dicom"; boundary=B1'
 HEAD = b"Content-Type: application/dicom\r\n\r\n"

@@ -1,4 +1,4 @@
-"""Per-run output names and the days a run covers (airflow_provider_dicom.naming): the rules the
+"""Per-run output names and the days a run covers (airflow_provider_dicom.model.naming): the rules the
 example DAGs use so two runs never share a table or prefix, and a scheduled daily run at 00:00
 takes the day that just ended."""
 
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_dicom.naming import MACROS, covered_days, output_key, run_key
-from airflow_provider_dicom.uris import BigQueryTableUri, GcsUri
+from airflow_provider_dicom.model.naming import MACROS, covered_days, output_key, run_key
+from airflow_provider_dicom.model.uris import BigQueryTableUri, GcsUri
 
 UTC = dt.timezone.utc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, PokeReturnValue
 
-from airflow_provider_dicom.hooks.operations import HealthcareApiError, OperationStatus
+from airflow_provider_dicom.healthcare.operations import HealthcareApiError, OperationStatus
 from airflow_provider_dicom.sensors.operation import DicomOperationSensor
 
 OP = "projects/p/locations/us/datasets/d/operations/42"
@@ -113,7 +113,7 @@ def test_importing_the_sensor_does_not_import_heavy_modules():
     code = (
         "import json, sys\n"
         "import airflow_provider_dicom.sensors.operation, airflow_provider_dicom.triggers.operation\n"
-        "import airflow_provider_dicom.hooks.operations, airflow_provider_dicom.hooks.export_requests\n"
+        "import airflow_provider_dicom.healthcare.operations, airflow_provider_dicom.healthcare.export_requests\n"
         "heavy = ('pydicom', 'google.cloud.bigquery', 'google.cloud.storage', 'googleapiclient',\n"
         "         'airflow.providers.google.cloud.hooks', 'airflow.providers.google.common.hooks')\n"
         "print(json.dumps(sorted({m for m in sys.modules if m.startswith(heavy)})))\n"

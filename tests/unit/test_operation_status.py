@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from airflow_provider_dicom.hooks.operations import (
+from airflow_provider_dicom.healthcare.operations import (
     CANCELLED,
     EXPORT_DICOM_DATA_METHOD,
     FAILED,

@@ -10,7 +10,7 @@ import sys
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_dicom.links import DicomBigQueryTableLink
+from airflow_provider_dicom.links.bigquery import DicomBigQueryTableLink
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 
 STORE = "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct"
@@ -121,7 +121,7 @@ def test_templated_values_are_not_validated_at_construction():
 
 @pytest.mark.parametrize(("rendered", "expected"), [("3", 3), ("0", 0), ("None", None), ("", None), (7, 7)])
 def test_max_failed_instances_accepts_what_a_template_renders(rendered, expected):
-    from airflow_provider_dicom.operators.export import parse_max_failed_instances
+    from airflow_provider_dicom.model.arguments import parse_max_failed_instances
 
     op = make(max_failed_instances="{{ params.tolerated }}")
     _rendered(op, tolerated=rendered)
@@ -172,7 +172,7 @@ def test_importing_the_operator_does_not_import_heavy_modules():
     code = (
         "import json, sys\n"
         "import airflow_provider_dicom.operators.export\n"
-        "import airflow_provider_dicom.links, airflow_provider_dicom.sources\n"
+        "import airflow_provider_dicom.links.bigquery, airflow_provider_dicom.model.sources\n"
         "heavy = ('pydicom', 'google.cloud.bigquery', 'google.cloud.storage', 'googleapiclient',\n"
         "         'airflow.providers.google.cloud.hooks')\n"
         "print(json.dumps(sorted({m for m in sys.modules if m.startswith(heavy)})))\n"

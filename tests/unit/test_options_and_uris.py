@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.export.options import SchemaVariant, WriteDisposition, WriteOptions
-from airflow_provider_dicom.uris import (
+from airflow_provider_dicom.model.options import SchemaVariant, WriteDisposition, WriteOptions
+from airflow_provider_dicom.model.uris import (
     BigQueryTableUri,
     DicomStoreName,
     GcsUri,

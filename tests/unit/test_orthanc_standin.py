@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dicom.testing import StandinError, standins
+from dicom_standins import StandinError, standins
 
 
 def test_missing_plugin_names_the_install_script(monkeypatch, tmp_path):

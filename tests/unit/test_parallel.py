@@ -8,8 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from airflow_provider_dicom.dicom.folder import iter_folder
-from airflow_provider_dicom.dicom.parallel import convert_files, resolve_processes
+from airflow_provider_dicom.sources.folder import iter_folder
+from airflow_provider_dicom.sources.parallel import convert_files, resolve_processes
 
 CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -28,7 +28,7 @@ def test_two_processes_match_one_in_order():
 
 
 def test_filter_runs_in_the_workers():
-    from airflow_provider_dicom.filters import FilterSet
+    from airflow_provider_dicom.filters.files import FilterSet
 
     ct = CORPUS / "CT_small.dcm"
     study = pydicom.dcmread(ct, stop_before_pixels=True).StudyInstanceUID
@@ -50,7 +50,7 @@ def test_auto_uses_the_available_cores():
 
 _ORPHAN_SCRIPT = """
 import sys, time
-from airflow_provider_dicom.dicom.parallel import convert_files
+from airflow_provider_dicom.sources.parallel import convert_files
 paths = [sys.argv[1]] * 200_000
 for index, outcome in enumerate(convert_files(paths, processes=2)):
     if index == 0:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from airflow_provider_dicom.dicom.remote import ordered_map
+from airflow_provider_dicom.sources.remote import ordered_map
 
 
 def test_results_come_in_input_order_whatever_finishes_first():

@@ -25,8 +25,7 @@ from airflow_provider_dicom.export.shard_plan import (
     run_label,
 )
 from airflow_provider_dicom.export.staging import LocalStaging, check_staging_uri, open_staging
-from airflow_provider_dicom.sources import DicomSource
-
+from airflow_provider_dicom.model.sources import DicomSource
 
 # -- partition -----------------------------------------------------------------------------------
 

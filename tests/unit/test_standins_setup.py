@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dicom.testing import STANDINS_ENV, StandinError, start_bigquery, standins_root
+from dicom_standins import STANDINS_ENV, StandinError, standins_root, start_bigquery
 
 
 def test_env_var_names_the_standins_folder(tmp_path, monkeypatch):
@@ -29,10 +29,10 @@ def test_missing_local_bigquery_is_an_error_before_any_process_starts(tmp_path):
 def test_default_root_is_the_checkouts_standins(monkeypatch):
     """Whether or not scripts/install-standins.sh has run in this checkout yet (the fast tier may
     run first): the default is the checkout's own .standins, found or named in the error."""
-    import airflow_provider_dicom.testing.standins as standins
+    import dicom_standins.standins as standins
 
     monkeypatch.delenv(STANDINS_ENV, raising=False)
-    expected = Path(standins.__file__).resolve().parents[2] / ".standins"
+    expected = Path(standins.__file__).resolve().parents[1] / ".standins"
     if expected.is_dir():
         assert standins_root() == expected
     else:

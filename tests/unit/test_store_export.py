@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_provider_dicom.emulator.contract import load_contract
-from airflow_provider_dicom.hooks.operations import HealthcareApiError, OperationStatus
+from airflow_provider_dicom.healthcare.operations import HealthcareApiError, OperationStatus
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
-from airflow_provider_dicom.operators.operation_ledger import LEDGER_KEY, request_fingerprint
 from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
+from airflow_provider_dicom.utils.operation_ledger import LEDGER_KEY, request_fingerprint
+from dicom_standins.emulator.contract import load_contract
 from tests.unit.healthcare_fakes import make_recording_hook
 
 STORE = "projects/my-project/locations/us-central1/datasets/imaging/dicomStores/ct"
@@ -701,7 +701,7 @@ def test_a_store_that_refuses_the_record_does_not_fail_the_started_export():
 
 
 def test_links_point_at_the_store_the_logs_and_the_bucket():
-    from airflow_provider_dicom.healthcare_links import (
+    from airflow_provider_dicom.links.healthcare import (
         DicomGcsDestinationLink,
         DicomOperationLogsLink,
         DicomStoreLink,
@@ -776,7 +776,7 @@ def test_a_cleared_task_exports_again_although_the_earlier_export_succeeded(retr
 
 
 def test_the_ledger_records_which_try_started_the_operation():
-    from airflow_provider_dicom.operators.operation_ledger import OperationLedger
+    from airflow_provider_dicom.utils.operation_ledger import OperationLedger
 
     ctx = context(try_number=4, max_tries=6, retries=3)
     OperationLedger(ctx).remember(OP, "f")
@@ -796,7 +796,7 @@ def test_a_retry_after_a_clear_reattaches_within_the_new_lineage():
 
 
 def test_try_lineage_rules():
-    from airflow_provider_dicom.operators.try_lineage import TryLineage
+    from airflow_provider_dicom.utils.try_lineage import TryLineage
 
     def lineage(try_number, max_tries, retries):
         return TryLineage.from_context(context(try_number=try_number, max_tries=max_tries, retries=retries))
@@ -841,7 +841,7 @@ def test_a_retry_that_cannot_tell_which_export_the_dead_try_started_starts_none(
 
 
 def test_a_lost_answer_the_hook_cannot_resolve_fails_without_retry_and_without_exporting():
-    from airflow_provider_dicom.hooks.operations import ExportOutcomeUnknownError
+    from airflow_provider_dicom.healthcare.operations import ExportOutcomeUnknownError
 
     hook = FakeHook()
 

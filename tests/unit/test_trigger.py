@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-from airflow_provider_dicom.hooks.operations import HealthcareApiError
+from airflow_provider_dicom.healthcare.operations import HealthcareApiError
 from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
 
 OP = "projects/p/locations/us/datasets/d/operations/42"

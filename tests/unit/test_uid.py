@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_dicom.dicom.uid import uid_problem
 from airflow_provider_dicom.export.gcs_copy import object_name_problem
-from airflow_provider_dicom.uid import uid_problem
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,48 @@
+"""Clients built from Airflow connections, shared by the operators that read non-Healthcare sources.
+
+Built the way apache-airflow-providers-google builds them (key file, ADC, anonymous,
+impersonation), so a connection that works for Google's operators works for ours; the emulator
+environment variables (STORAGE_EMULATOR_HOST) are honoured by the client libraries themselves.
+Imported inside `execute()` only: nothing here may load at DAG-parse time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def bigquery_client(
+    gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None, location: str | None, project: str | None
+) -> Any:
+    """A google-cloud-bigquery client from the Google Cloud connection, through the Google
+    provider's BigQueryHook; the library itself honours BIGQUERY_EMULATOR_HOST when the connection
+    sets no endpoint. Without `project`, the connection's project runs (and pays for) the jobs."""
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
+    hook = BigQueryHook(
+        gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain, use_legacy_sql=False, location=location
+    )
+    return hook.get_client(project_id=project or hook.project_id, location=location)
+
+
+def storage_client(gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None) -> Any:
+    """A google-cloud-storage client from the Google Cloud connection."""
+    from airflow.providers.google.cloud.hooks.gcs import GCSHook
+
+    return GCSHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain).get_conn()
+
+
+def dicomweb_client(base_url: str, dicomweb_conn_id: str | None, pool_size: int) -> Any:
+    """A DICOMweb client for `base_url` with the credentials of an HTTP connection (none without one)."""
+    from airflow_provider_dicom.sources.dicomweb import client_from_connection
+
+    if dicomweb_conn_id is None:
+        return client_from_connection(base_url, pool_size=pool_size)
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    conn = BaseHook.get_connection(dicomweb_conn_id)
+    return client_from_connection(
+        base_url, login=conn.login, password=conn.password, extra=conn.extra_dejson,
+        pool_size=pool_size, conn_id=dicomweb_conn_id,
+    )
