@@ -14,7 +14,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SPECIFIC_CHARACTER_SET, TIMEZONE_OFFSET_FROM_UTC
+from airflow_provider_dicom.dicom.vocabulary import (
+    BINARY_VRS,
+    SPECIFIC_CHARACTER_SET,
+    TIMEZONE_OFFSET_FROM_UTC,
+)
 from airflow_provider_dicom.dicom.walker import (
     DEFAULT_ENCODINGS,
     ConvertedInstance,

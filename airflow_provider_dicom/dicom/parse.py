@@ -24,11 +24,12 @@ from airflow_provider_dicom.dicom.scan import (  # noqa: F401 - the parser's err
     Unsupported,
     scan_part10,
 )
+from airflow_provider_dicom.dicom.vocabulary import UNDEFINED_LENGTH
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileDataset
 
-_UNDEFINED = 0xFFFFFFFF
+_UNDEFINED = UNDEFINED_LENGTH
 # The Dataset attribute listing the tags of sequences the scan skipped below its depth limit
 # (scan.MAX_SEQUENCE_DEPTH): kept as empty sequences, so the JSON table lists them as dropped.
 CUT_SEQUENCES = "_cut_sequences"

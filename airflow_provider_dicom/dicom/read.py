@@ -18,15 +18,22 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from airflow_provider_dicom.dicom.vocabulary import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    ITEM,
+    LONG_LENGTH_VRS,
+    PIXEL_TAGS,
+    SEQUENCE_END,
+)
 from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_PIXEL_TAGS = PIXEL_TAGS
+_DEFLATED = DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+_ITEM, _SEQUENCE_DELIMITER = ITEM, SEQUENCE_END
+_LONG_LENGTH_VRS = {vr.encode("ascii") for vr in LONG_LENGTH_VRS}
 
 
 class NotDicomError(Exception):

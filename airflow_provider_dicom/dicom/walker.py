@@ -31,9 +31,10 @@ Per (tag, VR) every decision that does not depend on the value is made once and 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from airflow_provider_dicom.dicom import vr as vrs
@@ -349,7 +350,7 @@ def plan_for(tag: int, vr: str | None) -> Plan:
 class InstanceState:
     """What one instance's conversion collects across nesting levels."""
 
-    __slots__ = ("dropped", "tz_offset", "max_depth")
+    __slots__ = ("dropped", "max_depth", "tz_offset")
 
     def __init__(self, max_depth: int, tz_offset: str | None) -> None:
         self.dropped: list[dict[str, str]] = []
@@ -627,8 +628,8 @@ def finish(
 def timestamp_text(moment: datetime) -> str:
     """A BigQuery TIMESTAMP literal in UTC (naive times are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _single(value: Any) -> str | None:
@@ -663,7 +664,7 @@ def _as_float(value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise vrs.ValueConversionError("not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise vrs.ValueConversionError("non-finite number")
     return number
 
