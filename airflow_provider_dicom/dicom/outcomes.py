@@ -273,7 +273,7 @@ def _uid_value(element: tuple | None) -> str | None:
 
 
 def _uid(ds: Dataset, tag: int) -> str | None:
-    elem = ds._dict.get(tag)
+    elem = ds._dict.get(tag)  # type: ignore[call-overload]  # BaseTag is an int: plain ints find it
     if elem is None:
         return None
     return _uid_text(elem.value)

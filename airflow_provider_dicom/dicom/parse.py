@@ -64,7 +64,7 @@ def _item_maker(implicit: bool, little: bool):
             state[key] = reference[key].copy()
         return item
 
-    probe = {}
+    probe: dict = {}
     made, expected = fast(probe), slow(probe)
     if made.__dict__ != expected.__dict__ or type(made) is not type(expected):
         return slow
@@ -88,7 +88,7 @@ def _pydicom_elements(elements: dict, implicit: bool, little: bool, new_item) ->
     from pydicom.sequence import Sequence
     from pydicom.tag import BaseTag
 
-    out = {}
+    out: dict[BaseTag, DataElement | RawDataElement] = {}
     for tag, (vr, value, offset, length) in elements.items():
         btag = BaseTag(tag)
         if vr == "SQ" and value.__class__ is list:
