@@ -223,6 +223,39 @@ def convert_scan(
 
 
 @never_raises
+def convert_json_metadata(
+    name: str,
+    metadata: dict,
+    converter: InstanceConverter,
+    accept: Accept | None = None,
+    on_bulk_data: Callable[[str], None] | None = None,
+) -> InstanceOutcome:
+    """An instance's DICOM JSON (a DICOMweb server's metadata), converted straight to a row by the
+    walker (json_model.py) where it applies (see `takes_fast_route`); from the Dataset pydicom
+    builds of it when the walker hands it on (NeedsPydicom) or the table is the JSON variant."""
+    from airflow_provider_dicom.dicom.json_model import convert_prepared, dataset_from_prepared, prepare
+
+    try:
+        prepared = prepare(metadata, on_bulk_data)
+    except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
+        return InstanceOutcome(name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}")
+    if takes_fast_route(converter):
+        try:
+            converted = convert_prepared(prepared, converter.max_depth)
+        except NeedsPydicom:
+            pass
+        except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+            return failure(name, exc, "conversion failed")
+        else:
+            return _judged(name, converted, accept)
+    try:
+        ds = dataset_from_prepared(prepared)
+    except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
+        return InstanceOutcome(name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}")
+    return convert_dataset(name, ds, converter, accept)
+
+
+@never_raises
 def convert_dataset(
     name: str,
     ds: Dataset,
