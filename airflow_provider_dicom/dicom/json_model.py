@@ -311,7 +311,7 @@ class JsonSource:
             vr = element.get("vr")
             if vr not in KNOWN_VRS:
                 raise NeedsPydicom("a VR that is not one of DICOM's")
-            if sum(1 for k in _VALUE_KEYS if k in element) > 1:
+            if len(element) > 2 and sum(1 for k in _VALUE_KEYS if k in element) > 1:
                 raise NeedsPydicom("an element with several values")
             if vr == "SQ":
                 yield tag, (vr, None, element, None)
@@ -350,7 +350,29 @@ class JsonSource:
         return inherited
 
     def resolve(self, tag: int, element: Element) -> Element:
-        return element  # UN: binary, dropped (pydicom's Dataset keeps the VR UN too)
+        # UN: binary, dropped, unless pydicom's dictionary knows the tag: then pydicom decodes the
+        # inline value by the dictionary's VR (config.replace_un_with_known_vr).
+        if "InlineBinary" in element[2] and _in_dictionary(tag):
+            raise NeedsPydicom("UN for a tag pydicom's dictionary knows")
+        return element
+
+
+_KNOWN_TAGS: dict[int, bool] = {}
+
+
+def _in_dictionary(tag: int) -> bool:
+    known = _KNOWN_TAGS.get(tag)
+    if known is None:
+        from pydicom.datadict import get_entry
+
+        try:
+            get_entry(tag)
+            known = True
+        except KeyError:
+            known = False
+        if len(_KNOWN_TAGS) < 65536:
+            _KNOWN_TAGS[tag] = known
+    return known
 
 
 _SOURCE = JsonSource()
