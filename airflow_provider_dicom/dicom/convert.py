@@ -30,6 +30,7 @@ from airflow_provider_dicom.dicom.walker import (  # noqa: F401 - the converter'
     ConvertedInstance,
     NeedsPydicom,
     timestamp_text,
+    walk_instance,
 )
 from airflow_provider_dicom.model.options import SchemaVariant
 
@@ -80,10 +81,10 @@ class InstanceConverter:
         """The row of a pydicom Dataset."""
         if self.schema is SchemaVariant.JSON:
             return self._convert_json(ds, blob_storage_size, last_updated, storage_class, source_store)
-        from airflow_provider_dicom.dicom.datasets import convert_dataset
+        from airflow_provider_dicom.dicom.datasets import instance_parts
 
-        return convert_dataset(
-            ds, self.max_depth,
+        return walk_instance(
+            instance_parts(ds), self.max_depth,
             blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
         )
 
@@ -102,10 +103,10 @@ class InstanceConverter:
         can decode; convert it with `convert(parse.to_dataset(...))` then."""
         if self.schema is SchemaVariant.JSON:
             raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
-        from airflow_provider_dicom.dicom.scanned import convert_scanned
+        from airflow_provider_dicom.dicom.scanned import instance_parts
 
-        return convert_scanned(
-            lean, self.max_depth,
+        return walk_instance(
+            instance_parts(lean), self.max_depth,
             blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
         )
 
@@ -121,9 +122,9 @@ class InstanceConverter:
         NeedsPydicom for JSON it leaves to pydicom (convert `dataset_from_json(...)` then)."""
         if self.schema is SchemaVariant.JSON:
             raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
-        from airflow_provider_dicom.dicom.json_model import convert_json
+        from airflow_provider_dicom.dicom.json_model import instance_parts, prepare
 
-        return convert_json(metadata, self.max_depth, on_bulk_data=on_bulk_data, storage_class=storage_class)
+        return walk_instance(instance_parts(prepare(metadata, on_bulk_data)), self.max_depth, storage_class=storage_class)
 
     # -- JSON variant ------------------------------------------------------------------------
 

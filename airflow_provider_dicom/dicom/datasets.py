@@ -11,7 +11,6 @@ converts an element in place with its private dictionary, its VR rules and its c
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dicom.dicom.vocabulary import (
@@ -21,12 +20,11 @@ from airflow_provider_dicom.dicom.vocabulary import (
 )
 from airflow_provider_dicom.dicom.walker import (
     DEFAULT_ENCODINGS,
-    ConvertedInstance,
     Element,
+    InstanceParts,
     NeedsPydicom,
     Undecodable,
     decode_raw,
-    walk_instance,
 )
 
 if TYPE_CHECKING:
@@ -175,24 +173,15 @@ _META = DatasetSource(True)
 _BODY = {True: _META, False: DatasetSource(False)}
 
 
-def convert_dataset(
-    ds: Dataset,
-    max_depth: int,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
-    storage_class: str = "STANDARD",
-) -> ConvertedInstance:
-    """The flattened row of a pydicom Dataset (its File Meta Information first, when it has one)."""
+def instance_parts(ds: Dataset) -> InstanceParts:
+    """A pydicom Dataset as the walker takes it (its File Meta Information first, when it has one)."""
     source = _BODY[_little_of(ds)]
     offset = _elements(ds).get(TIMEZONE_OFFSET_FROM_UTC)
-    offset_values = None if offset is None else source.values((None, None, offset, ds), "SH", "latin_1")
-    parts: list[tuple[Any, Any, list[str]]] = []
+    datasets: list[tuple[Any, Any, list[str]]] = []
     file_meta = getattr(ds, "file_meta", None)
     if file_meta is not None:
-        parts.append((_META, file_meta, DEFAULT_ENCODINGS))
-    parts.append((source, ds, encodings_of(ds, DEFAULT_ENCODINGS)))
-    return walk_instance(
-        parts, offset_values, max_depth,
-        blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
+        datasets.append((_META, file_meta, DEFAULT_ENCODINGS))
+    datasets.append((source, ds, encodings_of(ds, DEFAULT_ENCODINGS)))
+    return InstanceParts(
+        datasets, None if offset is None else source.values((None, None, offset, ds), "SH", "latin_1")
     )

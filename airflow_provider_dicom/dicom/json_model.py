@@ -34,6 +34,7 @@ from airflow_provider_dicom.dicom.walker import (
     DEFAULT_ENCODINGS,
     ConvertedInstance,
     Element,
+    InstanceParts,
     NeedsPydicom,
     decode_raw,
     walk_instance,
@@ -378,8 +379,8 @@ def _in_dictionary(tag: int) -> bool:
 _SOURCE = JsonSource()
 
 
-def convert_prepared(prepared: dict, max_depth: int, *, storage_class: str = "STANDARD") -> ConvertedInstance:
-    """The flattened row of prepared DICOM JSON (`prepare`); raises NeedsPydicom (module docstring).
+def instance_parts(prepared: dict) -> InstanceParts:
+    """Prepared DICOM JSON (`prepare`) as the walker takes it; raises NeedsPydicom (module docstring).
     DICOMweb has no File Meta Information, stored size or update time: those columns stay empty."""
     _SOURCE.encodings(prepared, DEFAULT_ENCODINGS)
     offset = prepared.get(f"{TIMEZONE_OFFSET_FROM_UTC:08X}")
@@ -388,18 +389,9 @@ def convert_prepared(prepared: dict, max_depth: int, *, storage_class: str = "ST
         if not isinstance(offset, dict) or offset.get("vr") != "SH":
             raise NeedsPydicom("a TimezoneOffsetFromUTC that is not SH")
         offset_values = _json_values("SH", offset)
-    return walk_instance(
-        [(_SOURCE, prepared, DEFAULT_ENCODINGS)], offset_values, max_depth,
-        blob_storage_size=None, last_updated=None, storage_class=storage_class,
-    )
+    return InstanceParts([(_SOURCE, prepared, DEFAULT_ENCODINGS)], offset_values)
 
 
-def convert_json(
-    metadata: dict,
-    max_depth: int,
-    *,
-    on_bulk_data: Callable[[str], None] | None = None,
-    storage_class: str = "STANDARD",
-) -> ConvertedInstance:
-    """The flattened row of one instance's DICOM JSON as a server sends it."""
-    return convert_prepared(prepare(metadata, on_bulk_data), max_depth, storage_class=storage_class)
+def convert_prepared(prepared: dict, max_depth: int) -> ConvertedInstance:
+    """The flattened row of prepared DICOM JSON; raises NeedsPydicom (see the module docstring)."""
+    return walk_instance(instance_parts(prepared), max_depth)

@@ -15,8 +15,6 @@ holds this route to the Dataset route, byte for byte, on the whole pydicom test 
 from __future__ import annotations
 
 from collections.abc import ItemsView, Sequence
-from datetime import datetime
-from typing import Any
 
 from airflow_provider_dicom.dicom.scan import Elements, LeanInstance
 from airflow_provider_dicom.dicom.vocabulary import SPECIFIC_CHARACTER_SET, TIMEZONE_OFFSET_FROM_UTC
@@ -24,12 +22,11 @@ from airflow_provider_dicom.dicom.walker import (
     _CACHE_LIMIT,
     DEFAULT_ENCODINGS,
     PYDICOM,
-    ConvertedInstance,
     Element,
+    InstanceParts,
     NeedsPydicom,
     decode_raw,
     plan_for,
-    walk_instance,
 )
 
 
@@ -108,25 +105,15 @@ class ScanSource:
 _LITTLE, _BIG = ScanSource(True), ScanSource(False)
 
 
-def convert_scanned(
-    lean: LeanInstance,
-    max_depth: int,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
-    storage_class: str = "STANDARD",
-) -> ConvertedInstance:
-    """The flattened row of a scanned header; raises NeedsPydicom (see the module docstring)."""
+def instance_parts(lean: LeanInstance) -> InstanceParts:
+    """A scanned header as the walker takes it; raises NeedsPydicom (see the module docstring)."""
     body = lean.body
     offset = body.get(TIMEZONE_OFFSET_FROM_UTC)
-    offset_values = None if offset is None else lean_values(offset, "SH", True, "latin_1")
-    body_source = _LITTLE if lean.little else _BIG
     # The File Meta Information is explicit VR little endian whatever the body's syntax.
-    parts: list[tuple[Any, Elements, list[str]]] = [(_LITTLE, lean.meta, DEFAULT_ENCODINGS)]
-    parts.append((body_source, body, lean_encodings(body, DEFAULT_ENCODINGS)))
-    return walk_instance(
-        parts, offset_values, max_depth,
-        blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
+    return InstanceParts(
+        [(_LITTLE, lean.meta, DEFAULT_ENCODINGS),
+         (_LITTLE if lean.little else _BIG, body, lean_encodings(body, DEFAULT_ENCODINGS))],
+        None if offset is None else lean_values(offset, "SH", True, "latin_1"),
     )
 
 

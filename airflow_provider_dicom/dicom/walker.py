@@ -571,23 +571,31 @@ def _typed(values: list, column_type: str, state: InstanceState) -> list:
 # -- one instance -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceParts:
+    """One instance as an adapter hands it to the walker: its datasets in order (the File Meta
+    Information, then the body), each with the source that reads it and its character sets, and
+    the TimezoneOffsetFromUTC values (for DT values without an offset)."""
+
+    datasets: list[tuple[ElementSource, Any, list[str]]]
+    offset_values: list | None
+
+
 def walk_instance(
-    parts: Iterable[tuple[ElementSource, Any, list[str]]],
-    offset_values: list | None,
+    parts: InstanceParts,
     max_depth: int,
     *,
-    blob_storage_size: int | None,
-    last_updated: datetime | None,
-    storage_class: str,
+    blob_storage_size: int | None = None,
+    last_updated: datetime | None = None,
+    storage_class: str = "STANDARD",
 ) -> ConvertedInstance:
-    """One instance's row: its datasets (`parts`: the File Meta Information, then the body, each
-    with its source and character sets) walked in order into one row, then closed (`finish`).
-    `offset_values`: the TimezoneOffsetFromUTC values, for DT values without an offset."""
+    """One instance's row: its datasets walked in order into one row, then closed (`finish`)."""
+    offset_values = parts.offset_values
     state = InstanceState(max_depth, vrs.parse_offset(offset_values[0] if offset_values else None))
     row: Row = {}
     fields: dict[str, Field] = {}
     other: list[dict[str, Any]] = []
-    for source, elements, encodings in parts:
+    for source, elements, encodings in parts.datasets:
         walk(source, elements, row, fields, other, encodings, 0, "", state)
     return finish(row, fields, other, state, blob_storage_size, last_updated, storage_class)
 

@@ -70,7 +70,7 @@ def test_folder_gcs_pydicom_and_emulator_routes_give_the_same_row(corpus, schema
         updated = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
         folder = comparable(convert_file(path, converter))
         pydicom_route = convert_instance(
-            name, lambda: read_instance(name), converter, blob_storage_size=stat.st_size, last_updated=updated
+            name, lambda name=name: read_instance(name), converter, blob_storage_size=stat.st_size, last_updated=updated
         )
         assert comparable(pydicom_route) == folder, path.name
         # gs://: a 1 KB first range, so most headers are fetched in growing ranges.
@@ -119,7 +119,7 @@ def _dicomweb_cases(corpus: list[Path]) -> list[tuple[str, dict]]:
     for path in corpus:
         try:
             metadata = instance_metadata(path.read_bytes())
-        except Exception:  # noqa: BLE001 - not an instance a server would store
+        except Exception:  # noqa: BLE001, S112 - not an instance a server would store
             continue
         metadata = json.loads(json.dumps(metadata))
         cases += [(path.name, metadata), (f"{path.name} (Orthanc numbers)", _orthanc_numbers(metadata))]
