@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from airflow_provider_dicom import __version__
 
+# The same URL as pyproject.toml's Project-URL "Documentation" (a unit test holds them equal).
+# Newer Airflow (3.3 does) replaces the provider's `documentation-url` with that Project-URL of the
+# installed metadata, null without one; older versions show what this function returns, so it
+# says it too.
+DOCUMENTATION_URL = "https://github.com/airflow-provider-dicom/airflow-provider-dicom#readme"
+
 
 def get_provider_info() -> dict:
     return {
@@ -12,6 +18,7 @@ def get_provider_info() -> dict:
         "description": "Export DICOM metadata to BigQuery from Cloud Healthcare API stores, folders, "
         "GCS prefixes and DICOMweb servers, producing the Cloud Healthcare export's table.",
         "versions": [__version__],
+        "documentation-url": DOCUMENTATION_URL,
         "integrations": [
             {
                 "integration-name": "DICOM",
