@@ -89,11 +89,12 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         worker's environment redirects the client to a BigQuery emulator.
     :param impersonation_chain: service account (or chain of them) to impersonate, as in the Google
         provider's operators.
-    :param dicomweb_conn_id: Airflow HTTP connection holding the DICOMweb server's credentials: login
-        and password for basic authentication; the connection's extra (a JSON object) is sent as
-        HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``), except ``verify`` (false, or a CA
-        bundle path) and ``timeout`` (seconds). Only for a DICOMweb source; without it the server
-        is read anonymously.
+    :param dicomweb_conn_id: Airflow connection holding the DICOMweb server's credentials, of type
+        ``dicomweb`` (its form: bearer token, timeout, TLS verification; see `DicomWebHook`) or
+        ``http``: login and password for basic authentication; the connection's extra (a JSON
+        object) is sent as HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``), except
+        ``verify`` (false, or a CA bundle path) and ``timeout`` (seconds). Only for a DICOMweb
+        source; without it the server is read anonymously.
     :param max_concurrent_requests: requests in flight at once to a gs:// or DICOMweb source
         (remote reads wait on latency, so many at once is what makes them fast). Default 16.
     :param processes: worker processes converting a folder's files (parsing is CPU-bound): an

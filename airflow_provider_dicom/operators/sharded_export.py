@@ -135,7 +135,7 @@ class DicomShardPlanOperator(_ShardedBase):
     :param filter_config: as for `DicomExportToBigQueryOperator`; read once, here, and staged, so
         every shard applies the same filter even if the file changes during the run.
     :param schema: ``flattened`` or ``json``, as for `DicomExportToBigQueryOperator`.
-    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials, to list its
+    :param dicomweb_conn_id: DICOMweb (or HTTP) connection with the server's credentials, to list its
         studies (DICOMweb sources only).
 
     Returns (XCom) one small dict per shard, to map the shard task over.
@@ -264,7 +264,7 @@ class DicomShardExportOperator(_ShardedBase):
     ``max_failed_instances`` to the whole export. A retried shard replaces its earlier output.
 
     :param shard: one element of the plan's result.
-    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials (DICOMweb only).
+    :param dicomweb_conn_id: DICOMweb (or HTTP) connection with the server's credentials (DICOMweb only).
     :param max_concurrent_requests: requests in flight to a gs:// or DICOMweb source (default 16).
     :param processes: worker processes converting a folder's files: an integer or "auto".
 
