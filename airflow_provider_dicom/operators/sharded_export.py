@@ -384,6 +384,7 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
         self.project_id = project_id
         self.location = location
         self.source = source
+        self._written: Any = None  # a WrittenTable once the load ran, for lineage
         self._validate(skip_templated=True)
         self._declare_default_outlets("outlets" in kwargs)
 
@@ -427,6 +428,12 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
             # A retry meets the same table, the same missing shards: fail now, clearly.
             raise AirflowFailException(str(exc)) from exc
         summary = result.to_dict()
+        from airflow_provider_dicom.utils.lineage import WrittenTable
+
+        # A retry that found the plan already loaded knows the rows, not the columns (None: no schema facet).
+        self._written = WrittenTable(
+            result.fields or None, result.instances_exported if result.table_written else 0, result.output_bytes
+        )
         failures = list(result.failures)
         tolerated = parse_max_failed_instances(self.max_failed_instances)
         if tolerated is not None and len(failures) > tolerated:
@@ -445,6 +452,8 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
 
         try:
             inputs = [source_dataset_name(self.source)] if self.source else []
-            return operator_lineage(inputs, [bigquery_dataset_name(self.destination_table_uri)])
+            output = bigquery_dataset_name(self.destination_table_uri)
         except ValueError:
             return None
+        written = self._written
+        return operator_lineage(inputs, [output], {output: written} if written is not None else None)

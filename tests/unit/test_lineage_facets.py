@@ -179,3 +179,19 @@ def test_no_facets_and_no_bigquery_call_before_the_export_ran():
     op._bigquery_client = lambda project: pytest.fail("no BigQuery call for lineage of a task that did not export")
     (output,) = op.get_openlineage_facets_on_complete(None).outputs
     assert not output.facets and not getattr(output, "outputFacets", None)
+
+
+def test_a_sharded_load_keeps_the_columns_it_declared_for_lineage(tmp_path):
+    from airflow_provider_dicom.export.shard_load import load_sharded_export
+    from airflow_provider_dicom.export.staging import LocalStaging
+    from tests.unit.test_sharded_export import RecordingClient, staged_plan
+
+    staging = LocalStaging(tmp_path)
+    plan = staged_plan(tmp_path, staging, [
+        [("1", {"SOPInstanceUID": "1", "Modality": "CT"})], [("2", {"SOPInstanceUID": "2"})],
+    ])
+    client = RecordingClient()
+    result = load_sharded_export(staging, plan.root, "bq://proj-1.d.t", client=client)
+    [(_, _, config)] = client.submitted
+    assert [f.name for f in result.fields] == [f.name for f in config.schema] == ["SOPInstanceUID", "Modality"]
+    assert result.instances_exported == 2 and result.output_bytes is None  # the fake job reports no bytes
