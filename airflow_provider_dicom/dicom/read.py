@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
 from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
@@ -29,11 +30,11 @@ _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
-class NotDicomError(Exception):
+class NotDicomError(DicomProviderError):
     """The file is not DICOM at all (no DICM prefix, not a dataset): skipped and counted."""
 
 
-class InvalidDicomError(Exception):
+class InvalidDicomError(DicomProviderError):
     """The file claims to be DICOM but cannot be read; the message is the reason reported."""
 
 

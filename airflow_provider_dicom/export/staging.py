@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from airflow_provider_dicom.model.uris import GcsUri, InvalidUriError
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 _COPY_BLOCK = 8 * 1024 * 1024
 
 
-class StagingError(RuntimeError):
+class StagingError(DicomProviderError, RuntimeError):
     """The staging area cannot be used (missing bucket, permission, ...); the message names it."""
 
 

@@ -42,6 +42,7 @@ from airflow_provider_dicom.utils.atomic_write import (
     local_path,
     open_atomic,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 LEVELS = ("study", "series", "instance")
 ON_EMPTY = ("fail", "skip", "write_empty")
@@ -55,11 +56,11 @@ _DICT_KEYS = {
 }
 
 
-class EmptyFilterError(ValueError):
+class EmptyFilterError(DicomProviderError, ValueError):
     """The selection is empty and the policy is `fail`."""
 
 
-class UnorderedInputError(ValueError):
+class UnorderedInputError(DicomProviderError, ValueError):
     """Rows arrived out of study/series order, so bounded-memory dedupe cannot be trusted."""
 
 
@@ -336,7 +337,7 @@ def write_selections(writer: FilterWriter, items: Iterable[object], *, level: st
 MAX_NESTING = 8  # lists/mappings inside each other in `uids` or query parameters
 
 
-class NestingError(ValueError):
+class NestingError(DicomProviderError, ValueError):
     """A value nested deeper than MAX_NESTING levels (refused before it can exhaust the stack)."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 # BigQuery naming rules: project ids are 6-30 chars of lowercase letters, digits and hyphens
 # (legacy domain-scoped ids carry a "domain:" prefix); dataset ids are letters, digits and
 # underscores up to 1024; table ids may hold Unicode letters, marks, digits, connectors, dashes
@@ -33,7 +35,7 @@ MAX_TABLE_URI_LENGTH = 2000
 MAX_OBJECT_NAME_BYTES = 1024
 
 
-class InvalidUriError(ValueError):
+class InvalidUriError(DicomProviderError, ValueError):
     """A URI that does not have the documented shape; the message names the value and the shape."""
 
 
