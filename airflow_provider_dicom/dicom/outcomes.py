@@ -29,6 +29,7 @@ from airflow_provider_dicom.dicom.read import (
     read_instance,
     read_with_pydicom,
 )
+from airflow_provider_dicom.dicom.vocabulary import MEDIA_STORAGE_DIRECTORY_STORAGE
 from airflow_provider_dicom.model.options import SchemaVariant
 from airflow_provider_dicom.utils.deadlines import RemoteCallError
 from airflow_provider_dicom.utils.redact import redact_quoted
@@ -42,7 +43,7 @@ OK = "ok"
 NOT_DICOM = "not_dicom"
 FAILED = "failed"
 FILTERED = "filtered"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = MEDIA_STORAGE_DIRECTORY_STORAGE  # a DICOMDIR: never a row
 
 Accept = Callable[[str | None, str | None, str | None], bool]
 

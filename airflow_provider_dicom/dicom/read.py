@@ -18,16 +18,20 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
+from airflow_provider_dicom.dicom.vocabulary import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    FILE_META_GROUP,
+    ITEM,
+    LONG_LENGTH_VR_BYTES,
+    PIXEL_DATA_TAGS,
+    SEQUENCE_DELIMITER,
+    UNDEFINED_LENGTH,
+)
 from airflow_provider_dicom.utils.errors import DicomProviderError
 from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
-
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
 class NotDicomError(DicomProviderError):
@@ -118,7 +122,7 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
         return False
     group_le = head[0] | head[1] << 8
     group_be = head[1] | head[0] << 8
-    return group_le in (0x0002, 0x0008) or group_be == 0x0008
+    return group_le in (FILE_META_GROUP, 0x0008) or group_be == 0x0008
 
 
 def _read(fp: BinaryIO) -> Dataset:
@@ -135,7 +139,7 @@ def _read(fp: BinaryIO) -> Dataset:
     fp.seek(0)
     try:
         ds = dcmread(fp, stop_before_pixels=True)
-        if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
+        if ds.file_meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             # pydicom inflated the body into memory; the file position means nothing here,
             # so read the whole (small, deflated) dataset instead.
             fp.seek(0)
@@ -161,7 +165,7 @@ def _check_not_truncated(ds: Dataset) -> None:
         return
     last = ds._dict[next(reversed(ds._dict))]
     value = getattr(last, "value", None)
-    if getattr(last, "is_raw", False) and isinstance(value, bytes) and last.length != 0xFFFFFFFF:
+    if getattr(last, "is_raw", False) and isinstance(value, bytes) and last.length != UNDEFINED_LENGTH:
         if len(value) < last.length:
             raise InvalidDicomError(
                 f"truncated DICOM file: element ({last.tag >> 16:04X},{last.tag & 0xFFFF:04X}) declares "
@@ -184,7 +188,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
         return
     group, element = struct.unpack(endian + "HH", header[:4])
     tag = group << 16 | element
-    if tag not in _PIXEL_TAGS:
+    if tag not in PIXEL_DATA_TAGS:
         fp.seek(start)
         return
     if implicit:
@@ -193,7 +197,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     else:
         vr_bytes = header[4:6]
         vr = vr_bytes.decode("latin_1")
-        if vr_bytes in _LONG_LENGTH_VRS:
+        if vr_bytes in LONG_LENGTH_VR_BYTES:
             extra = fp.read(4)
             if len(extra) < 4:
                 raise EOFError("pixel data element header cut short")
@@ -203,7 +207,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     value_tell = fp.tell()
     # A deferred raw element: pydicom's own representation of a value not read yet.
     ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr or "OW", length, None, value_tell, implicit, little)
-    if length == 0xFFFFFFFF:
+    if length == UNDEFINED_LENGTH:
         _skip_encapsulated(fp, endian)
     else:
         fp.seek(value_tell + length)
@@ -224,8 +228,8 @@ def _skip_encapsulated(fp: BinaryIO, endian: str) -> None:
             return  # cut inside the pixel data: the header before it is whole
         group, element, length = struct.unpack(endian + "HHL", header)
         tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER:
+        if tag == SEQUENCE_DELIMITER:
             return
-        if tag != _ITEM or length == 0xFFFFFFFF:
+        if tag != ITEM or length == UNDEFINED_LENGTH:
             raise ValueError(f"unexpected tag ({group:04X},{element:04X}) inside encapsulated pixel data")
         fp.seek(length, os.SEEK_CUR)

@@ -14,6 +14,7 @@ import struct
 from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
+from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SINGLE_VALUED_VRS, TEXT_VRS  # noqa: F401 - re-exported
 from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.
@@ -28,15 +29,9 @@ BQ_TYPE: dict[str, str] = {
     "PN": RECORD,
     "SQ": RECORD,
 }
-# Binary VRs get no column; their elements are listed in DroppedTags. SV/UV (64-bit integers)
-# are dropped by the Cloud Healthcare export too.
-BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
-# VRs whose bytes are in the dataset's Specific Character Set; the rest are plain ASCII.
-TEXT_VRS = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
-# VRs that never hold more than one value: a backslash is text, not a separator.
-SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
-# Trailing padding only is insignificant for these; leading spaces are part of the text.
-_KEEP_LEADING = frozenset(("LT", "ST", "UT", "UR"))
+# The VR sets (binary, character-set text, single-valued) are the vocabulary's; these names stay
+# for the converters that read them as `vrs.BINARY_VRS` until they import the vocabulary directly.
+SINGLE_VALUED = SINGLE_VALUED_VRS
 
 _NUMERIC_FORMAT: dict[str, tuple[str, int]] = {
     "FL": ("f", 4),
@@ -67,7 +62,7 @@ def column_type_for(vr: str) -> str | None:
 
 def split_text(text: str, vr: str) -> list[str]:
     """Split a decoded string value into its values and strip the padding DICOM allows."""
-    if vr in _KEEP_LEADING:
+    if vr in SINGLE_VALUED_VRS:  # trailing padding only: leading spaces are part of the text
         return [text.rstrip(" \x00")]
     if vr == "UI":
         return [part.strip("\x00 ") for part in text.split("\\")]

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_dicom.dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem  # noqa: F401 - re-exported
+from airflow_provider_dicom.dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem
 from airflow_provider_dicom.utils.atomic_write import (
     GCS_CHUNK_SIZE,
     AtomicWriter,

@@ -1,0 +1,77 @@
+"""The codec's vocabulary (dicom/vocabulary.py) is pydicom's wherever pydicom has the same fact.
+
+The module keeps plain literals so that importing it stays cheap at DAG-parse time; these tests are
+what stops a literal drifting from the standard as pydicom knows it.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pydicom.tag
+import pydicom.uid
+import pydicom.valuerep as valuerep
+from pydicom.datadict import tag_for_keyword
+
+from airflow_provider_dicom.dicom import uid, vocabulary
+
+
+def _plain(vrs) -> frozenset[str]:
+    return frozenset(str(vr.value) if hasattr(vr, "value") else str(vr) for vr in vrs)
+
+
+def test_length_classes_are_pydicoms():
+    assert vocabulary.LONG_LENGTH_VRS == _plain(valuerep.EXPLICIT_VR_LENGTH_32)
+    assert vocabulary.SHORT_LENGTH_VRS == _plain(valuerep.EXPLICIT_VR_LENGTH_16)
+    assert vocabulary.STANDARD_VRS == _plain(valuerep.STANDARD_VR)
+    assert vocabulary.LONG_LENGTH_VR_BYTES == {vr.encode() for vr in _plain(valuerep.EXPLICIT_VR_LENGTH_32)}
+
+
+def test_character_set_and_binary_classes_are_pydicoms_plus_what_the_export_adds():
+    assert vocabulary.TEXT_VRS == _plain(valuerep.CUSTOMIZABLE_CHARSET_VR)
+    assert vocabulary.BINARY_VRS == _plain(valuerep.BYTES_VR) | {"SV", "UV"}
+    assert vocabulary.ASCII_TEXT_VRS < _plain(valuerep.DEFAULT_CHARSET_VR)
+    single = {vr for vr in _plain(valuerep.ALLOW_BACKSLASH) if vr in vocabulary.STANDARD_VRS} - vocabulary.BINARY_VRS
+    assert vocabulary.SINGLE_VALUED_VRS == single | {"UR"}
+
+
+def test_tags_are_pydicoms():
+    assert vocabulary.PIXEL_DATA_TAGS == {
+        tag_for_keyword(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    }
+    assert vocabulary.ITEM == pydicom.tag.ItemTag
+    assert vocabulary.ITEM_DELIMITER == pydicom.tag.ItemDelimiterTag
+    assert vocabulary.SEQUENCE_DELIMITER == pydicom.tag.SequenceDelimiterTag
+    assert vocabulary.TRANSFER_SYNTAX_UID == tag_for_keyword("TransferSyntaxUID")
+    assert vocabulary.FILE_META_GROUP == vocabulary.TRANSFER_SYNTAX_UID >> 16
+
+
+def test_transfer_syntaxes_are_pydicoms():
+    assert vocabulary.IMPLICIT_VR_LITTLE_ENDIAN == pydicom.uid.ImplicitVRLittleEndian
+    assert vocabulary.EXPLICIT_VR_LITTLE_ENDIAN == pydicom.uid.ExplicitVRLittleEndian
+    assert vocabulary.EXPLICIT_VR_BIG_ENDIAN == pydicom.uid.ExplicitVRBigEndian
+    assert vocabulary.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN == pydicom.uid.DeflatedExplicitVRLittleEndian
+    assert vocabulary.NATIVE_TRANSFER_SYNTAXES | {vocabulary.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN} == set(
+        pydicom.uid.UncompressedTransferSyntaxes
+    )
+    assert vocabulary.MEDIA_STORAGE_DIRECTORY_STORAGE == pydicom.uid.MediaStorageDirectoryStorage
+
+
+def test_the_uid_rule_is_pydicoms():
+    assert uid.UID_REGEX == pydicom.uid.RE_VALID_UID.pattern
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about each invalid UID it is shown
+        for value in ("1.2.840.10008.1.2", "0.1", "1.02", "1..2", "1.2.", "a.1", "1." * 32 + "1", "1." * 31 + "1"):
+            assert (uid.uid_problem(value) is None) == pydicom.uid.UID(value).is_valid, value
+
+
+def test_the_vocabulary_is_cheap_to_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_provider_dicom.dicom.vocabulary, airflow_provider_dicom.dicom.uid\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pydicom')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
