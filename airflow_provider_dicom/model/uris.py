@@ -46,7 +46,7 @@ class BigQueryTableUri:
     table: str
 
     @classmethod
-    def parse(cls, uri: str) -> BigQueryTableUri:
+    def parse(cls, uri: object) -> BigQueryTableUri:
         if not isinstance(uri, str):
             raise InvalidUriError(
                 f"BigQuery table URI must be a string like bq://PROJECT.DATASET.TABLE, got {_shown(uri)}"
@@ -84,7 +84,7 @@ class GcsUri:
     name: str
 
     @classmethod
-    def parse(cls, uri: str, *, require_object: bool = False) -> GcsUri:
+    def parse(cls, uri: object, *, require_object: bool = False) -> GcsUri:
         match = _GCS_URI.fullmatch(uri) if isinstance(uri, str) else None
         if not match:
             raise InvalidUriError(f"invalid Cloud Storage URI {_shown(uri)}: expected gs://BUCKET[/PATH]")
@@ -113,7 +113,7 @@ class DicomStoreName:
     store: str
 
     @classmethod
-    def parse(cls, name: str) -> DicomStoreName:
+    def parse(cls, name: object) -> DicomStoreName:
         match = _STORE.fullmatch(name) if isinstance(name, str) else None
         if not match or any(set(part) == {"."} for part in match.groups()):
             raise InvalidUriError(

@@ -75,3 +75,14 @@ def test_the_vocabulary_is_cheap_to_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_console_address_is_written_once():
+    """Every console link is built by links/console.py, so a change of address is one edit."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "airflow_provider_dicom"
+    holders = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py") if "console.cloud.google.com" in path.read_text()
+    )
+    assert holders == ["links/console.py"]
