@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
 from airflow_provider_dicom.dicom.read import (
@@ -249,7 +249,7 @@ def _uid_value(element: tuple | None) -> str | None:
 
 
 def _uid(ds: Dataset, tag: int) -> str | None:
-    elem = ds._dict.get(tag)
+    elem = cast("dict[int, Any]", ds._dict).get(tag)  # keyed by BaseTag, an int: a plain int finds it
     if elem is None:
         return None
     return _uid_text(elem.value)

@@ -16,7 +16,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from airflow_provider_dicom.dicom.vocabulary import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -106,7 +106,8 @@ def _read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
             if os.fstat(fp.fileno()).st_size >= 132:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                     try:
-                        return parse_part10(mapped, os.fspath(source))
+                        # parse_part10 reads any buffer; its hint names bytes and memoryview only
+                        return parse_part10(cast(bytes, mapped), os.fspath(source))
                     except Truncated:
                         raise
                     except Unsupported:
@@ -161,11 +162,14 @@ def _read(fp: BinaryIO) -> Dataset:
 def _check_not_truncated(ds: Dataset) -> None:
     """pydicom keeps the short value of a file cut off mid-element (with a warning); the export
     must report such a file as broken rather than load a silently shortened value."""
-    if not ds._dict:
+    from pydicom.dataelem import RawDataElement
+
+    elements = cast("dict[Any, Any]", ds._dict)  # a dict, so ordered and reversible
+    if not elements:
         return
-    last = ds._dict[next(reversed(ds._dict))]
-    value = getattr(last, "value", None)
-    if getattr(last, "is_raw", False) and isinstance(value, bytes) and last.length != UNDEFINED_LENGTH:
+    last = elements[next(reversed(elements))]
+    value = last.value
+    if isinstance(last, RawDataElement) and isinstance(value, bytes) and last.length != UNDEFINED_LENGTH:
         if len(value) < last.length:
             raise InvalidDicomError(
                 f"truncated DICOM file: element ({last.tag >> 16:04X},{last.tag & 0xFFFF:04X}) declares "
@@ -179,7 +183,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     from pydicom.tag import Tag
 
     implicit, little = ds.original_encoding
-    if implicit is None:
+    if implicit is None or little is None:
         return
     endian = "<" if little else ">"
     start = fp.tell()

@@ -23,8 +23,8 @@ LONG_LENGTH_VRS: frozenset[str] = frozenset(
     ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
 )
 SHORT_LENGTH_VRS: frozenset[str] = frozenset(
-    ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM",
-     "UI", "UL", "US")
+    ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST")
+    + ("TM", "UI", "UL", "US")
 )
 # Every standard VR (pydicom.valuerep.STANDARD_VR).
 STANDARD_VRS: frozenset[str] = LONG_LENGTH_VRS | SHORT_LENGTH_VRS

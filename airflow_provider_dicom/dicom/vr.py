@@ -14,7 +14,11 @@ import struct
 from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
-from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SINGLE_VALUED_VRS, TEXT_VRS  # noqa: F401 - re-exported
+from airflow_provider_dicom.dicom.vocabulary import (  # noqa: F401 - TEXT_VRS re-exported
+    BINARY_VRS,
+    SINGLE_VALUED_VRS,
+    TEXT_VRS,
+)
 from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.

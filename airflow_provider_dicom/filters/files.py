@@ -61,7 +61,7 @@ class ResourcePath:
         ):
             raise ValueError(f"not a resource path {line!r}")
         values = parts[2::2] + [None] * (3 - len(parts[2::2]))
-        return cls(values[0], values[1], values[2])
+        return cls(parts[2], values[1], values[2])
 
     @property
     def level(self) -> str:

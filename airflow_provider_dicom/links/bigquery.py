@@ -22,4 +22,5 @@ class DicomBigQueryTableLink(ConsoleLink):
     name = "BigQuery Table"
 
     def console_url(self, operator: BaseOperator) -> str:
-        return bigquery_table_console_url(BigQueryTableUri.parse(getattr(operator, "destination_table_uri", None)))
+        table = BigQueryTableUri.parse(getattr(operator, "destination_table_uri", None))
+        return bigquery_table_console_url(table)

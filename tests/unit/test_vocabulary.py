@@ -31,7 +31,8 @@ def test_character_set_and_binary_classes_are_pydicoms_plus_what_the_export_adds
     assert vocabulary.TEXT_VRS == _plain(valuerep.CUSTOMIZABLE_CHARSET_VR)
     assert vocabulary.BINARY_VRS == _plain(valuerep.BYTES_VR) | {"SV", "UV"}
     assert vocabulary.ASCII_TEXT_VRS < _plain(valuerep.DEFAULT_CHARSET_VR)
-    single = {vr for vr in _plain(valuerep.ALLOW_BACKSLASH) if vr in vocabulary.STANDARD_VRS} - vocabulary.BINARY_VRS
+    backslash = {vr for vr in _plain(valuerep.ALLOW_BACKSLASH) if vr in vocabulary.STANDARD_VRS}
+    single = backslash - vocabulary.BINARY_VRS
     assert vocabulary.SINGLE_VALUED_VRS == single | {"UR"}
 
 
@@ -61,7 +62,8 @@ def test_the_uid_rule_is_pydicoms():
     assert uid.UID_REGEX == pydicom.uid.RE_VALID_UID.pattern
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about each invalid UID it is shown
-        for value in ("1.2.840.10008.1.2", "0.1", "1.02", "1..2", "1.2.", "a.1", "1." * 32 + "1", "1." * 31 + "1"):
+        values = ("1.2.840.10008.1.2", "0.1", "1.02", "1..2", "1.2.", "a.1", "1." * 32 + "1", "1." * 31 + "1")
+        for value in values:
             assert (uid.uid_problem(value) is None) == pydicom.uid.UID(value).is_valid, value
 
 
@@ -73,7 +75,9 @@ def test_the_vocabulary_is_cheap_to_import():
         "import sys, airflow_provider_dicom.dicom.vocabulary, airflow_provider_dicom.dicom.uid\n"
         "print(sorted(m for m in sys.modules if m.startswith('pydicom')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -83,6 +87,8 @@ def test_the_console_address_is_written_once():
 
     package = Path(__file__).resolve().parents[2] / "airflow_provider_dicom"
     holders = sorted(
-        str(path.relative_to(package)) for path in package.rglob("*.py") if "console.cloud.google.com" in path.read_text()
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "console.cloud.google.com" in path.read_text()
     )
     assert holders == ["links/console.py"]
