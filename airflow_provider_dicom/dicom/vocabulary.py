@@ -62,6 +62,11 @@ ITEM_DELIMITER = 0xFFFEE00D
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 # A value length of 0xFFFFFFFF: the value runs to its delimiter (PS3.5 7.1.1).
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# The identifying UIDs every instance carries: its row's key and its DICOMweb path.
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
 # File Meta Information is group 0002 (PS3.10 7.1); its Transfer Syntax UID says how the rest is encoded.
 FILE_META_GROUP = 0x0002
 TRANSFER_SYNTAX_UID = 0x00020010

@@ -45,6 +45,10 @@ def test_tags_are_pydicoms():
     assert vocabulary.SEQUENCE_DELIMITER == pydicom.tag.SequenceDelimiterTag
     assert vocabulary.TRANSFER_SYNTAX_UID == tag_for_keyword("TransferSyntaxUID")
     assert vocabulary.FILE_META_GROUP == vocabulary.TRANSFER_SYNTAX_UID >> 16
+    assert vocabulary.SOP_CLASS_UID == tag_for_keyword("SOPClassUID")
+    assert vocabulary.SOP_INSTANCE_UID == tag_for_keyword("SOPInstanceUID")
+    assert vocabulary.STUDY_INSTANCE_UID == tag_for_keyword("StudyInstanceUID")
+    assert vocabulary.SERIES_INSTANCE_UID == tag_for_keyword("SeriesInstanceUID")
 
 
 def test_transfer_syntaxes_are_pydicoms():
