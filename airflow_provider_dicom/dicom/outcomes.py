@@ -30,7 +30,7 @@ from airflow_provider_dicom.dicom.read import (
     read_with_pydicom,
 )
 from airflow_provider_dicom.dicom.vocabulary import (
-    MEDIA_STORAGE_DIRECTORY_STORAGE,
+    MEDIA_STORAGE_DIRECTORY,
     SERIES_INSTANCE_UID,
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
@@ -48,7 +48,6 @@ OK = "ok"
 NOT_DICOM = "not_dicom"
 FAILED = "failed"
 FILTERED = "filtered"
-MEDIA_STORAGE_DIRECTORY = MEDIA_STORAGE_DIRECTORY_STORAGE  # a DICOMDIR: never a row
 
 Accept = Callable[[str | None, str | None, str | None], bool]
 

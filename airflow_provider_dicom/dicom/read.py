@@ -23,8 +23,8 @@ from airflow_provider_dicom.dicom.vocabulary import (
     FILE_META_GROUP,
     ITEM,
     LONG_LENGTH_VR_BYTES,
-    PIXEL_DATA_TAGS,
-    SEQUENCE_DELIMITER,
+    PIXEL_TAGS,
+    SEQUENCE_END,
     UNDEFINED_LENGTH,
 )
 from airflow_provider_dicom.utils.errors import DicomProviderError
@@ -192,7 +192,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
         return
     group, element = struct.unpack(endian + "HH", header[:4])
     tag = group << 16 | element
-    if tag not in PIXEL_DATA_TAGS:
+    if tag not in PIXEL_TAGS:
         fp.seek(start)
         return
     if implicit:
@@ -232,7 +232,7 @@ def _skip_encapsulated(fp: BinaryIO, endian: str) -> None:
             return  # cut inside the pixel data: the header before it is whole
         group, element, length = struct.unpack(endian + "HHL", header)
         tag = group << 16 | element
-        if tag == SEQUENCE_DELIMITER:
+        if tag == SEQUENCE_END:
             return
         if tag != ITEM or length == UNDEFINED_LENGTH:
             raise ValueError(f"unexpected tag ({group:04X},{element:04X}) inside encapsulated pixel data")

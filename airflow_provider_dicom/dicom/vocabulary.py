@@ -10,7 +10,8 @@ rather than pydicom's VR enum and BaseTag, whose Python-level `__eq__` and `__ha
 the per-element loops that test membership millions of times.
 
 What is ours, not the standard's (which VRs get no BigQuery column, which are single-valued for
-the export's splitting), says so where it is defined.
+the export's splitting), says so where it is defined. The names are the ones the scanner and the
+walker (dicom/scan.py, dicom/walker.py) were written against.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SHORT_LENGTH_VRS: frozenset[str] = frozenset(
     + ("TM", "UI", "UL", "US")
 )
 # Every standard VR (pydicom.valuerep.STANDARD_VR).
-STANDARD_VRS: frozenset[str] = LONG_LENGTH_VRS | SHORT_LENGTH_VRS
+KNOWN_VRS: frozenset[str] = LONG_LENGTH_VRS | SHORT_LENGTH_VRS
 # The same sets as the bytes a file holds, for parsers that compare the VR field undecoded.
 LONG_LENGTH_VR_BYTES: frozenset[bytes] = frozenset(vr.encode("ascii") for vr in LONG_LENGTH_VRS)
 
@@ -39,13 +40,17 @@ BINARY_VRS: frozenset[str] = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN"
 TEXT_VRS: frozenset[str] = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
 # The default-repertoire string VRs whose value is kept as the column's text unchanged (no date,
 # time or number parsing): what the fast path decodes as ASCII.
-ASCII_TEXT_VRS: frozenset[str] = frozenset(("AE", "AS", "CS", "DS", "IS", "UI"))
+ASCII_STRING_VRS: frozenset[str] = frozenset(("AE", "AS", "CS", "DS", "IS", "UI"))
 # Ours, from PS3.5 6.2: VRs that never hold more than one value, so a backslash is text, not a
 # separator; for these only trailing padding is insignificant (leading spaces are text).
 # pydicom's ALLOW_BACKSLASH without its binary VRs, plus UR (whose VM is always 1).
-SINGLE_VALUED_VRS: frozenset[str] = frozenset(("LT", "ST", "UT", "UR"))
-# DICOM JSON carries DS and IS as numbers; the export keeps them as their text.
-DECIMAL_STRING_VRS: frozenset[str] = frozenset(("DS", "IS"))
+SINGLE_VALUED: frozenset[str] = frozenset(("LT", "ST", "UT", "UR"))
+# Text VRs that hold a short, multi-valued string in the dataset's character set.
+SHORT_TEXT_VRS: frozenset[str] = frozenset(("SH", "LO", "UC"))
+# Binary numbers, fixed width (AT is a pair of US, handled on its own).
+BINARY_NUMBER_VRS: frozenset[str] = frozenset(("FL", "FD", "SL", "SS", "UL", "US"))
+# Numbers written as text: the DICOM JSON model carries them as JSON numbers, the export as text.
+TEXT_NUMBER_VRS: frozenset[str] = frozenset(("DS", "IS"))
 
 # --- Tags ------------------------------------------------------------------------------------
 
@@ -54,14 +59,17 @@ DECIMAL_STRING_VRS: frozenset[str] = frozenset(("DS", "IS"))
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
-PIXEL_DATA_TAGS: frozenset[int] = frozenset((PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA))
+PIXEL_TAGS: frozenset[int] = frozenset((PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA))
 # Sequence and encapsulation delimiters (PS3.5 7.5): pydicom.tag.ItemTag, ItemDelimiterTag,
 # SequenceDelimiterTag.
 ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
+ITEM_END = 0xFFFEE00D
+SEQUENCE_END = 0xFFFEE0DD
 # A value length of 0xFFFFFFFF: the value runs to its delimiter (PS3.5 7.1.1).
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# How the rest of the dataset is to be read: its character set, and the offset a DT without one takes.
+SPECIFIC_CHARACTER_SET = 0x00080005
+TIMEZONE_OFFSET_FROM_UTC = 0x00080201
 # The identifying UIDs every instance carries: its row's key and its DICOMweb path.
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
@@ -86,8 +94,8 @@ NATIVE_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
     (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
 )
 # Syntaxes with "deflate" in their name; the lean scanner hands both to pydicom.
-DEFLATED_TRANSFER_SYNTAXES: frozenset[str] = frozenset(
+DEFLATED_SYNTAXES: frozenset[str] = frozenset(
     (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_IMAGE_FRAME_COMPRESSION)
 )
 # A DICOMDIR's SOP class: a directory of a medium, not an instance, so never a row.
-MEDIA_STORAGE_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"

@@ -14,11 +14,7 @@ import struct
 from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
-from airflow_provider_dicom.dicom.vocabulary import (  # noqa: F401 - TEXT_VRS re-exported
-    BINARY_VRS,
-    SINGLE_VALUED_VRS,
-    TEXT_VRS,
-)
+from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SINGLE_VALUED, TEXT_VRS  # noqa: F401 - re-exported
 from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.
@@ -33,9 +29,8 @@ BQ_TYPE: dict[str, str] = {
     "PN": RECORD,
     "SQ": RECORD,
 }
-# The VR sets (binary, character-set text, single-valued) are the vocabulary's; these names stay
-# for the converters that read them as `vrs.BINARY_VRS` until they import the vocabulary directly.
-SINGLE_VALUED = SINGLE_VALUED_VRS
+# Trailing padding only is insignificant for the single-valued VRs; leading spaces are part of the text.
+_KEEP_LEADING = SINGLE_VALUED
 
 _NUMERIC_FORMAT: dict[str, tuple[str, int]] = {
     "FL": ("f", 4),
@@ -66,7 +61,7 @@ def column_type_for(vr: str) -> str | None:
 
 def split_text(text: str, vr: str) -> list[str]:
     """Split a decoded string value into its values and strip the padding DICOM allows."""
-    if vr in SINGLE_VALUED_VRS:  # trailing padding only: leading spaces are part of the text
+    if vr in _KEEP_LEADING:
         return [text.rstrip(" \x00")]
     if vr == "UI":
         return [part.strip("\x00 ") for part in text.split("\\")]

@@ -23,29 +23,34 @@ def _plain(vrs) -> frozenset[str]:
 def test_length_classes_are_pydicoms():
     assert vocabulary.LONG_LENGTH_VRS == _plain(valuerep.EXPLICIT_VR_LENGTH_32)
     assert vocabulary.SHORT_LENGTH_VRS == _plain(valuerep.EXPLICIT_VR_LENGTH_16)
-    assert vocabulary.STANDARD_VRS == _plain(valuerep.STANDARD_VR)
+    assert vocabulary.KNOWN_VRS == _plain(valuerep.STANDARD_VR)
     assert vocabulary.LONG_LENGTH_VR_BYTES == {vr.encode() for vr in _plain(valuerep.EXPLICIT_VR_LENGTH_32)}
 
 
 def test_character_set_and_binary_classes_are_pydicoms_plus_what_the_export_adds():
     assert vocabulary.TEXT_VRS == _plain(valuerep.CUSTOMIZABLE_CHARSET_VR)
     assert vocabulary.BINARY_VRS == _plain(valuerep.BYTES_VR) | {"SV", "UV"}
-    assert vocabulary.ASCII_TEXT_VRS < _plain(valuerep.DEFAULT_CHARSET_VR)
-    backslash = {vr for vr in _plain(valuerep.ALLOW_BACKSLASH) if vr in vocabulary.STANDARD_VRS}
+    assert vocabulary.ASCII_STRING_VRS < _plain(valuerep.DEFAULT_CHARSET_VR)
+    assert vocabulary.SHORT_TEXT_VRS < vocabulary.TEXT_VRS
+    assert vocabulary.BINARY_NUMBER_VRS | {"AT", "SV", "UV"} == _plain(valuerep.INT_VR | valuerep.FLOAT_VR) - {"DS", "IS"}
+    assert vocabulary.TEXT_NUMBER_VRS == _plain(valuerep.INT_VR | valuerep.FLOAT_VR) & _plain(valuerep.STR_VR)
+    backslash = {vr for vr in _plain(valuerep.ALLOW_BACKSLASH) if vr in vocabulary.KNOWN_VRS}
     single = backslash - vocabulary.BINARY_VRS
-    assert vocabulary.SINGLE_VALUED_VRS == single | {"UR"}
+    assert vocabulary.SINGLE_VALUED == single | {"UR"}
 
 
 def test_tags_are_pydicoms():
-    assert vocabulary.PIXEL_DATA_TAGS == {
+    assert vocabulary.PIXEL_TAGS == {
         tag_for_keyword(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
     }
     assert vocabulary.ITEM == pydicom.tag.ItemTag
-    assert vocabulary.ITEM_DELIMITER == pydicom.tag.ItemDelimiterTag
-    assert vocabulary.SEQUENCE_DELIMITER == pydicom.tag.SequenceDelimiterTag
+    assert vocabulary.ITEM_END == pydicom.tag.ItemDelimiterTag
+    assert vocabulary.SEQUENCE_END == pydicom.tag.SequenceDelimiterTag
     assert vocabulary.TRANSFER_SYNTAX_UID == tag_for_keyword("TransferSyntaxUID")
     assert vocabulary.FILE_META_GROUP == vocabulary.TRANSFER_SYNTAX_UID >> 16
     assert vocabulary.SOP_CLASS_UID == tag_for_keyword("SOPClassUID")
+    assert vocabulary.SPECIFIC_CHARACTER_SET == tag_for_keyword("SpecificCharacterSet")
+    assert vocabulary.TIMEZONE_OFFSET_FROM_UTC == tag_for_keyword("TimezoneOffsetFromUTC")
     assert vocabulary.SOP_INSTANCE_UID == tag_for_keyword("SOPInstanceUID")
     assert vocabulary.STUDY_INSTANCE_UID == tag_for_keyword("StudyInstanceUID")
     assert vocabulary.SERIES_INSTANCE_UID == tag_for_keyword("SeriesInstanceUID")
@@ -59,7 +64,7 @@ def test_transfer_syntaxes_are_pydicoms():
     assert vocabulary.NATIVE_TRANSFER_SYNTAXES | {vocabulary.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN} == set(
         pydicom.uid.UncompressedTransferSyntaxes
     )
-    assert vocabulary.MEDIA_STORAGE_DIRECTORY_STORAGE == pydicom.uid.MediaStorageDirectoryStorage
+    assert vocabulary.MEDIA_STORAGE_DIRECTORY == pydicom.uid.MediaStorageDirectoryStorage
 
 
 def test_the_uid_rule_is_pydicoms():
