@@ -178,7 +178,8 @@ def make_hook(args: argparse.Namespace) -> DicomStoreHook:
         raise CommandFailed(f"cannot use connection {conn_id!r}: {exc}") from exc
     # The hook's progress and retry messages, as plain lines on stderr (stdout is the JSON result),
     # rather than through Airflow's task logging, which prints to stdout.
-    hook._log = logging.getLogger(DicomStoreHook.__module__)
+    # A stdlib logger has every method the hook calls (its hint names Airflow's logger type).
+    hook._log = logging.getLogger(DicomStoreHook.__module__)  # type: ignore[assignment]
     _log_to_stderr(quiet=getattr(args, "quiet", False))
     return hook
 

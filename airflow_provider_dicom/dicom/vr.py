@@ -15,6 +15,7 @@ from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
 from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SINGLE_VALUED, TEXT_VRS  # noqa: F401 - re-exported
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.
 BQ_TYPE: dict[str, str] = {
@@ -45,7 +46,7 @@ PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuf
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
-class ValueConversionError(ValueError):
+class ValueConversionError(DicomProviderError, ValueError):
     """A value that cannot be represented in its column type; the row keeps it as text instead."""
 
 

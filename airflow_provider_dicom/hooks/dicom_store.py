@@ -44,6 +44,7 @@ from airflow_provider_dicom.healthcare.operations import (
     check_dataset_name,
     parse_timestamp,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 if TYPE_CHECKING:
     from googleapiclient.discovery import Resource
@@ -58,7 +59,7 @@ DEFAULT_POLL_INTERVAL = 10.0
 MAX_RETRY_AFTER = 60.0
 
 
-class _OutcomeUnknown(Exception):
+class _OutcomeUnknown(DicomProviderError):
     """A request that is not safe to repeat was sent and no answer says what became of it."""
 
     def __init__(self, reason: str, cause: BaseException) -> None:
