@@ -191,9 +191,7 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (vr, buf[pos:stop], pos, length)
             pos = stop
-        if top and self.prefix:
-            raise NeedMoreData(self.end + 1)  # no pixel data yet: the header may go on
-        return out, pos
+        return self._walked(out, pos, top)
 
     def _implicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Implicit VR elements, as `_explicit`; a sequence is told by undefined length or the dictionary."""
@@ -228,6 +226,11 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (None, buf[pos:stop], pos, length)
             pos = stop
+        return self._walked(out, pos, top)
+
+    def _walked(self, out: Elements, pos: int, top: bool) -> tuple[Elements, int]:
+        """The end of a dataset's elements; at the top level of a prefix without pixel data yet,
+        the header may go on past what was read."""
         if top and self.prefix:
             raise NeedMoreData(self.end + 1)
         return out, pos
