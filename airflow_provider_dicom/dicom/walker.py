@@ -252,7 +252,7 @@ def decode_raw(value: bytes, vr: str, little: bool, codec: str | None) -> list |
 # -- the classifier ---------------------------------------------------------------------------------
 
 # Fast-path kinds: standard columns, then (from PRIVATE_ASCII up) OtherElements entries.
-NO_FAST, ASCII, TEXT, NUMBERS, PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS = range(-1, 6)
+ASCII, TEXT, NUMBERS, PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS = range(6)
 # What the walker does with an element the fast path passed by.
 SKIP, PYDICOM, SEQUENCE, DROP, OTHER, STANDARD = range(6)
 _NUMBER_TYPES = {"US": INTEGER, "UL": INTEGER, "SS": INTEGER, "SL": INTEGER, "FL": "FLOAT", "FD": "FLOAT"}
@@ -260,53 +260,60 @@ assert frozenset(_NUMBER_TYPES) == BINARY_NUMBER_VRS
 
 
 @dataclass(frozen=True, slots=True)
+class FastPlan:
+    """The fast path for one (tag, VR): raw bytes of a common element decoded in place."""
+
+    kind: int  # ASCII ... PRIVATE_NUMBERS
+    name: str  # the column, or the OtherElements Tag for private kinds
+    field: Field  # the column's field (private kinds: OtherElements', unused)
+    repeated: bool
+    vr: str
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """How the walker handles elements of one (tag, VR as found): decided once, kept."""
 
-    fast: int  # the fast path's kind (NO_FAST: none); it needs raw bytes
-    fast_name: str | None  # column (or OtherElements Tag) the fast path writes
-    fast_field: Field | None
-    fast_repeated: bool
-    fast_vr: str | None
+    fast: FastPlan | None  # None: no fast path
     kind: int  # what the general path does (SKIP ... STANDARD)
-    vr: str | None  # the VR the element is converted by (the dictionary's for implicit VR)
+    vr: str  # the VR the element is converted by (the dictionary's for implicit VR; "" unsettled)
     info: TagInfo | None
     dropped_name: str  # TagName in DroppedTags
     reference: str  # TagReference (without the path of enclosing sequences)
 
 
-def _fast_plan(tag: int, vr: str | None) -> tuple[int, str | None, Field | None, bool, str | None]:
+def _fast_plan(tag: int, vr: str | None) -> FastPlan | None:
     """The fast path's part of a plan: standard non-repeating-group elements whose VR is a plain
     string, charset text or binary number of the column's own type, and private non-sequence
-    elements of those VRs. Anything else gets NO_FAST."""
-    none: tuple[int, str | None, Field | None, bool, str | None] = (NO_FAST, None, None, False, None)
+    elements of those VRs. Anything else has none."""
     if not tag & 0xFFFF:
-        return none
+        return None
     info = tag_info(tag)
     if info is not None:
         if vr is None:
             if " or " in info.dictionary_vr:
-                return none
+                return None
             vr = info.dictionary_vr
-        if info.repeating_group or info.column_type is None:
-            return none
-        mode = REPEATED if info.repeated else NULLABLE
-        if vr in ASCII_STRING_VRS and info.column_type == STRING:
-            return (ASCII, info.keyword, _scalar(info.keyword, STRING, mode), info.repeated, vr)
-        if vr in SHORT_TEXT_VRS and info.column_type == STRING:
-            return (TEXT, info.keyword, _scalar(info.keyword, STRING, mode), info.repeated, vr)
-        if _NUMBER_TYPES.get(vr) == info.column_type:
-            return (NUMBERS, info.keyword, _scalar(info.keyword, info.column_type, mode), info.repeated, vr)
-        return none
+        column_type = info.column_type
+        if info.repeating_group or column_type is None:
+            return None
+        field = _scalar(info.keyword, column_type, REPEATED if info.repeated else NULLABLE)
+        if vr in ASCII_STRING_VRS and column_type == STRING:
+            return FastPlan(ASCII, info.keyword, field, info.repeated, vr)
+        if vr in SHORT_TEXT_VRS and column_type == STRING:
+            return FastPlan(TEXT, info.keyword, field, info.repeated, vr)
+        if _NUMBER_TYPES.get(vr) == column_type:
+            return FastPlan(NUMBERS, info.keyword, field, info.repeated, vr)
+        return None
     if not (tag >> 16) & 1 or vr is None:
-        return none
+        return None
     if vr in ASCII_STRING_VRS:
-        return (PRIVATE_ASCII, tag_name(tag), None, True, vr)
+        return FastPlan(PRIVATE_ASCII, tag_name(tag), OTHER_ELEMENTS_FIELD, True, vr)
     if vr in SHORT_TEXT_VRS:
-        return (PRIVATE_TEXT, tag_name(tag), None, True, vr)
+        return FastPlan(PRIVATE_TEXT, tag_name(tag), OTHER_ELEMENTS_FIELD, True, vr)
     if vr in _NUMBER_TYPES:
-        return (PRIVATE_NUMBERS, tag_name(tag), None, True, vr)
-    return none
+        return FastPlan(PRIVATE_NUMBERS, tag_name(tag), OTHER_ELEMENTS_FIELD, True, vr)
+    return None
 
 
 def classify(tag: int, vr: str | None, resolved: bool = False) -> Plan:
@@ -329,7 +336,7 @@ def classify(tag: int, vr: str | None, resolved: bool = False) -> Plan:
     else:
         kind = STANDARD
     dropped_name = info.keyword if info is not None else tag_name(tag)
-    return Plan(*_fast_plan(tag, vr), kind, as_converted, info, dropped_name, tag_reference(tag))
+    return Plan(_fast_plan(tag, vr), kind, as_converted or "", info, dropped_name, tag_reference(tag))
 
 
 _PLANS: dict[tuple[int, str | None], Plan] = {}
@@ -381,37 +388,38 @@ def walk(
         if plan is None:
             plan = plans[(tag, vr)] = classify(tag, vr)
         fast = plan.fast
-        if fast != NO_FAST and value:
+        if fast is not None and value:
             # The fast path: raw bytes of a common element, decoded in place. Anything it cannot
             # settle (a value that does not fit, a keyword taken already) falls through.
+            fast_kind = fast.kind
             values: Any  # str values, or numbers (binary VRs)
-            if fast == NUMBERS or fast == PRIVATE_NUMBERS:
-                plan_vr = plan.fast_vr
+            if fast_kind == NUMBERS or fast_kind == PRIVATE_NUMBERS:
+                fast_vr = fast.vr
                 try:
-                    values = vrs.decode_numbers(value, plan_vr, little)  # type: ignore[arg-type]
+                    values = vrs.decode_numbers(value, fast_vr, little)
                 except vrs.ValueConversionError:
                     values = None
                 else:
-                    if (plan_vr == "FD" or plan_vr == "FL") and not vrs.all_finite(values):  # type: ignore[arg-type]
+                    if (fast_vr == "FD" or fast_vr == "FL") and not vrs.all_finite(values):
                         values = None
-            elif fast == TEXT or fast == PRIVATE_TEXT:
+            elif fast_kind == TEXT or fast_kind == PRIVATE_TEXT:
                 values = None if codec is None else value.decode(codec, errors="replace").split("\\")
             else:
                 values = value.decode("latin_1").split("\\")
             if values is not None:
-                name = plan.fast_name
-                if fast >= PRIVATE_ASCII:
-                    if fast == PRIVATE_NUMBERS:
+                name = fast.name
+                if fast_kind >= PRIVATE_ASCII:
+                    if fast_kind == PRIVATE_NUMBERS:
                         other.append({"Tag": name, "Data": list(map(str, values))})
                     else:
                         other.append({"Tag": name, "Data": [v.strip(" \x00") for v in values]})
                     continue
-                repeated = plan.fast_repeated
+                repeated = fast.repeated
                 if name not in row and (repeated or len(values) == 1):
-                    fields[name] = plan.fast_field  # type: ignore[index, assignment]
-                    if fast != NUMBERS:
+                    fields[name] = fast.field
+                    if fast_kind != NUMBERS:
                         values = [v.strip(" \x00") for v in values]
-                    row[name] = values if repeated else values[0]  # type: ignore[index]
+                    row[name] = values if repeated else values[0]
                     continue
         kind = plan.kind
         if kind == PYDICOM:
@@ -424,11 +432,12 @@ def walk(
                     other.append({"Tag": tag_name(tag), "Data": exc.text})
                 continue
             key = (tag, element[0])
-            plan = _RESOLVED_PLANS.get(key)  # type: ignore[assignment]
-            if plan is None:
-                plan = _RESOLVED_PLANS[key] = classify(tag, element[0], resolved=True)
+            resolved_plan = _RESOLVED_PLANS.get(key)
+            if resolved_plan is None:
+                resolved_plan = _RESOLVED_PLANS[key] = classify(tag, element[0], resolved=True)
+            plan = resolved_plan
             kind = plan.kind
-        if kind == STANDARD:
+        if kind == STANDARD:  # a standard element: classify gave it its TagInfo
             standard_values(
                 tag, source.values(element, plan.vr, codec), plan.info,  # type: ignore[arg-type]
                 row, fields, other, depth, path, state,
@@ -438,7 +447,7 @@ def walk(
         elif kind == DROP:
             dropped.append({"TagName": plan.dropped_name, "TagReference": path + plan.reference})
         elif kind == OTHER:
-            found = source.values(element, plan.vr, codec)  # type: ignore[arg-type]
+            found = source.values(element, plan.vr, codec)
             if found is None:
                 dropped.append({"TagName": plan.dropped_name, "TagReference": path + plan.reference})
             else:
