@@ -4,8 +4,8 @@ The routes: a folder's file (scanned, then the walker), a gs:// object (its head
 ranges, scanned, then the walker), the pydicom Dataset of the same file (what only pydicom can
 judge), the emulator's BigQuery export of the stored instance, and a DICOMweb server's DICOM JSON
 (walked straight from the JSON, or, for what that adapter leaves to pydicom, through
-`Dataset.from_json`). Both tables (flattened and the single JSON column) where the route makes
-both. The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
+`Dataset.from_json`). Both tables (flattened and the single JSON column, which is pydicom's DICOM
+JSON of the instance's Dataset on every route). The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
 (tests/helpers/fuzz_corpus.py), and for DICOMweb the JSON our emulator (as Orthanc) serves for
 each of them, numbers as Orthanc prints them, and mangled JSON.
 """
@@ -281,5 +281,31 @@ def test_dicomweb_gives_the_files_row_but_for_what_dicom_json_cannot_carry():
         if path.name in _NOT_IN_THE_JSON_MODEL:
             del expected[_NOT_IN_THE_JSON_MODEL[path.name]]
         assert _same_values(_without_what_dicomweb_cannot_carry(web.converted.row), expected), path.name
+        compared += 1
+    assert compared > 140
+
+
+# A multi-valued string whose first values keep their padding in the file ("DERIVED \PRIMARY"):
+# pydicom's DICOM JSON of the file keeps "DERIVED ", a server's JSON is stripped (json_model.prepare
+# strips what servers pad), so the JSON tables differ in that one element.
+_PADDED_IN_THE_FILE = {name: "00080008" for name in ("693_J2KI.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm")}
+
+
+def test_dicomweb_json_table_gives_the_files_metadata_but_the_file_meta():
+    converter = InstanceConverter(schema="json")
+    compared = 0
+    for path in sorted(iter_folder(PYDICOM_CORPUS)):
+        folder = convert_file(path, converter)
+        if folder.status != OK:
+            continue
+        metadata = json.loads(json.dumps(instance_metadata(path.read_bytes())))
+        web = convert_json_metadata(f"web/{path.name}", metadata, converter)
+        assert web.status == OK, (path.name, web.reason)
+        expected = {key: value for key, value in folder.converted.row["Metadata"].items() if not key.startswith("0002")}
+        got = dict(web.converted.row["Metadata"])
+        if path.name in _PADDED_IN_THE_FILE:
+            key = _PADDED_IN_THE_FILE[path.name]
+            assert [v.strip() for v in expected.pop(key)["Value"]] == got.pop(key)["Value"], path.name
+        assert got == expected, path.name
         compared += 1
     assert compared > 140
