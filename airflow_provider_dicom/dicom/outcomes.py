@@ -42,7 +42,7 @@ from airflow_provider_dicom.utils.redact import redact_quoted
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from airflow_provider_dicom.dicom.scan import LeanInstance
+    from airflow_provider_dicom.dicom.scan import LeanInstance, Part10Buffer
 
 OK = "ok"
 NOT_DICOM = "not_dicom"
@@ -147,7 +147,7 @@ def takes_fast_route(converter: object) -> bool:
 @never_raises
 def convert_part10(
     name: str,
-    buf: bytes | memoryview,
+    buf: Part10Buffer,
     converter: InstanceConverter,
     accept: Accept | None = None,
     read: Callable[[], Dataset] | None = None,
@@ -188,7 +188,7 @@ def convert_part10(
 def convert_scan(
     name: str,
     lean: LeanInstance,
-    buf: bytes | memoryview,
+    buf: Part10Buffer,
     converter: InstanceConverter,
     accept: Accept | None = None,
     *,

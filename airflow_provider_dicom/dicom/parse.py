@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from airflow_provider_dicom.dicom.scan import (  # noqa: F401 - the parser's errors, re-exported for its callers
     LeanInstance,
     NeedMoreData,
+    Part10Buffer,
     Truncated,
     Unsupported,
     scan_part10,
@@ -94,7 +95,7 @@ def _pydicom_elements(elements: dict, implicit: bool, little: bool, new_item) ->
     return out
 
 
-def to_dataset(lean: LeanInstance, buf: bytes | memoryview, name: str | None = None) -> FileDataset:
+def to_dataset(lean: LeanInstance, buf: Part10Buffer, name: str | None = None) -> FileDataset:
     """The FileDataset pydicom's reader would give for the file `lean` was scanned from."""
     from pydicom.dataset import FileDataset, FileMetaDataset
 
@@ -109,7 +110,7 @@ def to_dataset(lean: LeanInstance, buf: bytes | memoryview, name: str | None = N
     return ds
 
 
-def parse_part10(buf: bytes | memoryview, name: str | None = None, *, object_size: int | None = None) -> FileDataset:
+def parse_part10(buf: Part10Buffer, name: str | None = None, *, object_size: int | None = None) -> FileDataset:
     """Parse a Part 10 file held in `buf` (bytes, or an mmap of the file).
 
     With `object_size` larger than `buf`, `buf` is the first bytes of a remote object: parsing

@@ -106,8 +106,7 @@ def _read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
             if os.fstat(fp.fileno()).st_size >= 132:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                     try:
-                        # parse_part10 reads any buffer; its hint names bytes and memoryview only
-                        return parse_part10(cast(bytes, mapped), os.fspath(source))
+                        return parse_part10(mapped, os.fspath(source))
                     except Truncated:
                         raise
                     except Unsupported:

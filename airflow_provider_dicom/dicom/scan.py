@@ -29,6 +29,7 @@ speed for the common case, pydicom's judgement for every other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from mmap import mmap
 from struct import Struct
 from typing import Any
 
@@ -45,6 +46,7 @@ from airflow_provider_dicom.dicom.vocabulary import (
     TRANSFER_SYNTAX_UID,
     UNDEFINED_LENGTH,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 _UNDEFINED = UNDEFINED_LENGTH
 _ITEM = ITEM
@@ -66,12 +68,15 @@ _LE_EXPLICIT, _BE_EXPLICIT = Struct("<HH2sH"), Struct(">HH2sH")
 _LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
 _LE_LENGTH, _BE_LENGTH = Struct("<L"), Struct(">L")
 
+# What a scan reads: a file's bytes, a memory map of the file (read.py: pixel data pages are
+# never touched), or the first bytes of a remote object.
+Part10Buffer = bytes | bytearray | memoryview | mmap
 # {tag: (vr, value, offset, length)}, see the module docstring; the walker's element records.
 ScannedElement = tuple[str | None, Any, int, int]
 Elements = dict[int, ScannedElement]
 
 
-class Unsupported(Exception):
+class Unsupported(DicomProviderError):
     """Not a file for the lean parser; read it with pydicom."""
 
 
@@ -358,7 +363,7 @@ class _Walker:
         return end  # cut inside the pixel data: the header is whole (see _explicit)
 
 
-def scan_part10(buf: bytes | memoryview, *, object_size: int | None = None) -> LeanInstance:
+def scan_part10(buf: Part10Buffer, *, object_size: int | None = None) -> LeanInstance:
     """Walk a Part 10 file held in `buf` (bytes, or an mmap of the file) into plain values.
 
     With `object_size` larger than `buf`, `buf` is the first bytes of a remote object: the walk

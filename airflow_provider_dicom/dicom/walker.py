@@ -57,6 +57,7 @@ from airflow_provider_dicom.dicom.vocabulary import (
     SHORT_TEXT_VRS,
     TEXT_VRS,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # BigQuery allows 15 levels of nested RECORDs; deeper content is dropped (and listed).
 MAX_NESTING = 15
@@ -66,12 +67,12 @@ Element = tuple
 Row = dict[str, Any]
 
 
-class NeedsPydicom(Exception):
+class NeedsPydicom(DicomProviderError):
     """A value only pydicom can decode (text in a character set with code extensions, a VR it
     must work out): the instance is converted from a pydicom Dataset instead."""
 
 
-class Undecodable(Exception):
+class Undecodable(DicomProviderError):
     """pydicom itself cannot decode this element's value; `text` is its raw text (kept in
     OtherElements), or None when it has none (the element is listed as dropped)."""
 

@@ -610,7 +610,7 @@ def _widen_connection_pool(client: Any, workers: int) -> None:
     10 connections per host, and more threads than that would reconnect (and warn) constantly."""
     session = getattr(client, "_http", None)
     adapters = getattr(session, "adapters", None)
-    if not adapters:
+    if session is None or not adapters:
         return
     from requests.adapters import HTTPAdapter
 
