@@ -17,8 +17,7 @@ own DICOM JSON of the Dataset (`to_json_dict`), made here.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from airflow_provider_dicom.dicom.schema import INTEGER, JSON, NULLABLE, REPEATED, STRING, TIMESTAMP, Field
 from airflow_provider_dicom.dicom.tags import tag_reference
@@ -29,6 +28,7 @@ from airflow_provider_dicom.dicom.walker import (  # noqa: F401 - the converter'
     TRAILING_FIELDS,
     ConvertedInstance,
     NeedsPydicom,
+    StoredFacts,
     timestamp_text,
     walk_instance,
 )
@@ -70,32 +70,16 @@ class InstanceConverter:
         self.max_depth = max_depth
 
     def convert(
-        self,
-        ds: Dataset,
-        *,
-        blob_storage_size: int | None = None,
-        last_updated: datetime | None = None,
-        storage_class: str = "STANDARD",
-        source_store: str | None = None,
+        self, ds: Dataset, *, source_store: str | None = None, **facts: Unpack[StoredFacts]
     ) -> ConvertedInstance:
-        """The row of a pydicom Dataset."""
+        """The row of a pydicom Dataset (`source_store`: the JSON table's SourceDicomStore)."""
         if self.schema is SchemaVariant.JSON:
-            return self._convert_json(ds, blob_storage_size, last_updated, storage_class, source_store)
+            return self._convert_json(ds, source_store, **facts)
         from airflow_provider_dicom.dicom.datasets import instance_parts
 
-        return walk_instance(
-            instance_parts(ds), self.max_depth,
-            blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
-        )
+        return walk_instance(instance_parts(ds), self.max_depth, **facts)
 
-    def convert_lean(
-        self,
-        lean: LeanInstance,
-        *,
-        blob_storage_size: int | None = None,
-        last_updated: datetime | None = None,
-        storage_class: str = "STANDARD",
-    ) -> ConvertedInstance:
+    def convert_lean(self, lean: LeanInstance, **facts: Unpack[StoredFacts]) -> ConvertedInstance:
         """The same row as `convert` on the Dataset pydicom would build from the same file, made
         from a scanned header (scan.py) without pydicom objects: the export's fast route.
 
@@ -105,10 +89,7 @@ class InstanceConverter:
             raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
         from airflow_provider_dicom.dicom.scanned import instance_parts
 
-        return walk_instance(
-            instance_parts(lean), self.max_depth,
-            blob_storage_size=blob_storage_size, last_updated=last_updated, storage_class=storage_class,
-        )
+        return walk_instance(instance_parts(lean), self.max_depth, **facts)
 
     def convert_json_model(
         self,
@@ -131,10 +112,8 @@ class InstanceConverter:
     def _convert_json(
         self,
         ds: Dataset,
-        blob_storage_size: int | None,
-        last_updated: datetime | None,
-        storage_class: str,
         source_store: str | None,
+        **facts: Unpack[StoredFacts],
     ) -> ConvertedInstance:
         dropped: list[str] = []
 
@@ -186,15 +165,17 @@ class InstanceConverter:
             # An object, not a string holding JSON: a JSON column loads it as the object itself.
             "Metadata": metadata,
             "StructuredStorageSize": len(encoded.encode()),
-            "StorageClass": storage_class,
+            "StorageClass": facts.get("storage_class", "STANDARD"),
             "Type": "CREATE",
         }
         if dropped:
             row["DroppedTags"] = sorted(set(dropped))
         if source_store is not None:
             row["SourceDicomStore"] = source_store
+        last_updated = facts.get("last_updated")
         if last_updated is not None:
             row["LastUpdated"] = timestamp_text(last_updated)
+        blob_storage_size = facts.get("blob_storage_size")
         if blob_storage_size is not None:
             row["BlobStorageSize"] = int(blob_storage_size)
         fields = JSON_SCHEMA_FIELDS if source_store is not None else tuple(

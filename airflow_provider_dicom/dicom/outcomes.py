@@ -18,10 +18,9 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
+from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom, StoredFacts
 from airflow_provider_dicom.dicom.read import (
     InvalidDicomError,
     NotDicomError,
@@ -104,9 +103,7 @@ def convert_instance(
     read: Callable[[], Dataset],
     converter: InstanceConverter,
     accept: Accept | None = None,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
+    **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """Read (with `read`; NotDicomError makes the instance "not DICOM", any other exception a
     failure) and convert."""
@@ -114,7 +111,7 @@ def convert_instance(
         ds = read()
     except Exception as exc:  # noqa: BLE001 - see never_raises
         return failure(name, exc)
-    return convert_dataset(name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated)
+    return convert_dataset(name, ds, converter, accept, **facts)
 
 
 @never_raises
@@ -123,15 +120,10 @@ def convert_bytes(
     data: bytes,
     converter: InstanceConverter,
     accept: Accept | None = None,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
+    **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """An instance whose Part 10 bytes (at least its whole header) are in memory."""
-    return convert_part10(
-        name, data, converter, accept, lambda: read_with_pydicom(io.BytesIO(data)),
-        blob_storage_size=blob_storage_size, last_updated=last_updated,
-    )
+    return convert_part10(name, data, converter, accept, lambda: read_with_pydicom(io.BytesIO(data)), **facts)
 
 
 def takes_fast_route(converter: object) -> bool:
@@ -151,9 +143,7 @@ def convert_part10(
     converter: InstanceConverter,
     accept: Accept | None = None,
     read: Callable[[], Dataset] | None = None,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
+    **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """An instance whose whole Part 10 file is in `buf` (bytes, or an mmap of the file), by the
     fast route where it applies (see `takes_fast_route`): scanned into plain values and converted without building
@@ -164,10 +154,7 @@ def convert_part10(
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
     if not takes_fast_route(converter):
-        return convert_instance(
-            name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept,
-            blob_storage_size=blob_storage_size, last_updated=last_updated,
-        )
+        return convert_instance(name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept, **facts)
     if read is None:
         def read() -> Dataset:
             return read_with_pydicom(io.BytesIO(bytes(buf)))
@@ -177,11 +164,8 @@ def convert_part10(
     except Truncated as exc:
         return InstanceOutcome(name, FAILED, reason=f"truncated DICOM file: {exc}")
     except Unsupported:
-        return convert_instance(
-            name, read, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
-        )
-    return convert_scan(name, lean, buf, converter, accept, blob_storage_size=blob_storage_size,
-                        last_updated=last_updated)
+        return convert_instance(name, read, converter, accept, **facts)
+    return convert_scan(name, lean, buf, converter, accept, **facts)
 
 
 @never_raises
@@ -191,9 +175,7 @@ def convert_scan(
     buf: Part10Buffer,
     converter: InstanceConverter,
     accept: Accept | None = None,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
+    **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """An instance whose header has been scanned (scan.py) from `buf` (the file, or the bytes of
     a remote object read so far: at least its whole header): converted by the walker straight
@@ -205,9 +187,7 @@ def convert_scan(
     if not takes_fast_route(converter):
         with quiet_pydicom():
             ds = to_dataset(lean, buf, name)
-        return convert_dataset(
-            name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
-        )
+        return convert_dataset(name, ds, converter, accept, **facts)
     if accept is not None:
         study, series, sop = lean_uids(lean)
         if sop and not accept(study, series, sop):
@@ -215,13 +195,11 @@ def convert_scan(
     try:
         if hands_on(lean):
             raise NeedsPydicom("flagged before converting")
-        converted = converter.convert_lean(lean, blob_storage_size=blob_storage_size, last_updated=last_updated)
+        converted = converter.convert_lean(lean, **facts)
     except NeedsPydicom:
         with quiet_pydicom():
             ds = to_dataset(lean, buf, name)
-        return convert_dataset(
-            name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
-        )
+        return convert_dataset(name, ds, converter, accept, **facts)
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
         return failure(name, exc, "conversion failed")
     return _judged(name, converted, accept)
@@ -266,9 +244,7 @@ def convert_dataset(
     ds: Dataset,
     converter: InstanceConverter,
     accept: Accept | None = None,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
+    **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """An instance already parsed (e.g. from DICOMweb JSON metadata)."""
     if accept is not None:
@@ -278,7 +254,7 @@ def convert_dataset(
             return InstanceOutcome(name, FILTERED)
     try:
         with quiet_pydicom():
-            converted = converter.convert(ds, blob_storage_size=blob_storage_size, last_updated=last_updated)
+            converted = converter.convert(ds, **facts)
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
         return failure(name, exc, "conversion failed")
     return _judged(name, converted, accept)

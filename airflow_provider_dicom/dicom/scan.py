@@ -127,16 +127,17 @@ def _dictionary_says_sequence(tag: int) -> bool:
 
 class _Walker:
     __slots__ = (
-        "buf", "cut", "depth", "elements", "end", "explicit_header", "implicit", "little", "long_length",
-        "prefix", "tag_length", "unusual",
+        "at_pixels", "buf", "cut", "depth", "elements", "end", "explicit_header", "implicit", "little",
+        "long_length", "prefix", "tag_length", "unusual",
     )
 
-    def __init__(self, buf, implicit: bool, little: bool, prefix: bool = False) -> None:
+    def __init__(self, buf: Part10Buffer, implicit: bool, little: bool, prefix: bool = False) -> None:
         self.buf = buf
         self.end = len(buf)
         self.little = little
         # True when `buf` is only the start of the object: its end is not the object's end.
         self.prefix = prefix
+        self.at_pixels = False  # a prefix's walk reached the top-level pixel data and stopped there
         self.tag_length = _LE_TAG_LENGTH if little else _BE_TAG_LENGTH
         self.explicit_header = _LE_EXPLICIT if little else _BE_EXPLICIT
         self.long_length = _LE_LENGTH if little else _BE_LENGTH
@@ -181,13 +182,7 @@ class _Walker:
             else:
                 pos += 8
             if top and tag in _PIXEL_TAGS:
-                # Pixel data is listed, never read; a file cut inside it still has its whole
-                # header, which is all a metadata export needs (a header-only read of a remote
-                # object could not tell either).
-                out[tag] = (vr, None, pos, length)
-                if self.prefix:
-                    return out, pos  # a prefix read stops here: the pixels are not fetched
-                pos = self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
+                pos = self._pixel_data(out, tag, vr, pos, length, end)
                 continue
             if length == _UNDEFINED:
                 raise Unsupported("undefined length outside pixel data")
@@ -221,22 +216,30 @@ class _Walker:
                 out[tag], pos = self._sequence_element(tag, pos, length, end)
                 continue
             if top and tag in _PIXEL_TAGS:
-                out[tag] = ("OB" if length == _UNDEFINED else "OW", None, pos, length)
-                if self.prefix:
-                    return out, pos
-                pos = self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
+                pos = self._pixel_data(out, tag, "OB" if length == _UNDEFINED else "OW", pos, length, end)
                 continue
-            stop = pos + length
-            if stop > end:
+            if (stop := pos + length) > end:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (None, buf[pos:stop], pos, length)
             pos = stop
         return self._walked(out, pos, top)
 
+    def _pixel_data(self, out: Elements, tag: int, vr: str, pos: int, length: int, end: int) -> int:
+        """Record top-level pixel data (its value starts at `pos`) and return where the walk goes
+        on. Pixel data is listed, never read; a file cut inside it still has its whole header,
+        which is all a metadata export needs (a header-only read of a remote object could not
+        tell either). A prefix's walk stops here (`end`): the pixels are not fetched, and what
+        follows them, if anything, is walked by `scan_trailer`."""
+        out[tag] = (vr, None, pos, length)
+        if self.prefix:
+            self.at_pixels = True
+            return end
+        return self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
+
     def _walked(self, out: Elements, pos: int, top: bool) -> tuple[Elements, int]:
         """The end of a dataset's elements; at the top level of a prefix without pixel data yet,
         the header may go on past what was read."""
-        if top and self.prefix:
+        if top and self.prefix and not self.at_pixels:
             raise NeedMoreData(self.end + 1)
         return out, pos
 
@@ -391,3 +394,28 @@ def scan_part10(buf: Part10Buffer, *, object_size: int | None = None) -> LeanIns
     walker = _Walker(buf, implicit, little, prefix=prefix)
     body, _ = walker.elements(pos, len(buf), True)
     return LeanInstance(meta, body, implicit, little, walker.unusual, tuple(walker.cut))
+
+
+def scan_trailer(lean: LeanInstance, trailer: Part10Buffer, offset: int) -> LeanInstance:
+    """`lean`, a header scanned from a prefix of a remote object (it stops at the top-level pixel
+    data), with the elements that follow the pixel data: `trailer`, the object's bytes from
+    `offset` to its end. Only the trailer is walked, so neither the header is scanned again nor
+    the pixel data stood in for; the result is what `scan_part10` gives for the whole object
+    (a tag met again keeps its first place with its last value; offsets are the object's).
+
+    Raises Unsupported (Truncated included) where `scan_part10` would for the whole object."""
+    walker = _Walker(trailer, lean.implicit, lean.little)
+    elements, _ = walker.elements(0, len(trailer), True)
+    body = dict(lean.body)
+    body.update(_moved(elements, offset))
+    return LeanInstance(
+        lean.meta, body, lean.implicit, lean.little, lean.unusual or walker.unusual, lean.cut + tuple(walker.cut)
+    )
+
+
+def _moved(elements: Elements, by: int) -> Elements:
+    """Scanned elements with their value offsets moved `by` bytes, items included."""
+    return {
+        tag: (vr, [_moved(item, by) for item in value] if value.__class__ is list else value, offset + by, length)
+        for tag, (vr, value, offset, length) in elements.items()
+    }

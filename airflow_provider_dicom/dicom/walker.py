@@ -35,7 +35,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 from airflow_provider_dicom.dicom import vr as vrs
 from airflow_provider_dicom.dicom.schema import (
@@ -102,6 +102,16 @@ class ElementSource(Protocol):
     def resolve(self, tag: int, element: Element) -> Element:
         """The element with the VR pydicom gives it (implicit VR, UN); raises NeedsPydicom when
         this source cannot ask pydicom, Undecodable when pydicom cannot decode it either."""
+
+
+class StoredFacts(TypedDict, total=False):
+    """What a source knows of the stored object beside its DICOM content: the row's trailing
+    columns BlobStorageSize (the object's bytes), LastUpdated and StorageClass ("STANDARD" when
+    not given). Every route passes them on as it got them."""
+
+    blob_storage_size: int | None
+    last_updated: datetime | None
+    storage_class: str
 
 
 @dataclass(slots=True)
@@ -591,14 +601,7 @@ class InstanceParts:
     offset_values: list | None
 
 
-def walk_instance(
-    parts: InstanceParts,
-    max_depth: int,
-    *,
-    blob_storage_size: int | None = None,
-    last_updated: datetime | None = None,
-    storage_class: str = "STANDARD",
-) -> ConvertedInstance:
+def walk_instance(parts: InstanceParts, max_depth: int, **facts: Unpack[StoredFacts]) -> ConvertedInstance:
     """One instance's row: its datasets walked in order into one row, then closed (`finish`)."""
     offset_values = parts.offset_values
     state = InstanceState(max_depth, vrs.parse_offset(offset_values[0] if offset_values else None))
@@ -607,7 +610,10 @@ def walk_instance(
     other: list[dict[str, Any]] = []
     for source, elements, encodings in parts.datasets:
         walk(source, elements, row, fields, other, encodings, 0, "", state)
-    return finish(row, fields, other, state, blob_storage_size, last_updated, storage_class)
+    return finish(
+        row, fields, other, state,
+        facts.get("blob_storage_size"), facts.get("last_updated"), facts.get("storage_class", "STANDARD"),
+    )
 
 
 def finish(

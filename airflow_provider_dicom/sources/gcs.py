@@ -239,9 +239,9 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
                 record.header_end = pixel.value_tell
             if pixel is not None and len(buf) < size and _has_trailer(pixel, head, size, counting):
                 # Elements after the pixel data (padding, digital signatures) belong in the row.
-                with_trailer = _with_trailer(pixel, head, size, counting)
+                with_trailer = _with_trailer(lean, pixel, head, size, counting)
                 if with_trailer is not None:
-                    return HeaderRead(info, record, lean=with_trailer[0], head=with_trailer[1])
+                    return HeaderRead(info, record, lean=with_trailer, head=head)
                 # Anything else: pydicom reads it, seeking over the pixel data through ranges.
                 return HeaderRead(info, record, head=head, fallback=True, fetch=counting)
             return HeaderRead(info, record, lean=lean, head=head)
@@ -285,21 +285,20 @@ def _has_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> bool:
     return last not in _SEQUENCE_DELIMITERS
 
 
-def _with_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> tuple[LeanInstance, bytes] | None:
-    """The scanned header (and the bytes it was scanned from) of an object whose pixel data is followed by more elements, read by the lean
+def _with_trailer(lean: LeanInstance, pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> LeanInstance | None:
+    """The scanned header `lean` (scanned from the prefix `head`, up to its pixel data) of an
+    object whose pixel data is followed by more elements, completed with them: read by the lean
     parser exactly as the folder export reads the file, without downloading the pixel data.
 
-    Only the trailer is fetched, and the parser is given the header, a stand-in for the pixel
-    data and the trailer: zeros of the pixel data's length when it is native (the parser skips
-    them), or, when it is encapsulated, just the sequence delimiter (the parser only walks item
-    headers, and the value is never read either way). None when the parser declines: pydicom then
-    reads the object through ranges."""
-    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
+    Only the trailer is fetched and scanned (scan.scan_trailer), from where the pixel data ends:
+    its length says where when it is native; when it is encapsulated, the last item's sequence
+    delimiter does (the parser would only walk item headers, and the value is never read either
+    way). None when the parser declines: pydicom then reads the object through ranges."""
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_trailer
 
-    def parse(stand_in: bytes, trailer: bytes) -> tuple[LeanInstance, bytes] | None:
-        whole = b"".join((head[: pixel.value_tell], stand_in, trailer))
+    def parse(trailer: bytes, offset: int) -> LeanInstance | None:
         try:
-            return scan_part10(whole), whole
+            return scan_trailer(lean, trailer, offset)
         except Unsupported:  # Truncated included: pydicom decides what a broken trailer means
             return None
 
@@ -307,7 +306,7 @@ def _with_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> tuple[
         tail_start = pixel.value_tell + pixel.length
         held = head[tail_start:] if len(head) > tail_start else b""
         rest_start = max(len(head), tail_start)
-        return parse(bytes(pixel.length), held + (fetch(rest_start, size) if rest_start < size else b""))
+        return parse(held + (fetch(rest_start, size) if rest_start < size else b""), tail_start)
     # Encapsulated: the trailer starts after the last item's sequence delimiter, which only a
     # scan of the object's end can find. A delimiter pattern inside the compressed pixel data is
     # followed by bytes that do not parse as elements up to the end, so the first candidate that
@@ -318,7 +317,7 @@ def _with_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> tuple[
         tail = head[start:size] if len(head) >= size else fetch(start, size)
         at = tail.find(_SEQUENCE_DELIMITERS[0])
         while at != -1:
-            found = parse(_SEQUENCE_DELIMITERS[0], tail[at + 8 :])
+            found = parse(tail[at + 8 :], start + at + 8)
             if found is not None:
                 return found
             at = tail.find(_SEQUENCE_DELIMITERS[0], at + 1)

@@ -420,6 +420,25 @@ def test_elements_after_the_pixel_data_are_kept(tmp_path, encapsulated):
         assert server.served < 2048 + 16 * 1024  # the first range, then the trailer's block
 
 
+@pytest.mark.parametrize("encapsulated", [False, True])
+def test_a_trailer_is_scanned_alone_into_the_scan_of_the_whole_object(encapsulated):
+    """Only the trailer is scanned (the header is not scanned again, and native pixel data gets no
+    stand-in of its size): the result is the whole object's scan, offsets included, and the
+    bytes held for it are the ones fetched."""
+    from airflow_provider_dicom.dicom.scan import scan_part10
+
+    if encapsulated:
+        data = encapsulated_file(trailer=True)
+    else:
+        ds = with_pixels(make_dataset(Modality="CT"), 512, 512)
+        ds.DataSetTrailingPadding = b"\x00" * 64
+        data = to_file_bytes(ds)
+    server = ByteServer(data)
+    result = read_header(ObjectInfo("x.dcm", len(data)), server, 2048)
+    assert result.lean == scan_part10(data)
+    assert len(result.head) == 2048 < server.served < len(data) / 10
+
+
 def test_a_uri_naming_one_object_reads_that_object():
     data = to_file_bytes(with_pixels(make_dataset(Modality="US"), 32, 32))
     client = FakeClient({"one/x.dcm": data, "one/x.dcm.bak": data})
