@@ -10,8 +10,10 @@ flattened table is made by the one walker (walker.py) through an adapter per inp
 - `convert`: a pydicom Dataset (datasets.py), for what only pydicom can judge.
 
 Both adapters that skip pydicom raise NeedsPydicom for what they cannot settle; the caller then
-converts that instance from a Dataset. The single-JSON-column table (`schemaJson`) is pydicom's
-own DICOM JSON of the Dataset (`to_json_dict`), made here.
+converts that instance from a Dataset. The single-JSON-column table (`schemaJson`) holds pydicom's
+own DICOM JSON of the Dataset (`to_json_dict`): `convert` makes it so (and is the oracle the tests
+hold the other route to), `convert_lean` writes the same bytes by walking the scanned header
+(json_table.py), or raises NeedsPydicom.
 """
 
 from __future__ import annotations
@@ -83,12 +85,18 @@ class InstanceConverter:
         """The same row as `convert` on the Dataset pydicom would build from the same file, made
         from a scanned header (scan.py) without pydicom objects: the export's fast route.
 
-        Flattened table only. Raises NeedsPydicom when the instance holds something only pydicom
-        can decode; convert it with `convert(parse.to_dataset(...))` then."""
-        if self.schema is SchemaVariant.JSON:
-            raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
+        Either table (the JSON table's Metadata by json_table.py). Raises NeedsPydicom when the
+        instance holds something only pydicom can decode; convert it with
+        `convert(parse.to_dataset(...))` then."""
         from airflow_provider_dicom.dicom.scanned import instance_parts
 
+        if self.schema is SchemaVariant.JSON:
+            from airflow_provider_dicom.dicom.json_table import json_metadata
+
+            metadata, dropped = json_metadata(instance_parts(lean))
+            # Sequences nested deeper than the scan walks (scan.MAX_SEQUENCE_DEPTH): listed, not lost silently.
+            dropped.extend(tag_reference(tag) for tag in lean.cut)
+            return _json_row(metadata, dropped, None, facts)
         return walk_instance(instance_parts(lean), self.max_depth, **facts)
 
     def convert_json_model(
@@ -154,34 +162,41 @@ class InstanceConverter:
         if file_meta is not None:
             metadata.update(file_meta.to_json_dict(bulk_data_threshold=1, bulk_data_element_handler=bulk))
         metadata = {key: value for key, value in metadata.items() if "BulkDataURI" not in value and key[4:] != "0000"}
-        study = _json_uid(metadata, "0020000D")
-        series = _json_uid(metadata, "0020000E")
-        sop = _json_uid(metadata, "00080018")
-        encoded = json.dumps(metadata, separators=(",", ":"))
-        row: dict[str, Any] = {
-            "StudyInstanceUID": study,
-            "SeriesInstanceUID": series,
-            "SOPInstanceUID": sop,
-            # An object, not a string holding JSON: a JSON column loads it as the object itself.
-            "Metadata": metadata,
-            "StructuredStorageSize": len(encoded.encode()),
-            "StorageClass": facts.get("storage_class", "STANDARD"),
-            "Type": "CREATE",
-        }
-        if dropped:
-            row["DroppedTags"] = sorted(set(dropped))
-        if source_store is not None:
-            row["SourceDicomStore"] = source_store
-        last_updated = facts.get("last_updated")
-        if last_updated is not None:
-            row["LastUpdated"] = timestamp_text(last_updated)
-        blob_storage_size = facts.get("blob_storage_size")
-        if blob_storage_size is not None:
-            row["BlobStorageSize"] = int(blob_storage_size)
-        fields = JSON_SCHEMA_FIELDS if source_store is not None else tuple(
-            f for f in JSON_SCHEMA_FIELDS if f.name != "SourceDicomStore"
-        )
-        return ConvertedInstance({k: v for k, v in row.items() if v is not None}, fields, study, series, sop)
+        return _json_row(metadata, dropped, source_store, facts)
+
+
+def _json_row(
+    metadata: dict[str, Any], dropped: list[str], source_store: str | None, facts: StoredFacts
+) -> ConvertedInstance:
+    """The JSON table's row of an instance's Metadata and the TagReferences it dropped."""
+    study = _json_uid(metadata, "0020000D")
+    series = _json_uid(metadata, "0020000E")
+    sop = _json_uid(metadata, "00080018")
+    encoded = json.dumps(metadata, separators=(",", ":"))
+    row: dict[str, Any] = {
+        "StudyInstanceUID": study,
+        "SeriesInstanceUID": series,
+        "SOPInstanceUID": sop,
+        # An object, not a string holding JSON: a JSON column loads it as the object itself.
+        "Metadata": metadata,
+        "StructuredStorageSize": len(encoded.encode()),
+        "StorageClass": facts.get("storage_class", "STANDARD"),
+        "Type": "CREATE",
+    }
+    if dropped:
+        row["DroppedTags"] = sorted(set(dropped))
+    if source_store is not None:
+        row["SourceDicomStore"] = source_store
+    last_updated = facts.get("last_updated")
+    if last_updated is not None:
+        row["LastUpdated"] = timestamp_text(last_updated)
+    blob_storage_size = facts.get("blob_storage_size")
+    if blob_storage_size is not None:
+        row["BlobStorageSize"] = int(blob_storage_size)
+    fields = JSON_SCHEMA_FIELDS if source_store is not None else tuple(
+        f for f in JSON_SCHEMA_FIELDS if f.name != "SourceDicomStore"
+    )
+    return ConvertedInstance({k: v for k, v in row.items() if v is not None}, fields, study, series, sop)
 
 
 def _raw_text(elem: Any) -> list[str] | None:

@@ -126,14 +126,17 @@ def convert_bytes(
     return convert_part10(name, data, converter, accept, lambda: read_with_pydicom(io.BytesIO(data)), **facts)
 
 
+def walks_scans(converter: object) -> bool:
+    """Whether converting a scanned header (`convert_lean`) gives what `converter.convert` would
+    on its Dataset: a stock InstanceConverter (not a subclass that converts otherwise, nor a
+    stand-in with only `convert`), of either table."""
+    return getattr(type(converter), "convert", None) is InstanceConverter.convert
+
+
 def takes_fast_route(converter: object) -> bool:
-    """Whether the fast route gives what `converter.convert` would: a stock InstanceConverter
-    (not a subclass that converts otherwise, nor a stand-in with only `convert`) making the
-    flattened table."""
-    return (
-        getattr(type(converter), "convert", None) is InstanceConverter.convert
-        and getattr(converter, "schema", None) is SchemaVariant.FLATTENED
-    )
+    """`walks_scans`, making the flattened table: what every route's fast path gives (DICOMweb's
+    JSON walked straight makes flattened rows only)."""
+    return walks_scans(converter) and getattr(converter, "schema", None) is SchemaVariant.FLATTENED
 
 
 @never_raises
@@ -146,14 +149,14 @@ def convert_part10(
     **facts: Unpack[StoredFacts],
 ) -> InstanceOutcome:
     """An instance whose whole Part 10 file is in `buf` (bytes, or an mmap of the file), by the
-    fast route where it applies (see `takes_fast_route`): scanned into plain values and converted without building
+    fast route where it applies (see `walks_scans`): scanned into plain values and converted without building
     pydicom objects (scan.py, scanned.py, walker.py). The outcome is the one `convert_instance` gives
     with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
     a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
     declines (NeedsPydicom) is converted from the Dataset built from the same scan."""
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
-    if not takes_fast_route(converter):
+    if not walks_scans(converter):
         return convert_instance(name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept, **facts)
     if read is None:
         def read() -> Dataset:
@@ -180,11 +183,11 @@ def convert_scan(
     """An instance whose header has been scanned (scan.py) from `buf` (the file, or the bytes of
     a remote object read so far: at least its whole header): converted by the walker straight
     from the scan, or, when the walker hands it on (NeedsPydicom) or the converter is not the
-    stock one (see `takes_fast_route`), from the Dataset built from the same scan."""
+    stock one (see `walks_scans`), from the Dataset built from the same scan."""
     from airflow_provider_dicom.dicom.parse import to_dataset
     from airflow_provider_dicom.dicom.scanned import hands_on
 
-    if not takes_fast_route(converter):
+    if not walks_scans(converter):
         with quiet_pydicom():
             ds = to_dataset(lean, buf, name)
         return convert_dataset(name, ds, converter, accept, **facts)

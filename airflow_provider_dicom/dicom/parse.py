@@ -1,8 +1,8 @@
 """The Dataset pydicom's reader would give, built from a scanned header (scan.py) without re-reading.
 
-The export converts scanned headers itself (the walker, scanned.py); an instance it hands to
-pydicom (NeedsPydicom), a caller that wants pydicom's objects, and the JSON table (pydicom's
-`to_json_dict`) get a FileDataset built here from the same scan: RawDataElements, and Sequence
+The export converts scanned headers itself (the walker, scanned.py; json_table.py for the JSON
+table); an instance it hands to pydicom (NeedsPydicom) and a caller that wants pydicom's objects
+get a FileDataset built here from the same scan: RawDataElements, and Sequence
 objects of Datasets for sequences, exactly what `dcmread` gives, so the Dataset adapter cannot
 tell the difference. Pixel data at the top level is a deferred element (value None), never copied.
 What the scanner declines (`Unsupported`) the caller reads with pydicom's own reader.

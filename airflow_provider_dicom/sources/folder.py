@@ -24,7 +24,7 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
     convert_part10,
     instance_uids,
     never_raises,
-    takes_fast_route,
+    walks_scans,
 )
 from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
 
@@ -55,7 +55,7 @@ def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: 
             "blob_storage_size": stat.st_size,
             "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
         }
-        if stat.st_size >= 132 and takes_fast_route(converter):
+        if stat.st_size >= 132 and walks_scans(converter):
             try:
                 mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):  # not mappable (a special file): read it plainly

@@ -4,8 +4,9 @@ The routes: a folder's file (scanned, then the walker), a gs:// object (its head
 ranges, scanned, then the walker), the pydicom Dataset of the same file (what only pydicom can
 judge), the emulator's BigQuery export of the stored instance, and a DICOMweb server's DICOM JSON
 (walked straight from the JSON, or, for what that adapter leaves to pydicom, through
-`Dataset.from_json`). Both tables (flattened and the single JSON column, which is pydicom's DICOM
-JSON of the instance's Dataset on every route). The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
+`Dataset.from_json`). Both tables: flattened, and the single JSON column, whose Metadata is
+pydicom's DICOM JSON of the instance's Dataset (`to_json_dict`, the oracle: the pydicom route),
+made by walking the scanned header on the folder and gs:// routes (json_table.py). The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
 (tests/helpers/fuzz_corpus.py), and for DICOMweb the JSON our emulator (as Orthanc) serves for
 each of them, numbers as Orthanc prints them, and mangled JSON.
 """
@@ -89,6 +90,50 @@ def test_folder_gcs_pydicom_and_emulator_routes_give_the_same_row(corpus, schema
                 assert (json.dumps(stored.row), stored.fields) == folder[2:], path.name
                 rows += 1
     assert rows > 180
+
+
+def test_the_json_tables_walker_gives_pydicoms_json_or_hands_the_instance_on(corpus):
+    """The JSON table's Metadata walked from a scanned header is pydicom's `to_json_dict` of the
+    instance's Dataset (the oracle) byte for byte; what it cannot mirror it hands on (NeedsPydicom),
+    and it walks most of the corpus itself."""
+    from airflow_provider_dicom.dicom.parse import to_dataset
+    from airflow_provider_dicom.dicom.read import quiet_pydicom
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
+    from airflow_provider_dicom.dicom.scanned import hands_on
+
+    converter = InstanceConverter(schema="json")
+    scanned = walked = 0
+    for path in corpus:
+        data = path.read_bytes()
+        try:
+            lean = scan_part10(data)
+        except Unsupported:
+            continue
+        if hands_on(lean):
+            continue
+        scanned += 1
+        try:
+            mine = converter.convert_lean(lean, blob_storage_size=len(data))
+        except NeedsPydicom:
+            continue
+        walked += 1
+        with quiet_pydicom():
+            oracle = converter.convert(to_dataset(lean, data, path.name), blob_storage_size=len(data))
+        assert (json.dumps(mine.row), mine.fields) == (json.dumps(oracle.row), oracle.fields), path.name
+    assert scanned > 200 and walked >= 0.8 * scanned, (walked, scanned)
+
+
+@pytest.mark.parametrize("name", ["rtdose.dcm", "rtdose_expb.dcm", "badVR.dcm"])
+def test_the_json_table_keeps_pydicoms_rule_for_a_sequence_holding_a_value_it_refuses(name):
+    """pydicom writes DICOM JSON with strict reading: a value it refuses inside a sequence item (here
+    a ReferencedSOPInstanceUID with a leading-zero component, "...0123...") costs the whole
+    top-level sequence. The JSON table keeps that rule on every route, because its rows are
+    pydicom's; the flattened table keeps ReferencedRTPlanSequence, the UID as it is."""
+    path = PYDICOM_CORPUS / name
+    json_row = convert_file(path, InstanceConverter(schema="json")).converted.row
+    flat_row = convert_file(path, InstanceConverter()).converted.row
+    assert "300C0002" not in json_row["Metadata"]
+    assert "ReferencedRTPlanSequence" in flat_row
 
 
 def _orthanc_numbers(dataset: dict) -> dict:

@@ -1,0 +1,234 @@
+"""The JSON table's Metadata (DICOM JSON, PS3.18 F.2) made by walking elements, without pydicom.
+
+The single-JSON-column table (`schemaJson`) holds each instance's DICOM JSON as pydicom writes it
+(`Dataset.to_json_dict` with `suppress_invalid_tags`, binary values listed in DroppedTags instead
+of inlined; convert.py). That output is the specification, byte for byte: this module walks a
+scanned header through the walker's element interface (`walker.ElementSource`, the same plans
+from `walker.plan_for`) and writes the JSON pydicom would, for elements whose conversion it can
+mirror exactly: raw values of plain string, text, number and binary VRs, and sequences of them.
+
+Where pydicom's answer depends on more than that, the instance is declined with NeedsPydicom and
+converted from its pydicom Dataset, as the flattened table does. Declined, in particular:
+
+- whatever the walker itself leaves to pydicom (implicit VR the dictionary does not settle, UN,
+  private elements in implicit VR) and values not read (deferred, sequences cut by the scan);
+- any value pydicom's strict reading would refuse (`pydicom.valuerep.validate_value` in RAISE
+  mode, asked here for every string value): pydicom then drops the element, or for an element
+  inside a sequence the whole top-level sequence, and convert.py keeps the raw text of what it
+  dropped at the top level. (So the JSON table of pydicom's RT dose files lacks
+  ReferencedRTPlanSequence, whose item holds a UID with a leading-zero component, while the
+  flattened table keeps it: the rule is pydicom's, and this table's rows are pydicom's.)
+- DS and IS values other than plain decimal numbers; text with code extensions (ISO 2022) or
+  that its character set does not decode, character sets other than the default, ISO_IR 100 and
+  ISO_IR 192; non-ASCII bytes in the other string VRs; SV, UV, UR.
+
+tests/unit/test_routes_agree.py holds the result to pydicom's (the oracle, `_convert_json`'s
+pydicom route) on the whole corpus, instance by instance, and counts how many it walks itself.
+"""
+
+from __future__ import annotations
+
+import re
+from struct import Struct
+from typing import Any
+
+from airflow_provider_dicom.dicom import vr as vrs
+from airflow_provider_dicom.dicom.tags import tag_reference
+from airflow_provider_dicom.dicom.vocabulary import BINARY_NUMBER_VRS, BINARY_VRS, SPECIFIC_CHARACTER_SET, TEXT_VRS
+from airflow_provider_dicom.dicom.walker import (
+    PYDICOM,
+    ElementSource,
+    InstanceParts,
+    NeedsPydicom,
+    codec_of,
+    plan_for,
+)
+
+# Plain decimal numbers, the forms pydicom's DS and IS take and print back unchanged.
+_DS = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_IS = re.compile(r"[+-]?\d+")
+_INT32 = range(-(2**31), 2**31)
+_AT_LITTLE, _AT_BIG = Struct("<HH"), Struct(">HH")
+# pydicom's BYTES_VR: values it writes as bulk data (listed in DroppedTags here). SV and UV, binary
+# for the flattened table, are numbers in DICOM JSON (and left to pydicom below).
+_BULK = BINARY_VRS - {"SV", "UV"}
+# String VRs pydicom reads without a character set (convert_string, convert_UI, convert_AE_string).
+_PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI"})
+# Text VRs decoded with the dataset's character sets: split at backslashes, or single-valued.
+_MULTI_TEXT = frozenset({"LO", "SH", "UC"})
+_SINGLE_TEXT = frozenset({"LT", "ST", "UT"})
+
+_validate: Any = None  # pydicom.valuerep.validate_value, bound on first use (imports stay lazy)
+_RAISE = 2  # pydicom.config.RAISE (checked when bound)
+
+
+def _check(vr: str, value: str) -> None:
+    """Refuse (NeedsPydicom) a value pydicom's strict reading refuses: pydicom's own rule."""
+    global _validate
+    if _validate is None:
+        from pydicom import config
+        from pydicom.valuerep import validate_value
+
+        assert config.RAISE == _RAISE
+        _validate = validate_value
+    try:
+        _validate(vr, value, _RAISE)
+    except ValueError:
+        raise NeedsPydicom(f"a {vr} value pydicom refuses") from None
+
+
+# Character sets whose names pydicom takes as they are. Another name (a misspelt or unknown one)
+# makes pydicom fall back in ways the text and person names show; such instances go to pydicom.
+_PLAIN_CHARACTER_SETS = frozenset({b"", b"ISO_IR 6", b"ISO_IR 100", b"ISO_IR 192"})
+
+
+def json_metadata(parts: InstanceParts) -> tuple[dict[str, Any], list[str]]:
+    """The Metadata object of the JSON table and the TagReferences it drops (binary values),
+    for an instance whose datasets give raw values (the scanned route); raises NeedsPydicom for
+    what only pydicom settles (see the module docstring)."""
+    dropped: list[str] = []
+    metadata: dict[str, Any] = {}
+    datasets = parts.datasets
+    # pydicom's order: the body's elements, then the File Meta Information's (an update).
+    for source, elements, encodings in (*datasets[1:], *datasets[:1]):
+        metadata.update(_dataset(source, elements, encodings, dropped, top=True))
+    return metadata, dropped
+
+
+def _dataset(
+    source: ElementSource, elements: Any, encodings: list[str], dropped: list[str], top: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag, element in source.entries(elements):
+        vr = element[0]
+        if not tag & 0xFFFF:
+            # Group length: pydicom writes it and the table leaves it out, but pydicom converts it
+            # first, and in the File Meta Information a value it cannot convert fails the instance.
+            if vr not in ("UL", None) or not isinstance(element[1], bytes) or len(element[1]) != 4:
+                raise NeedsPydicom("a group length pydicom judges")
+            continue
+        plan = plan_for(tag, vr)
+        if plan.kind == PYDICOM:
+            source.resolve(tag, element)  # the scanned source cannot: NeedsPydicom
+            raise NeedsPydicom("an element whose VR pydicom works out")
+        vr = plan.vr
+        value = element[1]
+        if tag == SPECIFIC_CHARACTER_SET and (
+            not isinstance(value, bytes) or value.strip(b" \x00") not in _PLAIN_CHARACTER_SETS
+        ):
+            raise NeedsPydicom("a character set pydicom judges")
+        if vr == "SQ":
+            if value.__class__ is not list:
+                raise NeedsPydicom("a sequence value that is not items")
+            out[f"{tag:08X}"] = {
+                "vr": "SQ",
+                "Value": [
+                    _dataset(source, item, source.encodings(item, encodings), dropped, top=False)
+                    for item in source.items(element)
+                ],
+            }
+            continue
+        if value is None:
+            if top and element[3] and vr in _BULK:  # pixel data, listed, never read
+                dropped.append(tag_reference(tag))
+                continue
+            raise NeedsPydicom("a value not read")
+        if not isinstance(value, bytes):
+            raise NeedsPydicom("a value that is not raw bytes")
+        if vr in _BULK:
+            if value:
+                # pydicom's bulk data: listed. The table leaves it out of the top level; inside
+                # items it stays as pydicom wrote it, a BulkDataURI of "" (its handler's answer).
+                dropped.append(tag_reference(tag))
+                if not top:
+                    out[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": ""}
+            else:
+                out[f"{tag:08X}"] = {"vr": vr}
+            continue
+        values = _values(value, vr, source.little, codec_of(encodings))
+        out[f"{tag:08X}"] = {"vr": vr, "Value": values} if values else {"vr": vr}
+    return out
+
+
+def _values(value: bytes, vr: str, little: bool, codec: str | None) -> list[Any]:
+    """Raw bytes -> the "Value" list pydicom writes ([] for an empty element); `codec`: the
+    dataset's text codec (walker.codec_of)."""
+    if vr in BINARY_NUMBER_VRS:
+        if not value:
+            return []
+        try:
+            return vrs.decode_numbers(value, vr, little)
+        except vrs.ValueConversionError:
+            raise NeedsPydicom("a number of the wrong length") from None
+    if vr == "AT":
+        if len(value) % 4:
+            raise NeedsPydicom("an AT value of the wrong length")
+        pairs = _AT_LITTLE if little else _AT_BIG
+        return [f"{group:04X}{element:04X}" for group, element in pairs.iter_unpack(value)]
+    if vr in TEXT_VRS:
+        # Decoded as pydicom's strict reading decodes it: whole, with the one character set.
+        if codec is None or b"\x1b" in value:
+            raise NeedsPydicom("text with code extensions")
+        try:
+            text = value.decode(codec)
+        except UnicodeDecodeError:
+            raise NeedsPydicom("text its character set does not decode") from None
+    elif value.isascii():
+        text = value.decode("ascii")
+    else:
+        raise NeedsPydicom("a string that is not ASCII")
+    if vr in _PLAIN:
+        if vr == "AE":
+            values = [part.strip() for part in text.split("\\")]
+        else:
+            values = text.rstrip(" \x00").split("\\")
+    elif vr in _MULTI_TEXT:
+        values = []
+        for part in text.split("\\"):
+            _check(vr, part)  # convert_text checks each value before stripping it
+            values.append(part.rstrip("\x00 "))
+    elif vr in _SINGLE_TEXT:
+        _check(vr, text)
+        values = [text.rstrip("\x00 ")]
+    elif vr == "PN":
+        values = text.rstrip(" \x00").split("\\")
+        for name in values:
+            _check(vr, name)
+        if len(values) == 1 and not values[0]:
+            return []
+        if not all(values):
+            raise NeedsPydicom("an empty person name among several")
+        names = []
+        for name in values:
+            groups = name.split("=")
+            if len(groups) > 3:
+                raise NeedsPydicom("a person name with more than three groups")
+            names.append(dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False)))
+        return names
+    elif vr == "DS" or vr == "IS":
+        return _numbers(text, vr)
+    else:
+        raise NeedsPydicom(f"{vr} is left to pydicom")
+    for part in values:
+        _check(vr, part)
+    if len(values) == 1 and not values[0]:
+        return []
+    return values
+
+
+def _numbers(text: str, vr: str) -> list[Any]:
+    """DS/IS text -> the numbers pydicom writes (float / int); only plain numbers are taken."""
+    parts = text.strip().rstrip(" \x00").split("\\")
+    if len(parts) == 1 and not parts[0]:
+        return []
+    numbers: list[Any] = []
+    for part in parts:
+        if vr == "DS":
+            if len(part) > 16 or not _DS.fullmatch(part):
+                raise NeedsPydicom("a DS value pydicom judges")
+            numbers.append(float(part))
+        else:
+            if len(part) > 12 or not _IS.fullmatch(part) or int(part) not in _INT32:
+                raise NeedsPydicom("an IS value pydicom judges")
+            numbers.append(int(part))
+    return numbers
