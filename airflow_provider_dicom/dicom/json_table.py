@@ -47,6 +47,7 @@ from airflow_provider_dicom.dicom.walker import (
 # Plain decimal numbers, the forms pydicom's DS and IS take and print back unchanged.
 _DS = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _IS = re.compile(r"[+-]?\d+")
+_NUMBER_TEXT = re.compile(r"[0-9+\-.eE \\\x00]*")  # what such values, their padding and separators hold
 _INT32 = range(-(2**31), 2**31)
 _AT_LITTLE, _AT_BIG = Struct("<HH"), Struct(">HH")
 # pydicom's BYTES_VR: values it writes as bulk data (listed in DroppedTags here). SV and UV, binary
@@ -196,8 +197,8 @@ def _values(value: bytes, vr: str, little: bool, codec: str | None) -> list[Any]
             _check(vr, name)
         if len(values) == 1 and not values[0]:
             return []
-        if not all(values):
-            raise NeedsPydicom("an empty person name among several")
+        if not all(name.strip("=") for name in values):
+            raise NeedsPydicom("an empty person name (or only its group separators)")
         names = []
         for name in values:
             groups = name.split("=")
@@ -218,6 +219,8 @@ def _values(value: bytes, vr: str, little: bool, codec: str | None) -> list[Any]
 
 def _numbers(text: str, vr: str) -> list[Any]:
     """DS/IS text -> the numbers pydicom writes (float / int); only plain numbers are taken."""
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise NeedsPydicom(f"a {vr} value pydicom judges")
     parts = text.strip().rstrip(" \x00").split("\\")
     if len(parts) == 1 and not parts[0]:
         return []
