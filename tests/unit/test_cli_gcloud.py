@@ -169,7 +169,7 @@ def test_a_source_with_no_dicom_exits_1_saying_so(capsys, tmp_path, engine):
     code, out, err = run(capsys, "export", "bq", str(tmp_path), f"--bq-table={TABLE}", "--quiet")
     assert code == 1
     assert json.loads(out)["instances_exported"] == 0
-    assert err[-1] == f"airflow-dicom: error: no DICOM instance found in {tmp_path} (2 files that are not DICOM); {TABLE} was not written"
+    assert err[-1] == f"airflow-dicom: error: no DICOM instance found in local folder {tmp_path} (2 files that are not DICOM); {TABLE} was not written"
 
 
 def test_one_skipped_file_is_one_file(capsys, tmp_path, engine):
@@ -206,9 +206,9 @@ def test_bigquery_without_credentials_says_what_to_set(capsys, monkeypatch, tmp_
 def test_a_gcs_filter_file_without_credentials_says_what_to_set(capsys, monkeypatch, tmp_path, folder):
     _no_credentials(monkeypatch, tmp_path)
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "http://127.0.0.1:9")
-    code, _, err = run(capsys, "export", "bq", str(folder), f"--bq-table={TABLE}", "--filter-config=gs://b/f.txt")
+    code, _, err = run(capsys, "export", "bq", str(folder), f"--bq-table={TABLE}", "--filter-config=gs://my-bucket/f.txt")
     assert code == 1 and len(err) == 1
-    assert "filter file gs://b/f.txt" in err[0]
+    assert "filter file gs://my-bucket/f.txt" in err[0]
     assert "GOOGLE_APPLICATION_CREDENTIALS" in err[0] and "STORAGE_EMULATOR_HOST" in err[0]
 
 
