@@ -234,3 +234,17 @@ def test_parser_is_built_without_airflow_or_hooks():
 
 
 assert cli.EXIT_FAILED == 1
+
+
+def test_a_dicomweb_refusal_says_which_variables_carry_the_credentials(capsys, monkeypatch):
+    from airflow_provider_dicom.export import bigquery
+    from airflow_provider_dicom.sources.dicomweb import DicomWebAuthError
+
+    def refused(*args, **kwargs):
+        raise DicomWebAuthError("GET https://pacs.test/dicom-web/studies: HTTP 401 Unauthorized: refused", 401)
+
+    monkeypatch.setattr(bigquery, "export_to_bigquery", refused)
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "http://127.0.0.1:9")
+    code, _, err = run(capsys, "export", "bq", "https://pacs.test/dicom-web", f"--bq-table={TABLE}", "--quiet")
+    assert code == 1 and len(err) == 1
+    assert "HTTP 401" in err[0] and "DICOMWEB_USERNAME" in err[0] and "DICOMWEB_HEADERS" in err[0]
