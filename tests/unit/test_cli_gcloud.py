@@ -248,3 +248,29 @@ def test_a_dicomweb_refusal_says_which_variables_carry_the_credentials(capsys, m
     code, _, err = run(capsys, "export", "bq", "https://pacs.test/dicom-web", f"--bq-table={TABLE}", "--quiet")
     assert code == 1 and len(err) == 1
     assert "HTTP 401" in err[0] and "DICOMWEB_USERNAME" in err[0] and "DICOMWEB_HEADERS" in err[0]
+
+
+def test_export_gcs_copies_a_folder_through_the_operators_service(capsys, monkeypatch, folder):
+    """What DicomExportToGcsOperator does for a folder, the command line does too: the same
+    service, so a copy option exists in both at once."""
+    from airflow_provider_dicom.export import gcs_copy
+
+    calls = []
+
+    def export_to_gcs(source, uri_prefix, **kwargs):
+        calls.append((source, uri_prefix, kwargs))
+        result = gcs_copy.GcsExportResult(uri_prefix)
+        result.instances_copied = 1
+        return result
+
+    monkeypatch.setattr(gcs_copy, "export_to_gcs", export_to_gcs)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    code, out, err = run(capsys, "export", "gcs", str(folder), "--gcs-uri-prefix=gs://my-bucket/out", "--quiet",
+                         "--concurrency=4")
+    assert code == 0, err
+    assert calls[0][:2] == (str(folder), "gs://my-bucket/out") and calls[0][2]["workers"] == 4
+    assert json.loads(out)["instances_copied"] == 1
+
+    code, _, err = run(capsys, "export", "gcs", str(folder), "--gcs-uri-prefix=gs://my-bucket/out",
+                       "--mime-type=image/png")
+    assert code == 2 and "image/png" in err[0]
