@@ -23,9 +23,9 @@ from airflow_provider_dicom.cli.common import (
     EXIT_FAILED,
     EXIT_USAGE,
     PROG,
-    DICOMWEB_CREDENTIALS_HOW,
     CommandFailed,
     EnvironmentClients,
+    concurrency_option,
     UsageError,
     _count,
     _err,
@@ -34,6 +34,7 @@ from airflow_provider_dicom.cli.common import (
     _positive_int,
     filter_config_options,
     project_id_arg,
+    with_remedy,
 )
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             progress=None if args.quiet else ProgressReporter(_err, PROGRESS_INTERVAL_SECONDS),
         )
     except (ExportError, OSError, ValueError) as exc:
-        raise CommandFailed(_with_remedy(exc)) from exc
+        raise CommandFailed(with_remedy(exc)) from exc
     out.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     out.flush()
     if service.found_no_dicom(result):
@@ -185,15 +186,6 @@ def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
             f"the {result.instances_exported} good ones were loaded into {export.table}"
         ) from exc
     return 0
-
-
-def _with_remedy(exc: BaseException) -> str:
-    """The error, plus what to set when the cause is credentials the environment supplies."""
-    from airflow_provider_dicom.sources.dicomweb import DicomWebAuthError
-
-    if isinstance(exc, DicomWebAuthError):
-        return f"{exc}: {DICOMWEB_CREDENTIALS_HOW}"
-    return str(exc)
 
 
 def write_disposition_arg(text: str) -> str:
@@ -279,10 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the good instances are loaded either way",
     )
     bq.add_argument("--quiet", action="store_true", help="no progress messages")
-    bq.add_argument(
-        "--concurrency", type=_positive_int, default=16, metavar="N",
-        help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
-    )
+    concurrency_option(bq)
     bq.add_argument(
         "--processes", type=_processes, default=1, metavar="N|auto",
         help="worker processes converting a folder's files (default 1; 'auto': one per core)",

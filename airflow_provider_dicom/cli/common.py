@@ -182,3 +182,24 @@ def _positive_int(text: str) -> int:
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 256, got {text!r}")
     return value
+
+
+def with_remedy(exc: BaseException) -> str:
+    """The error, plus what to set when the cause is credentials the environment supplies."""
+    from airflow_provider_dicom.sources.dicomweb import DicomWebAuthError
+
+    if isinstance(exc, DicomWebAuthError):
+        return f"{exc}: {DICOMWEB_CREDENTIALS_HOW}"
+    return str(exc)
+
+
+def default_project() -> str:
+    """The project clients run in when no flag names one: gcloud's variables, else the stand-ins'."""
+    return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT") or "local-dicom"
+
+
+def concurrency_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=16, metavar="N",
+        help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
+    )

@@ -79,7 +79,9 @@ def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(exc)) from None
     if params and args.sql is None:
         raise UsageError("--param applies to --sql only")
-    project = args.project or _default_project()
+    from airflow_provider_dicom.cli.common import default_project
+
+    project = args.project or default_project()
     storage_client = None
     if args.out.startswith("gs://"):
         from airflow_provider_dicom.cli.common import storage_client_from_env
@@ -123,12 +125,6 @@ def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
     json.dump(result.to_dict(), out, indent=2)
     out.write("\n")
     return 0
-
-
-def _default_project() -> str:
-    import os
-
-    return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT") or "local-dicom"
 
 
 def _read_items(source: str, iter_lines: Any) -> list[object]:

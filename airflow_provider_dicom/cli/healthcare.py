@@ -24,6 +24,7 @@ from airflow_provider_dicom.cli.common import (
     UsageError,
     _err,
     _non_negative_int,
+    concurrency_option,
     filter_config_options,
     no_credentials,
 )
@@ -87,12 +88,14 @@ def add_store_options_to_export_bq(bq: argparse.ArgumentParser) -> None:
 def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
     gcs = destinations.add_parser(
         "gcs",
-        help="export the instance files of a DICOM store to Cloud Storage",
+        help="export the instance files of a DICOM store (or a folder, gs:// prefix, DICOMweb server) to Cloud Storage",
         description="Export the DICOM instances of a Cloud Healthcare store (all, or those a filter file "
         "lists) to Cloud Storage, as {prefix}/{study}/{series}/{instance}.dcm. Waits for the operation "
-        "unless --async and prints its summary as JSON.",
+        "unless --async and prints its summary as JSON. From a folder, a gs:// prefix or a DICOMweb "
+        "server the files are copied as stored, in the same layout, by this command.",
     )
-    gcs.add_argument("source", metavar="STORE", help="projects/P/locations/L/datasets/D/dicomStores/S")
+    gcs.add_argument("source", metavar="SOURCE", help="projects/P/locations/L/datasets/D/dicomStores/S, or a "
+                     "folder, gs://BUCKET/PATH or DICOMweb URL")
     gcs.add_argument("--gcs-uri-prefix", required=True, metavar="gs://BUCKET/DIR", help="destination prefix")
     gcs.add_argument(
         "--mime-type",
@@ -101,7 +104,8 @@ def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
         "'application/dicom; transfer-syntax=UID', 'image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50', "
         "'image/png'",
     )
-    filter_config_options(gcs, metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines")
+    filter_config_options(gcs, metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines "
+                          "(a local path too when SOURCE is not a store)")
     gcs.add_argument(
         "--max-failed-instances",
         type=_non_negative_int,
@@ -110,6 +114,7 @@ def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
         help="exit 1 when the operation reports more than N failed instances (default 0; 'none' never)",
     )
     gcs.add_argument("--quiet", action="store_true", help="no progress messages")
+    concurrency_option(gcs)
     _wait_options(gcs)
     _connection_options(gcs)
     gcs.set_defaults(handler=cmd_export_gcs)
@@ -236,6 +241,10 @@ def cmd_export_bq_store(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_export_gcs(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.source.startswith("projects/"):  # not a store: the files are copied here
+        from airflow_provider_dicom.cli.copy import cmd_export_gcs_copy
+
+        return cmd_export_gcs_copy(args, out)
     from airflow_provider_dicom.healthcare.store_export import check_filter_for_store, gcs_store_export
 
     try:

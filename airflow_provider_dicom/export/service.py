@@ -26,7 +26,7 @@ from airflow_provider_dicom.utils.text import counted
 if TYPE_CHECKING:
     from airflow_provider_dicom.export.bigquery import ExportResult
     from airflow_provider_dicom.export.counts import SourceCounts
-    from airflow_provider_dicom.export.gcs_copy import CopyResult
+    from airflow_provider_dicom.export.gcs_copy import GcsExportResult
     from airflow_provider_dicom.model.uris import BigQueryTableUri
 
 DEFAULT_WORKERS = 16
@@ -202,34 +202,72 @@ def run_bigquery_export(
 # -- to Cloud Storage ----------------------------------------------------------------------------
 
 
-def run_gcs_copy(
+@dataclass(frozen=True)
+class GcsCopy:
+    """One copy of a folder's, gs:// prefix's or DICOMweb server's files to Cloud Storage, validated."""
+
+    source: DicomSource
+    uri_prefix: str
+    filter_config: str | None
+    mime_type: str | None
+    workers: int
+
+
+def gcs_copy(
+    *,
     source: object,
-    uri_prefix: str,
+    uri_prefix: object,
+    filter_config: object = None,
+    mime_type: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    check_local_files: bool = False,
+) -> GcsCopy:
+    """Validate a copy to `uri_prefix` in the Cloud Healthcare layout; ValueError naming the bad
+    value (a store's files are exported by the API: `healthcare.store_export.gcs_store_export`)."""
+    from airflow_provider_dicom.export.gcs_copy import check_mime_type_for_copy
+    from airflow_provider_dicom.healthcare.export_requests import check_uri_prefix
+    from airflow_provider_dicom.model.request import check_filter_config
+
+    parsed = DicomSource.parse(source)
+    if parsed.kind is SourceKind.DICOM_STORE:
+        raise ValueError(f"{parsed.display} is a Cloud Healthcare DICOM store: its export to Cloud Storage is the API's")
+    parsed.require_supported()
+    check_uri_prefix(uri_prefix)  # type: ignore[arg-type]
+    prefix = str(uri_prefix)
+    if mime_type is not None:
+        from airflow_provider_dicom.healthcare.export_requests import parse_mime_type
+
+        parse_mime_type(mime_type)
+        check_mime_type_for_copy(mime_type)
+    filters = check_filter_config(filter_config)
+    if check_local_files:
+        check_local(parsed, filters)
+    return GcsCopy(parsed, prefix, filters, mime_type, workers)
+
+
+def run_gcs_copy(
+    copy: GcsCopy,
     clients: Clients,
     *,
     project: str,
-    filter_config: str | None = None,
-    mime_type: str | None = None,
-    workers: int = DEFAULT_WORKERS,
-    progress: Callable[[CopyResult], None] | None = None,
-) -> CopyResult:
-    """Copy the DICOM files of a folder, gs:// prefix or DICOMweb server to `uri_prefix` in the
-    Cloud Healthcare layout ({study}/{series}/{instance}.dcm), as stored (`export.gcs_copy`)."""
+    progress: Callable[[GcsExportResult], None] | None = None,
+) -> GcsExportResult:
+    """Copy the DICOM files to `copy.uri_prefix` ({study}/{series}/{instance}.dcm), as stored
+    (`export.gcs_copy`)."""
     from airflow_provider_dicom.export.gcs_copy import export_to_gcs
 
-    parsed = DicomSource.parse(source)
-    parsed.require_supported()
-    web = clients.dicomweb(parsed.value, workers) if parsed.kind is SourceKind.DICOMWEB else None
-    reads = f"to read {parsed.value} and " if parsed.kind is SourceKind.GCS_PREFIX else ""
-    storage = clients.storage(project, f"{reads}to write {uri_prefix}")
+    web = clients.dicomweb(copy.source.value, copy.workers) if copy.source.kind is SourceKind.DICOMWEB else None
+    reads = storage_purpose(copy.source, copy.filter_config)
+    purpose = f"to write {copy.uri_prefix}" if reads == "to read " else f"{reads} and to write {copy.uri_prefix}"
+    storage = clients.storage(project, purpose)
     return export_to_gcs(
-        parsed.value,
-        uri_prefix,
+        copy.source.value,
+        copy.uri_prefix,
         storage_client=storage,
-        filter_config=filter_config,
-        mime_type=mime_type,
+        filter_config=copy.filter_config,
+        mime_type=copy.mime_type,
         dicomweb_client=web,
-        workers=workers,
+        workers=copy.workers,
         progress=progress,
     )
 

@@ -178,11 +178,12 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
 
         self.log.info("Copying DICOM files from %s to %s", DicomSource.parse(self.source).display, self.uri_prefix)
         clients = ConnectionClients(self.gcp_conn_id, self.impersonation_chain, dicomweb_conn_id=self.dicomweb_conn_id)
-        result = service.run_gcs_copy(
-            self.source, self.uri_prefix, clients, project="", filter_config=self.filter_config,
+        copy = service.gcs_copy(
+            source=self.source, uri_prefix=self.uri_prefix, filter_config=self.filter_config,
             mime_type=self.mime_type, workers=self.max_concurrent_requests,
-            progress=ProgressReporter(self.log.info, 30.0),
         )
+        # The connection's project: the storage client reads and writes, it runs no jobs.
+        result = service.run_gcs_copy(copy, clients, project="", progress=ProgressReporter(self.log.info, 30.0))
         summary = result.to_dict()
         try:
             service.check_failures(result, parse_max_failed_instances(self.max_failed_instances))

@@ -111,3 +111,17 @@ def test_the_apis_write_disposition_spelling_and_a_folder_without_dicom(
         f"bq://{bq_dataset}.nothing was not written"
     )
     assert "nothing" not in [t.table_id for t in bigquery_standin.list_tables(bq_dataset)]
+
+
+def test_export_gcs_copies_a_folder_into_the_healthcare_layout(gcs_server, gcs_bucket, folder):
+    """The copy DicomExportToGcsOperator makes of a folder, from the command line (one service)."""
+    env = {**os.environ, **gcs_server.env}
+    done = subprocess.run(
+        [str(SCRIPT), "export", "gcs", str(folder), f"--gcs-uri-prefix=gs://{gcs_bucket.name}/copy", "--quiet"],
+        check=False, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["instances_copied"], summary["not_dicom_count"]) == (2, 1)
+    names = sorted(blob.name for blob in gcs_bucket.list_blobs(prefix="copy/"))
+    assert len(names) == 2 and all(n.endswith(".dcm") and n.count("/") == 3 for n in names)
