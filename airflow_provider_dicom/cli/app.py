@@ -25,13 +25,12 @@ from airflow_provider_dicom.cli.common import (
     PROG,
     CommandFailed,
     EnvironmentClients,
-    concurrency_option,
     UsageError,
     _count,
     _err,
     _log_to_stderr,
     _non_negative_int,
-    _positive_int,
+    concurrency_option,
     filter_config_options,
     project_id_arg,
     with_remedy,
@@ -328,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `airflow-dicom rows ... | head`: the reader left; stop quietly.
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
+            sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return EXIT_FAILED

@@ -96,7 +96,7 @@ class EnvironmentClients:
         return dicomweb_client_from_env(base_url, pool_size)
 
 
-def filter_config_options(parser: argparse.ArgumentParser, *, metavar: str, help: str) -> None:  # noqa: A002
+def filter_config_options(parser: argparse.ArgumentParser, *, metavar: str, help: str) -> None:
     """`--filter-config`, and gcloud's name for it, `--filter-config-gcs-uri`."""
     parser.add_argument("--filter-config", "--filter-config-gcs-uri", dest="filter_config", metavar=metavar, help=help)
 

@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.healthcare.store_export import (
+    StoreExport,
+    check_filter_for_store,
+    gcs_store_export,
+)
 from airflow_provider_dicom.links.healthcare import (
     DicomGcsDestinationLink,
     DicomOperationLogsLink,
@@ -21,7 +26,6 @@ from airflow_provider_dicom.links.healthcare import (
 )
 from airflow_provider_dicom.model import uris
 from airflow_provider_dicom.model.arguments import check_concurrency
-from airflow_provider_dicom.healthcare.store_export import StoreExport, check_filter_for_store, gcs_store_export
 from airflow_provider_dicom.operators.store_export import DicomStoreExportBase, store_template_fields
 from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 

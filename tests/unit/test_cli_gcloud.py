@@ -71,7 +71,7 @@ def engine(monkeypatch):
 )
 def test_write_disposition_in_either_spelling(capsys, folder, engine, spelling, expected):
     calls, _ = engine
-    code, out, err = run(capsys, "export", "bq", str(folder), f"--bq-table={TABLE}", f"--write-disposition={spelling}")
+    code, _out, err = run(capsys, "export", "bq", str(folder), f"--bq-table={TABLE}", f"--write-disposition={spelling}")
     assert code == 0, err
     from airflow_provider_dicom.model.options import WriteDisposition
 
@@ -87,7 +87,7 @@ def test_a_bad_write_disposition_is_named_as_typed(capsys, folder, engine):
 def test_write_disposition_in_either_spelling_for_a_store(capsys, monkeypatch):
     client = RecordingClient()
     monkeypatch.setattr("airflow_provider_dicom.cli.healthcare.make_client", lambda args: client)
-    code, out, err = run(capsys, "export", "bq", STORE, f"--bq-table={TABLE}", "--write-disposition=WRITE_TRUNCATE")
+    code, _out, err = run(capsys, "export", "bq", STORE, f"--bq-table={TABLE}", "--write-disposition=WRITE_TRUNCATE")
     assert code == 0, err
     assert client.calls[0][2]["write_disposition"] in ("WRITE_TRUNCATE", "write-truncate")
 
@@ -163,7 +163,7 @@ def test_on_empty_is_documented_with_hyphens(capsys):
 
 
 def test_a_source_with_no_dicom_exits_1_saying_so(capsys, tmp_path, engine):
-    calls, outcome = engine
+    _calls, outcome = engine
     outcome.update(exported=0, not_dicom=2)
     (tmp_path / "notes.txt").write_text("not DICOM")
     code, out, err = run(capsys, "export", "bq", str(tmp_path), f"--bq-table={TABLE}", "--quiet")
@@ -173,7 +173,7 @@ def test_a_source_with_no_dicom_exits_1_saying_so(capsys, tmp_path, engine):
 
 
 def test_one_skipped_file_is_one_file(capsys, tmp_path, engine):
-    calls, outcome = engine
+    _calls, outcome = engine
     outcome.update(exported=0, not_dicom=1)
     code, _, err = run(capsys, "export", "bq", str(tmp_path), f"--bq-table={TABLE}", "--quiet")
     assert code == 1 and "(1 file that is not DICOM)" in err[-1]
