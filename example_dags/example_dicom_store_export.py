@@ -24,10 +24,12 @@ What it does:
 - `report` prints both operations' summaries (counts, times, logs link) from XCom.
 
 The `google_cloud_default` connection supplies the credentials (its service account needs the
-Healthcare DICOM Editor role on the store; the Cloud Healthcare service agent needs BigQuery and
-Storage roles on the destinations). For the local emulator, `python -m dicom_standins.emulator
---port 8090`, set ``HEALTHCARE_EMULATOR_HOST=http://127.0.0.1:8090`` for the worker and triggerer and
-an anonymous connection (``{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}``).
+Healthcare DICOM Editor role on the store's dataset, where operations are checked, not on the
+store alone; the Cloud Healthcare service agent needs BigQuery and Storage roles on the
+destinations: README, "IAM roles each operator needs"). For the local emulator,
+`python -m dicom_standins.emulator --port 8090`, set ``HEALTHCARE_EMULATOR_HOST=http://127.0.0.1:8090``
+for the worker and triggerer and an anonymous connection
+(``{"conn_type": "google_cloud_platform", "extra": {"is_anonymous": true}}``).
 
 Parsing this file makes no connection or network call.
 """

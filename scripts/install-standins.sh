@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Installs the local stand-ins that cannot live in the main venv:
+# Installs the local stand-ins that cannot live in the main venv, and the system packages the test
+# tiers use. `--demo` installs only what scripts/demo.sh uses (the BigQuery stand-in): the demo
+# needs neither Orthanc nor the deployment tier's packages, so it installs nothing system-wide.
 # - local-bigquery needs Python >= 3.13 and conflicts with Airflow's fastapi pin, so it gets
 #   .standins/bigquery-venv, with its DuckDB extensions imported once under a private HOME so
 #   nothing is downloaded at run time. The GCS stand-in is installed in .venv by bootstrap.sh.
 # - Orthanc and its DICOMweb plugin (the DICOMweb server of the integration tests) come from
 #   Debian's packages, installed with apt-get when missing. Without apt (or root) they are skipped
 #   with a message, and the Orthanc tests skip saying why.
-# Idempotent and quiet: a second run does nothing.
+# Idempotent and quiet: a second run does nothing. Each install says what it installs, and where,
+# before it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=.standins
+demo_only=no
+if [[ "${1:-}" == "--demo" ]]; then
+    demo_only=yes
+elif [[ $# -gt 0 ]]; then
+    echo "usage: scripts/install-standins.sh [--demo]" >&2
+    exit 2
+fi
 
 install_orthanc() {
     local plugin=/usr/share/orthanc/plugins/libOrthancDicomWeb.so
@@ -31,7 +41,7 @@ install_orthanc() {
     fi
     local was_installed=no
     dpkg -s orthanc >/dev/null 2>&1 && was_installed=yes
-    echo "==> installing Orthanc and its DICOMweb plugin (apt-get install orthanc orthanc-dicomweb)"
+    echo "==> installing Orthanc and its DICOMweb plugin system-wide for the DICOMweb integration tests (${sudo:+sudo }apt-get install orthanc orthanc-dicomweb)"
     if ! { $sudo apt-get update -qq >/dev/null &&
            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                orthanc orthanc-dicomweb >/dev/null; }; then
@@ -46,7 +56,7 @@ install_orthanc() {
     fi
 }
 
-install_orthanc
+[[ "$demo_only" == yes ]] || install_orthanc
 
 # The deployment tier (tests/deployment): Debian's chromium for the browser test (playwright drives it;
 # it never downloads a browser), and PostgreSQL and Redis when this machine has neither (the tier's
@@ -70,7 +80,7 @@ install_deployment_packages() {
         echo "install-standins: apt-get not found: ${wanted[*]} not installed; the deployment tier may skip" >&2
         return 0
     fi
-    echo "==> installing ${wanted[*]} for the deployment tier (apt-get)"
+    echo "==> installing ${wanted[*]} system-wide for the deployment tier (${sudo:+sudo }apt-get install ${wanted[*]})"
     if ! { $sudo apt-get update -qq >/dev/null &&
            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                "${wanted[@]}" >/dev/null; }; then
@@ -78,7 +88,7 @@ install_deployment_packages() {
     fi
 }
 
-install_deployment_packages
+[[ "$demo_only" == yes ]] || install_deployment_packages
 
 stamp="$root/.bigquery-installed-v2"
 if [[ -f "$stamp" ]]; then
@@ -101,7 +111,7 @@ find_python313() {
     return 1
 }
 
-echo "==> installing the BigQuery stand-in (local-bigquery) in $root/bigquery-venv"
+echo "==> installing the BigQuery stand-in (local-bigquery 0.4.0 and DuckDB, from PyPI) in $root/bigquery-venv, a Python >= 3.13 venv in this checkout"
 mkdir -p "$root/bigquery-home"
 "$(find_python313)" -m venv "$root/bigquery-venv"
 "$root/bigquery-venv/bin/python" -m pip install --quiet --disable-pip-version-check uv

@@ -45,6 +45,22 @@ STANDIN_FIXTURES = frozenset(
 # The Cloud Healthcare emulator fixtures (healthcare_emulator, healthcare, dicom_store, ...).
 pytest_plugins = ["tests.integration.conftest_healthcare"]
 
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a cancelled or timed-out CI job) ends the run as Ctrl-C does: pytest then tears the
+    fixtures down, which stops the stand-ins and the deployment tier's Airflow processes. By
+    default SIGTERM would kill pytest at once and leave them all running."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 

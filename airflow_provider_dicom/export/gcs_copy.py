@@ -60,6 +60,22 @@ def check_mime_type_for_copy(mime_type: str | None) -> None:
         )
 
 
+def _bucket_may_exist(storage_client: Any, bucket: Any) -> bool:
+    """False only when the bucket surely does not exist (404). Checking needs storage.buckets.get,
+    which the object roles users grant for writing (Storage Object Admin, User, Creator) lack:
+    a 403 there says nothing about the bucket, and the writes themselves will say whether they
+    are allowed."""
+    from google.api_core.exceptions import Forbidden
+
+    doing = f"checking bucket gs://{bucket.name}"
+    try:
+        with remote(doing, endpoint_of(storage_client)):
+            return bool(bucket.exists(**storage_call(storage_client, doing)))
+    except Forbidden:
+        log.info("Not allowed to read bucket gs://%s's metadata (storage.buckets.get); writing to it anyway", bucket.name)
+        return True
+
+
 def export_to_gcs(
     source: str | os.PathLike,
     uri_prefix: str,
@@ -85,10 +101,7 @@ def export_to_gcs(
 
         dicomweb_client = DicomWebClient(parsed.value, pool_size=workers)
     bucket = storage_client.bucket(destination.bucket)
-    doing = f"checking bucket gs://{destination.bucket}"
-    with remote(doing, endpoint_of(storage_client)):
-        exists = bucket.exists(**storage_call(storage_client, doing))
-    if not exists:
+    if not _bucket_may_exist(storage_client, bucket):
         raise ValueError(f"Cloud Storage bucket {destination.bucket!r} of {uri_prefix!r} does not exist")
     prefix = destination.name.rstrip("/")
     result = GcsExportResult(str(uri_prefix))

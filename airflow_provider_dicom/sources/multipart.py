@@ -60,6 +60,7 @@ class MultipartReader:
         self._eof = False
         self._nl: bytes | None = None  # the delimiters' line break, from the first delimiter line
         self._state = "preamble"  # -> headers -> body -> (headers ...) -> done
+        self._delimiter_line = b""
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -109,33 +110,52 @@ class MultipartReader:
             return ("part", pos + 2) if buf[pos + 1] == 0x0A else ("data", 0)
         return ("data", 0)
 
-    def _skip_preamble(self) -> None:
+    def _until_delimiter(self, delimiter: bytes, where: str, *, at_line_start: bool) -> Iterator[bytes]:
+        """The bytes before the next `delimiter` that is followed by a delimiter's tail, in pieces;
+        on return the delimiter line is consumed, `self._delimiter_line` holds it and the state is
+        "headers" or "done". With `at_line_start` the delimiter must also begin a line (the
+        preamble's case: there the line break before it is not part of the delimiter).
+        The one scanning loop for the preamble and every part's body."""
+        keep = len(delimiter) + (1 if at_line_start else 0)  # a delimiter may straddle two chunks
         start = 0
         while True:
-            index = self._buf.find(self._dash, start)
+            index = self._buf.find(delimiter, start)
             if index < 0:
-                keep = len(self._dash) + 1
-                del self._buf[: max(0, len(self._buf) - keep)]
+                safe = len(self._buf) - keep
+                if safe > 0:
+                    yield bytes(self._buf[:safe])
+                    del self._buf[:safe]
                 start = 0
                 if not self._fill():
-                    raise self._ended("in the preamble")
+                    raise self._ended(where)
                 continue
-            if index > 0 and self._buf[index - 1 : index] != b"\n":
+            if at_line_start and index > 0 and self._buf[index - 1 : index] != b"\n":
                 start = index + 1
                 continue
-            tail = self._delimiter_tail(index + len(self._dash))
+            tail = self._delimiter_tail(index + len(delimiter))
             if tail is None:
+                if index > 0:  # the data before it is data whatever the tail turns out to be
+                    yield bytes(self._buf[:index])
+                    del self._buf[:index]
+                start = 0
                 self._fill()  # at the end of the input the tail is always decided
                 continue
             kind, end = tail
             if kind == "data":
                 start = index + 1
                 continue
-            line = bytes(self._buf[index:end])
-            self._nl = b"\r\n" if line.endswith(b"\r\n") or kind == "close" else b"\n"
+            if index > 0:
+                yield bytes(self._buf[:index])
+            self._delimiter_line = bytes(self._buf[index:end])
             del self._buf[:end]
             self._state = "done" if kind == "close" else "headers"
             return
+
+    def _skip_preamble(self) -> None:
+        for _ in self._until_delimiter(self._dash, "in the preamble", at_line_start=True):
+            pass
+        line = self._delimiter_line
+        self._nl = b"\r\n" if line.endswith(b"\r\n") or self._state == "done" else b"\n"
 
     # -- parts ----------------------------------------------------------------------------------
 
@@ -181,36 +201,7 @@ class MultipartReader:
         if self._state != "body":
             return
         assert self._nl is not None
-        delimiter = self._nl + self._dash
-        start = 0
-        while True:
-            index = self._buf.find(delimiter, start)
-            if index < 0:
-                safe = len(self._buf) - (len(delimiter) - 1)
-                if safe > 0:
-                    yield bytes(self._buf[:safe])
-                    del self._buf[:safe]
-                start = 0
-                if not self._fill():
-                    raise self._ended("inside a part")
-                continue
-            tail = self._delimiter_tail(index + len(delimiter))
-            if tail is None:
-                if index > 0:
-                    yield bytes(self._buf[:index])
-                    del self._buf[:index]
-                start = 0
-                self._fill()  # at the end of the input the tail is always decided
-                continue
-            kind, end = tail
-            if kind == "data":
-                start = index + 1
-                continue
-            if index > 0:
-                yield bytes(self._buf[:index])
-            del self._buf[:end]
-            self._state = "done" if kind == "close" else "headers"
-            return
+        yield from self._until_delimiter(self._nl + self._dash, "inside a part", at_line_start=False)
 
     def discard_epilogue(self, limit: int = 64 * 1024) -> bool:
         """Read and drop what follows the close delimiter, up to `limit` bytes, so an HTTP

@@ -148,3 +148,24 @@ def test_operator_refuses_transcoding_for_a_folder_at_construction():
         DicomExportToGcsOperator(
             task_id="t", source="/data/dicom", uri_prefix="gs://some-bucket/x", mime_type="image/png"
         )
+
+
+def test_a_bucket_the_identity_may_write_but_not_get_is_still_written(tmp_path, pydicom_corpus, gcs_standin, gcs_bucket, monkeypatch):
+    """The object roles (Storage Object Admin/User/Creator) lack storage.buckets.get, so checking
+    the bucket answers 403 for an identity allowed to write every object: that is no reason to
+    refuse. (Injected: the stand-in has no IAM.)"""
+    from google.api_core.exceptions import Forbidden
+    from google.cloud.storage import Bucket
+
+    def forbidden(self, *args, **kwargs):
+        raise Forbidden(f"GET https://storage.googleapis.com/storage/v1/b/{self.name}: no storage.buckets.get")
+
+    monkeypatch.setattr(Bucket, "exists", forbidden)
+    result = export_to_gcs(_folder(tmp_path, pydicom_corpus), f"gs://{gcs_bucket.name}/out", storage_client=gcs_standin)
+    assert result.instances_copied == 3
+    assert _copied(gcs_standin, gcs_bucket, "out") == _expected(pydicom_corpus)
+
+
+def test_a_missing_bucket_is_still_refused_before_any_copy(tmp_path, pydicom_corpus, gcs_standin):
+    with pytest.raises(ValueError, match="'no-such-bucket-dicom' of 'gs://no-such-bucket-dicom/out' does not exist"):
+        export_to_gcs(_folder(tmp_path, pydicom_corpus), "gs://no-such-bucket-dicom/out", storage_client=gcs_standin)
