@@ -67,6 +67,11 @@ class ExportResult(SourceCounts):
     # True when an earlier try's load job had already loaded this export: nothing was read or
     # loaded again; instances_exported is that job's row count, the other counts are in its log.
     reattached: bool = False
+    # For lineage (OpenLineage's schema and output-statistics facets), not the XCom summary: the
+    # schema the load job wrote the table with (the table's whole schema after the export, columns
+    # it already had included) and the bytes the job wrote, when BigQuery reports them.
+    fields: tuple[Field, ...] = ()
+    output_bytes: int | None = None
 
     @property
     def done_count(self) -> int:
@@ -194,8 +199,10 @@ def export_to_bigquery(
             return result
         final_fields, add_columns = final_schema(table, plan, table_schema.fields)
         result.column_count = check_column_count(table, final_fields)
+        result.fields = final_fields
         if chain is None:
-            result.job_id = _load(client, table, rows_file, final_fields, plan.job_disposition, add_columns)
+            job = _load(client, table, rows_file, final_fields, plan.job_disposition, add_columns)
+            result.job_id, result.output_bytes = job.job_id, job_output_bytes(job)
         else:
             from airflow_provider_dicom.export.load_job import run_load
 
@@ -209,7 +216,8 @@ def export_to_bigquery(
                     )
 
             result.job_id, result.reattached = run_load(
-                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_load_job
+                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_load_job,
+                on_done=lambda job: setattr(result, "output_bytes", job_output_bytes(job)),
             )
     result.table_written = True
     log.info("Exported %d instances to %s (%d columns, job %s)", result.instances_exported, table,
@@ -222,7 +230,22 @@ def reattached_result(table: BigQueryTableUri, options: WriteOptions, job: Any) 
     result = ExportResult(str(table), options.disposition.value, table_written=True, job_id=job.job_id,
                           reattached=True)
     result.instances_exported = int(getattr(job, "output_rows", None) or 0)
+    result.output_bytes = job_output_bytes(job)
+    schema = getattr(job, "schema", None)
+    if schema:
+        from airflow_provider_dicom.dicom.schema import from_bigquery_fields
+
+        result.fields = from_bigquery_fields(schema)
     return result
+
+
+def job_output_bytes(job: Any) -> int | None:
+    """The bytes a finished load job wrote (its statistics' outputBytes), None when not reported."""
+    value = getattr(job, "output_bytes", None)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def rows_tempfile() -> IO[bytes]:
@@ -482,8 +505,9 @@ def _load(
     fields: tuple[Field, ...],
     disposition: WriteDisposition,
     add_columns: bool,
-) -> str:
-    """One load job with a random id (`JOB_ID_PREFIX` + uuid), from an open rows file."""
+) -> Any:
+    """One load job with a random id (`JOB_ID_PREFIX` + uuid), from an open rows file; returns the
+    finished job."""
     from google.api_core.exceptions import GoogleAPICallError
 
     config = load_job_config(fields, disposition, add_columns)
@@ -498,4 +522,4 @@ def _load(
         wait_for_job(job, doing)
     except GoogleAPICallError as exc:
         raise load_error(exc, job, table) from None
-    return job.job_id
+    return job

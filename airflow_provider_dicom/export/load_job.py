@@ -99,9 +99,11 @@ def run_load(
     *,
     start_at: int = 0,
     on_job: Callable[[str], None] | None = None,
+    on_done: Callable[[Any], None] | None = None,
 ) -> tuple[str, bool]:
     """Submit the load as `chain.job_id(start_at)` and wait; returns (job id, whether it adopted a
-    job someone else had just submitted under that id). Raises ExportError when the job fails."""
+    job someone else had just submitted under that id). Raises ExportError when the job fails.
+    `on_done` is given the finished job (its statistics, for lineage)."""
     from google.api_core.exceptions import Conflict, GoogleAPICallError
 
     if start_at >= MAX_LOAD_JOBS:
@@ -122,6 +124,8 @@ def run_load(
         wait_for_job(job, f"loading rows into {table}")
     except GoogleAPICallError as exc:
         raise load_error(exc, job, table) from None
+    if on_done is not None:
+        on_done(job)
     return job_id, reattached
 
 

@@ -40,6 +40,7 @@ from airflow_provider_dicom.export.bigquery import (
     ExportResult,
     check_column_count,
     final_schema,
+    job_output_bytes,
     load_job_config,
     plan_destination,
     rows_tempfile,
@@ -184,6 +185,7 @@ def load_sharded_export(
         else:
             final_fields, add_columns = final_schema(table, destination, fields)
             result.column_count = check_column_count(table, final_fields)
+            result.fields = final_fields
             config = load_job_config(final_fields, destination.job_disposition, add_columns)
             result.load_route = route
             if route == "uris":
@@ -191,7 +193,8 @@ def load_sharded_export(
             else:
                 submit = _stream_submitter(client, table, config, staging, plan, shards, dropped, work)
             job_id, result.reattached = run_load(
-                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_job
+                client, table, chain, submit, start_at=earlier.next_attempt, on_job=on_job,
+                on_done=lambda job: setattr(result, "output_bytes", job_output_bytes(job)),
             )
             result.job_id = job_id
             result.table_written = True

@@ -32,6 +32,8 @@ from airflow_provider_dicom.utils.clients import ConnectionClients  # light: cli
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_dicom.utils.lineage import WrittenTable
+
 
 PROGRESS_INTERVAL_SECONDS = 30.0
 
@@ -77,11 +79,12 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         worker's environment redirects the client to a BigQuery emulator.
     :param impersonation_chain: service account (or chain of them) to impersonate, as in the Google
         provider's operators.
-    :param dicomweb_conn_id: Airflow HTTP connection holding the DICOMweb server's credentials: login
-        and password for basic authentication; the connection's extra (a JSON object) is sent as
-        HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``), except ``verify`` (false, or a CA
-        bundle path) and ``timeout`` (seconds). Only for a DICOMweb source; without it the server
-        is read anonymously.
+    :param dicomweb_conn_id: Airflow connection holding the DICOMweb server's credentials, of type
+        ``dicomweb`` (its form: bearer token, timeout, TLS verification; see `DicomWebHook`) or
+        ``http``: login and password for basic authentication; the connection's extra (a JSON
+        object) is sent as HTTP headers (e.g. ``{"Authorization": "Bearer ..."}``), except
+        ``verify`` (false, or a CA bundle path) and ``timeout`` (seconds). Only for a DICOMweb
+        source; without it the server is read anonymously.
     :param max_concurrent_requests: requests in flight at once to a gs:// or DICOMweb source
         (remote reads wait on latency, so many at once is what makes them fast). Default 16.
     :param processes: worker processes converting a folder's files (parsing is CPU-bound): an
@@ -135,6 +138,7 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
     ) -> None:
         super().__init__(**kwargs)
         self._load_job: tuple[str, str] | None = None  # (project, job id) while a load job runs
+        self._written: WrittenTable | None = None  # what a folder, gs:// or DICOMweb export loaded
         self.source = source
         self.destination_table_uri = destination_table_uri
         self.write_disposition = write_disposition
@@ -255,6 +259,11 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
             # is atomic, so a retry never duplicates rows.
             raise AirflowFailException(str(exc)) from exc
         self._load_job = None  # finished: nothing for on_kill to cancel
+        from airflow_provider_dicom.utils.lineage import WrittenTable
+
+        self._written = WrittenTable(
+            result.fields or None, result.instances_exported if result.table_written else 0, result.output_bytes
+        )
         summary = result.to_dict()
         failures = list(result.failures)
         # Each failed file is already logged, with its reason, as the export meets it.
@@ -279,6 +288,11 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
                 )
             ) from exc
         return summary
+
+    def lineage_written(self) -> WrittenTable | None:
+        """The columns, rows and bytes the load job wrote (a folder, gs:// or DICOMweb source), or
+        what the store export wrote (see `BigQueryStoreExportBase`)."""
+        return self._written if self._written is not None else super().lineage_written()
 
     def on_kill(self) -> None:
         """Cancel the load job this try is waiting on (if any), and the Healthcare operation of a

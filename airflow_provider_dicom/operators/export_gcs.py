@@ -47,7 +47,7 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
         (default 0; None: never for that reason). The message carries the count and the logs link.
     :param gcp_conn_id: Airflow connection to Google Cloud.
     :param impersonation_chain: service account (or chain) to impersonate.
-    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials (DICOMweb sources).
+    :param dicomweb_conn_id: DICOMweb (or HTTP) connection with the server's credentials (DICOMweb sources).
     :param max_concurrent_requests: copies in flight at once for non-store sources (default 16).
 
     ``deferrable``, ``wait_for_completion``, ``poll_interval``, ``cancel_on_kill`` and

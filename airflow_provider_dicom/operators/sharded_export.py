@@ -135,7 +135,7 @@ class DicomShardPlanOperator(_ShardedBase):
     :param filter_config: as for `DicomExportToBigQueryOperator`; read once, here, and staged, so
         every shard applies the same filter even if the file changes during the run.
     :param schema: ``flattened`` or ``json``, as for `DicomExportToBigQueryOperator`.
-    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials, to list its
+    :param dicomweb_conn_id: DICOMweb (or HTTP) connection with the server's credentials, to list its
         studies (DICOMweb sources only).
 
     Returns (XCom) one small dict per shard, to map the shard task over.
@@ -265,7 +265,7 @@ class DicomShardExportOperator(_ShardedBase):
     ``max_failed_instances`` to the whole export. A retried shard replaces its earlier output.
 
     :param shard: one element of the plan's result.
-    :param dicomweb_conn_id: HTTP connection with the DICOMweb server's credentials (DICOMweb only).
+    :param dicomweb_conn_id: DICOMweb (or HTTP) connection with the server's credentials (DICOMweb only).
     :param max_concurrent_requests: requests in flight to a gs:// or DICOMweb source (default 16).
     :param processes: worker processes converting a folder's files: an integer or "auto".
 
@@ -385,6 +385,7 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
         self.project_id = project_id
         self.location = location
         self.source = source
+        self._written: Any = None  # a WrittenTable once the load ran, for lineage
         self._validate(skip_templated=True)
         self._declare_default_outlets("outlets" in kwargs)
 
@@ -428,6 +429,12 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
             # A retry meets the same table, the same missing shards: fail now, clearly.
             raise AirflowFailException(str(exc)) from exc
         summary = result.to_dict()
+        from airflow_provider_dicom.utils.lineage import WrittenTable
+
+        # A retry that found the plan already loaded knows the rows, not the columns (None: no schema facet).
+        self._written = WrittenTable(
+            result.fields or None, result.instances_exported if result.table_written else 0, result.output_bytes
+        )
         failures = list(result.failures)
         tolerated = parse_max_failed_instances(self.max_failed_instances)
         if tolerated is not None and len(failures) > tolerated:
@@ -446,6 +453,8 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
 
         try:
             inputs = [source_dataset_name(self.source)] if self.source else []
-            return operator_lineage(inputs, [bigquery_dataset_name(self.destination_table_uri)])
+            output = bigquery_dataset_name(self.destination_table_uri)
         except ValueError:
             return None
+        written = self._written
+        return operator_lineage(inputs, [output], {output: written} if written is not None else None)

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
+    from airflow_provider_dicom.utils.lineage import WrittenTable
 
 DEFAULT_POLL_INTERVAL = 30.0
 STORE_TEMPLATE_FIELDS = ("api_endpoint",)
@@ -115,6 +116,7 @@ class DicomStoreExportBase(BaseOperator):
         self.api_endpoint = api_endpoint
         self.include_source_store = include_source_store
         self._waiting_on: str | None = None
+        self._succeeded: OperationStatus | None = None  # the operation this task saw succeed, for lineage
         for name in ("deferrable", "wait_for_completion", "cancel_on_kill"):
             _check_bool(name, getattr(self, name))
         _check_bool("include_source_store", include_source_store, optional=True)
@@ -358,6 +360,7 @@ class DicomStoreExportBase(BaseOperator):
         self.log.info(
             "Exported DICOM store %s to %s: %s", export.store, export.destination, status.describe()
         )
+        self._succeeded = status
         return summary
 
     def on_kill(self) -> None:
@@ -379,16 +382,25 @@ class DicomStoreExportBase(BaseOperator):
 
         return [source_dataset_name(self.source)], []  # type: ignore[attr-defined]
 
+    def lineage_written(self) -> WrittenTable | None:
+        """What this task wrote into its output (for the schema and output-statistics facets),
+        once it succeeded; None when it does not know. Subclasses that write tables say."""
+        return None
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """The source as input and the table or bucket prefix as output; None without the
-        OpenLineage provider or when the rendered arguments cannot be parsed."""
-        from airflow_provider_dicom.utils.lineage import operator_lineage
+        """The source as input and the table or bucket prefix as output, with what was written
+        (see `lineage_written`); None without the OpenLineage provider or when the rendered
+        arguments cannot be parsed."""
+        from airflow_provider_dicom.utils.lineage import openlineage_available, operator_lineage
 
         try:
             inputs, outputs = self.lineage_datasets()
         except ValueError:
             return None
-        return operator_lineage(inputs, outputs)
+        if not openlineage_available():
+            return None
+        written = self.lineage_written() if outputs else None
+        return operator_lineage(inputs, outputs, {outputs[0]: written} if written is not None else None)
 
 
 class BigQueryStoreExportBase(DicomStoreExportBase):
@@ -436,6 +448,41 @@ class BigQueryStoreExportBase(DicomStoreExportBase):
 
         inputs, _ = super().lineage_datasets()
         return inputs, [bigquery_dataset_name(self.destination_table_uri)]  # type: ignore[attr-defined]
+
+    def lineage_written(self) -> WrittenTable | None:
+        """After a store export: the rows are the instances the operation exported (one row each)
+        and the columns those of the table Google wrote, read back once (None when it cannot be
+        read: lineage never fails the task). The operation reports no size."""
+        if self._succeeded is None:
+            return None
+        from airflow_provider_dicom.utils.lineage import WrittenTable
+
+        return WrittenTable(self._destination_columns(), self._succeeded.success)
+
+    def _destination_columns(self) -> tuple | None:
+        from airflow_provider_dicom.dicom.schema import from_bigquery_fields
+        from airflow_provider_dicom.utils.deadlines import bigquery_call, endpoint_of, remote
+
+        table = uris.BigQueryTableUri.parse(self.destination_table_uri)  # type: ignore[attr-defined]
+        doing = f"getting table {table} for lineage"
+        try:
+            client = self._bigquery_client(getattr(self, "project_id", None) or table.project)
+            with remote(doing, endpoint_of(client)):
+                found = client.get_table(table.table_id, **bigquery_call(client, doing))
+            return from_bigquery_fields(found.schema or ()) or None
+        except Exception as exc:  # noqa: BLE001 - lineage is informational
+            self.log.warning("Could not read the columns of %s for lineage: %s", table, exc)
+            return None
+
+    def _bigquery_client(self, project: str) -> Any:
+        from airflow_provider_dicom.utils.clients import bigquery_client
+
+        return bigquery_client(
+            self.gcp_conn_id,  # type: ignore[attr-defined]
+            self.impersonation_chain,  # type: ignore[attr-defined]
+            getattr(self, "location", None),
+            project,
+        )
 
 
 def store_template_fields(fields: Sequence[str]) -> tuple[str, ...]:

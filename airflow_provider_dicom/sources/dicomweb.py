@@ -106,7 +106,7 @@ class DicomWebClient:
         if parts.username or parts.password:
             raise ValueError(
                 "the DICOMweb URL must not hold credentials (they would be logged); put them in an "
-                "Airflow HTTP connection (dicomweb_conn_id) instead"
+                "Airflow DICOMweb connection (dicomweb_conn_id) instead"
             )
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -174,7 +174,7 @@ class DicomWebClient:
         if status in (401, 403):
             raise DicomWebAuthError(
                 f"GET {url}: HTTP {status} {response.reason}: the DICOMweb server refused the request; "
-                "check the credentials of the HTTP connection",
+                "check the credentials of the connection",
                 status,
             )
         if status >= 400:

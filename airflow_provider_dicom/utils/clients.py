@@ -34,18 +34,11 @@ def storage_client(gcp_conn_id: str, impersonation_chain: str | Sequence[str] | 
 
 
 def dicomweb_client(base_url: str, dicomweb_conn_id: str | None, pool_size: int) -> Any:
-    """A DICOMweb client for `base_url` with the credentials of an HTTP connection (none without one)."""
-    from airflow_provider_dicom.sources.dicomweb import client_from_connection
+    """A DICOMweb client for `base_url` with the credentials of the connection (a ``dicomweb`` or
+    ``http`` one; anonymous without one), built by `DicomWebHook`, the one place that reads them."""
+    from airflow_provider_dicom.hooks.dicomweb import DicomWebHook
 
-    if dicomweb_conn_id is None:
-        return client_from_connection(base_url, pool_size=pool_size)
-    from airflow.providers.common.compat.sdk import BaseHook
-
-    conn = BaseHook.get_connection(dicomweb_conn_id)
-    return client_from_connection(
-        base_url, login=conn.login, password=conn.password, extra=conn.extra_dejson,
-        pool_size=pool_size, conn_id=dicomweb_conn_id,
-    )
+    return DicomWebHook(dicomweb_conn_id=dicomweb_conn_id, base_url=base_url, pool_size=pool_size).get_conn()
 
 
 class ConnectionClients:

@@ -34,3 +34,21 @@ def test_nothing_listens_beyond_loopback(deployment):
     assert exposed == []
     ports = {c.laddr.port for c in listening}
     assert int(deployment.env["AIRFLOW__API__PORT"]) in ports
+
+
+def test_the_api_server_offers_the_dicomweb_connection_type(deployment):
+    """The connection form's type list (what the UI's "Add Connection" reads) has DICOMweb, with
+    its relabelled host and its extra fields; `airflow providers hooks` lists its hook."""
+    response = deployment.client.get(
+        "/ui/connections/hook_meta", headers={"Authorization": f"Bearer {deployment.token()}"}
+    )
+    assert response.status_code == 200, response.text[:2000]
+    (meta,) = [m for m in response.json() if m["connection_type"] == "dicomweb"]
+    assert meta["hook_name"] == "DICOMweb"
+    assert meta["hook_class_name"] == "airflow_provider_dicom.hooks.dicomweb.DicomWebHook"
+    assert meta["standard_fields"]["host"]["title"] == "DICOMweb base URL"
+    assert meta["standard_fields"]["port"]["hidden"] is True
+    assert set(meta["extra_fields"]) == {"token", "timeout", "verify", "ca_bundle"}
+    assert meta["extra_fields"]["token"]["schema"]["format"] == "password"
+    listed = deployment.cli("providers", "hooks", "-o", "json").stdout
+    assert '"airflow_provider_dicom.hooks.dicomweb.DicomWebHook"' in listed

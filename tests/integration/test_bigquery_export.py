@@ -586,3 +586,27 @@ def test_the_guides_latest_studies_query(bigquery_standin, bq_dataset, tmp_path)
     assert [(r["StudyInstanceUID"], r["InstanceCount"]) for r in got] == [(uid, n) for uid, (_, n) in expected]
     assert [r["StudyDateTime"] for r in got] == [f"2021-{month:02d}-15 08:30:00" for _, (month, _) in expected]
     assert [r["PatientID"] for r in got] == [f"P{month:02d}" for _, (month, _) in expected]
+
+
+# -- what lineage reports ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("load_job_id", [None, "dicom_export_lineage_check"])
+def test_the_result_keeps_the_schema_the_table_was_written_with_for_lineage(
+    bigquery_standin, bq_dataset, folder, load_job_id
+):
+    """OpenLineage's schema facet comes from `result.fields`: the table's columns after the load,
+    existing ones first when appending; outputStatistics' size from the job, when reported."""
+    table_id = f"{bq_dataset}.lineage_{'chain' if load_job_id else 'random'}"
+    seed_table(bigquery_standin, table_id)
+    if load_job_id:
+        load_job_id = f"{load_job_id}_{bq_dataset.rsplit('.', 1)[-1]}"
+    result = export_to_bigquery(
+        folder, f"bq://{table_id}", write_disposition="WRITE_APPEND", client=bigquery_standin,
+        load_job_id=load_job_id,
+    )
+    assert result.table_written and result.instances_exported == 3
+    names = [f.name for f in result.fields]
+    assert names[0] == "Legacy" and {"SOPInstanceUID", "PatientID", "Modality"} <= set(names)
+    assert names == [f.name for f in bigquery_standin.get_table(table_id).schema]
+    assert result.output_bytes is None or result.output_bytes > 0

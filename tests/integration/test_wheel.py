@@ -64,3 +64,16 @@ def test_the_wheel_carries_no_test_tooling(wheel):
         p.relative_to(ROOT).as_posix() for p in (ROOT / "airflow_provider_dicom").rglob("*.py")
     }
     assert sources <= set(names), sorted(sources - set(names))
+
+
+@pytest.mark.integration
+def test_the_wheel_carries_the_project_urls(wheel):
+    """Airflow shows the "Documentation" Project-URL as the provider's documentation-url."""
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    text = wheel.read(metadata).decode()
+    urls = dict(
+        line.removeprefix("Project-URL: ").split(", ", 1) for line in text.splitlines()
+        if line.startswith("Project-URL: ")
+    )
+    base = "https://github.com/airflow-provider-dicom/airflow-provider-dicom"
+    assert urls == {"Documentation": f"{base}#readme", "Source": base, "Issue tracker": f"{base}/issues"}, urls

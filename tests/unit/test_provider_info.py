@@ -60,3 +60,28 @@ def test_airflow_providers_list_shows_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     listed = {row["package_name"]: row for row in json.loads(result.stdout[result.stdout.index("[") :])}
     assert listed[PACKAGE]["version"] == __version__
+
+
+def _project_urls() -> dict[str, str]:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    return pyproject["project"]["urls"]
+
+
+def test_provider_info_names_the_documentation_url_of_the_project_urls():
+    """Airflow versions that show only get_provider_info() (no Project-URL reading) get the URL too."""
+    urls = _project_urls()
+    assert urls["Documentation"].startswith("https://")
+    assert get_provider_info()["documentation-url"] == urls["Documentation"]
+    assert {"Source", "Issue tracker"} <= set(urls)
+
+
+def test_providers_manager_shows_the_documentation_url():
+    """What `airflow providers get airflow-provider-dicom --full` prints as `documentation-url`: on
+    Airflow 3.3 read from the installed metadata's Project-URL "Documentation", so it needs the
+    package installed from this pyproject.toml (scripts/bootstrap.sh reinstalls when it changes)."""
+    from airflow.providers_manager import ProvidersManager
+
+    provider = ProvidersManager().providers[PACKAGE]
+    assert provider.data["documentation-url"] == _project_urls()["Documentation"]
