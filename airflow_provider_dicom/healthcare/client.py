@@ -83,12 +83,16 @@ class HealthcareCalls:
     """
 
     num_retries: int
-    log: logging.Logger
     api_endpoint: str | None
     api_version: str
     retry_delay: float
     max_retry_delay: float
     lost_response_grace: float
+
+    if TYPE_CHECKING:  # the owner's logger (Airflow's LoggingMixin.log for the hook)
+
+        @property
+        def log(self) -> Any: ...  # a logging.Logger, or whatever Airflow's LoggingMixin gives
 
     # -- client -------------------------------------------------------------------------------
 
@@ -454,7 +458,11 @@ class HealthcareClient(HealthcareCalls):
         self.credentials = credentials
         self.impersonate = impersonate
         self.num_retries = num_retries
-        self.log = logger or logging.getLogger(__name__)
+        self._logger = logger or logging.getLogger(__name__)
+
+    @property
+    def log(self) -> logging.Logger:
+        return self._logger
 
     @property
     def anonymous(self) -> bool:
