@@ -183,16 +183,16 @@ def make_client(args: argparse.Namespace) -> HealthcareClient:
 
 
 def _connection_credentials(conn_id: str, impersonate: str | None) -> Any:
+    from airflow_provider_dicom.utils.clients import google_credentials
+
     try:
-        from airflow_provider_dicom.utils.clients import google_credentials
+        return google_credentials(conn_id, impersonate)
     except ImportError as exc:
         raise CommandFailed(
             f"--gcp-conn-id={conn_id} reads an Airflow connection and needs Airflow with its Google provider "
-            "installed; without Airflow, use Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS "
-            "or `gcloud auth application-default login`)"
+            f"installed ({exc}); without Airflow, set GOOGLE_APPLICATION_CREDENTIALS to a service account key "
+            "file or run `gcloud auth application-default login`"
         ) from exc
-    try:
-        return google_credentials(conn_id, impersonate)
     except Exception as exc:
         raise CommandFailed(f"cannot use connection {conn_id!r}: {exc}") from exc
 
