@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 PROG = "airflow-dicom"
 
 
@@ -19,11 +21,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(DicomProviderError):
     """Bad input found before any work started (exit 2)."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(DicomProviderError):
     """The command ran but could not finish its job (exit 1)."""
 
 

@@ -14,8 +14,16 @@ whole, as text, in OtherElements, as any value that does not fit its column is (
 
 from __future__ import annotations
 
-# keyword -> (BigQuery type, mode) of the column in tables Google's export writes.
-GOOGLE_COLUMNS: dict[str, tuple[str, str]] = {
+from typing import NamedTuple
+
+
+class GoogleColumn(NamedTuple):
+    type: str  # BigQuery type
+    mode: str  # NULLABLE or REPEATED
+
+
+# keyword -> the column in tables Google's export writes.
+GOOGLE_COLUMNS: dict[str, GoogleColumn] = {
     # (0062,0009): VM 1 when Google's tables were written, 1-n in pydicom 3's dictionary.
-    "SegmentAlgorithmName": ("STRING", "NULLABLE"),
+    "SegmentAlgorithmName": GoogleColumn("STRING", "NULLABLE"),
 }

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom
 from airflow_provider_dicom.dicom.read import (
@@ -28,6 +28,12 @@ from airflow_provider_dicom.dicom.read import (
     quiet_pydicom,
     read_instance,
     read_with_pydicom,
+)
+from airflow_provider_dicom.dicom.vocabulary import (
+    MEDIA_STORAGE_DIRECTORY,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_INSTANCE_UID,
 )
 from airflow_provider_dicom.model.options import SchemaVariant
 from airflow_provider_dicom.utils.deadlines import RemoteCallError
@@ -42,7 +48,6 @@ OK = "ok"
 NOT_DICOM = "not_dicom"
 FAILED = "failed"
 FILTERED = "filtered"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 Accept = Callable[[str | None, str | None, str | None], bool]
 
@@ -234,13 +239,17 @@ def _judged(name: str, converted: ConvertedInstance, accept: Accept | None) -> I
 
 def instance_uids(ds: Dataset) -> tuple[str | None, str | None, str | None]:
     """Study, series and SOP instance UIDs of a dataset, without converting anything else."""
-    return _uid(ds, 0x0020000D), _uid(ds, 0x0020000E), _uid(ds, 0x00080018)
+    return _uid(ds, STUDY_INSTANCE_UID), _uid(ds, SERIES_INSTANCE_UID), _uid(ds, SOP_INSTANCE_UID)
 
 
 def lean_uids(lean: LeanInstance) -> tuple[str | None, str | None, str | None]:
     """`instance_uids` of a scanned header (scan.py)."""
     body = lean.body
-    return _uid_value(body.get(0x0020000D)), _uid_value(body.get(0x0020000E)), _uid_value(body.get(0x00080018))
+    return (
+        _uid_value(body.get(STUDY_INSTANCE_UID)),
+        _uid_value(body.get(SERIES_INSTANCE_UID)),
+        _uid_value(body.get(SOP_INSTANCE_UID)),
+    )
 
 
 def _uid_value(element: tuple | None) -> str | None:
@@ -248,7 +257,7 @@ def _uid_value(element: tuple | None) -> str | None:
 
 
 def _uid(ds: Dataset, tag: int) -> str | None:
-    elem = ds._dict.get(tag)
+    elem = cast("dict[int, Any]", ds._dict).get(tag)  # keyed by BaseTag, an int: a plain int finds it
     if elem is None:
         return None
     return _uid_text(elem.value)

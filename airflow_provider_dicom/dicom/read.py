@@ -16,24 +16,29 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from airflow_provider_dicom.dicom.vocabulary import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    FILE_META_GROUP,
+    ITEM,
+    LONG_LENGTH_VR_BYTES,
+    PIXEL_TAGS,
+    SEQUENCE_END,
+    UNDEFINED_LENGTH,
+)
+from airflow_provider_dicom.utils.errors import DicomProviderError
 from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_DEFLATED = "1.2.840.10008.1.2.1.99"
-_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
-_LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
-
-class NotDicomError(Exception):
+class NotDicomError(DicomProviderError):
     """The file is not DICOM at all (no DICM prefix, not a dataset): skipped and counted."""
 
 
-class InvalidDicomError(Exception):
+class InvalidDicomError(DicomProviderError):
     """The file claims to be DICOM but cannot be read; the message is the reason reported."""
 
 
@@ -101,7 +106,8 @@ def _read_instance(source: str | os.PathLike | BinaryIO) -> Dataset:
             if os.fstat(fp.fileno()).st_size >= 132:
                 with mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                     try:
-                        return parse_part10(mapped, os.fspath(source))
+                        # parse_part10 reads any buffer; its hint names bytes and memoryview only
+                        return parse_part10(cast(bytes, mapped), os.fspath(source))
                     except Truncated:
                         raise
                     except Unsupported:
@@ -117,7 +123,7 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
         return False
     group_le = head[0] | head[1] << 8
     group_be = head[1] | head[0] << 8
-    return group_le in (0x0002, 0x0008) or group_be == 0x0008
+    return group_le in (FILE_META_GROUP, 0x0008) or group_be == 0x0008
 
 
 def _read(fp: BinaryIO) -> Dataset:
@@ -134,7 +140,7 @@ def _read(fp: BinaryIO) -> Dataset:
     fp.seek(0)
     try:
         ds = dcmread(fp, stop_before_pixels=True)
-        if ds.file_meta.get("TransferSyntaxUID") == _DEFLATED:
+        if ds.file_meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             # pydicom inflated the body into memory; the file position means nothing here,
             # so read the whole (small, deflated) dataset instead.
             fp.seek(0)
@@ -156,11 +162,14 @@ def _read(fp: BinaryIO) -> Dataset:
 def _check_not_truncated(ds: Dataset) -> None:
     """pydicom keeps the short value of a file cut off mid-element (with a warning); the export
     must report such a file as broken rather than load a silently shortened value."""
-    if not ds._dict:
+    from pydicom.dataelem import RawDataElement
+
+    elements = cast("dict[Any, Any]", ds._dict)  # a dict, so ordered and reversible
+    if not elements:
         return
-    last = ds._dict[next(reversed(ds._dict))]
-    value = getattr(last, "value", None)
-    if getattr(last, "is_raw", False) and isinstance(value, bytes) and last.length != 0xFFFFFFFF:
+    last = elements[next(reversed(elements))]
+    value = last.value
+    if isinstance(last, RawDataElement) and isinstance(value, bytes) and last.length != UNDEFINED_LENGTH:
         if len(value) < last.length:
             raise InvalidDicomError(
                 f"truncated DICOM file: element ({last.tag >> 16:04X},{last.tag & 0xFFFF:04X}) declares "
@@ -174,7 +183,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     from pydicom.tag import Tag
 
     implicit, little = ds.original_encoding
-    if implicit is None:
+    if implicit is None or little is None:
         return
     endian = "<" if little else ">"
     start = fp.tell()
@@ -183,7 +192,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
         return
     group, element = struct.unpack(endian + "HH", header[:4])
     tag = group << 16 | element
-    if tag not in _PIXEL_TAGS:
+    if tag not in PIXEL_TAGS:
         fp.seek(start)
         return
     if implicit:
@@ -192,7 +201,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     else:
         vr_bytes = header[4:6]
         vr = vr_bytes.decode("latin_1")
-        if vr_bytes in _LONG_LENGTH_VRS:
+        if vr_bytes in LONG_LENGTH_VR_BYTES:
             extra = fp.read(4)
             if len(extra) < 4:
                 raise EOFError("pixel data element header cut short")
@@ -202,7 +211,7 @@ def _read_pixel_data_and_after(fp: BinaryIO, ds: Dataset) -> None:
     value_tell = fp.tell()
     # A deferred raw element: pydicom's own representation of a value not read yet.
     ds._dict[Tag(tag)] = RawDataElement(Tag(tag), vr or "OW", length, None, value_tell, implicit, little)
-    if length == 0xFFFFFFFF:
+    if length == UNDEFINED_LENGTH:
         _skip_encapsulated(fp, endian)
     else:
         fp.seek(value_tell + length)
@@ -223,8 +232,8 @@ def _skip_encapsulated(fp: BinaryIO, endian: str) -> None:
             return  # cut inside the pixel data: the header before it is whole
         group, element, length = struct.unpack(endian + "HHL", header)
         tag = group << 16 | element
-        if tag == _SEQUENCE_DELIMITER:
+        if tag == SEQUENCE_END:
             return
-        if tag != _ITEM or length == 0xFFFFFFFF:
+        if tag != ITEM or length == UNDEFINED_LENGTH:
             raise ValueError(f"unexpected tag ({group:04X},{element:04X}) inside encapsulated pixel data")
         fp.seek(length, os.SEEK_CUR)

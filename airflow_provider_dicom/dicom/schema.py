@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from dataclasses import field as dc_field
 from typing import Any
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 STRING = "STRING"
 INTEGER = "INTEGER"
 FLOAT = "FLOAT"
@@ -42,7 +44,7 @@ TRAILING_COLUMNS = ("OtherElements", "DroppedTags", "Type", "LastUpdated", "Stor
 _TRAILING_RANK = {name: index for index, name in enumerate(TRAILING_COLUMNS)}
 
 
-class SchemaConflictError(ValueError):
+class SchemaConflictError(DicomProviderError, ValueError):
     """Two schemas give one column different types; the message names the column and both types."""
 
 

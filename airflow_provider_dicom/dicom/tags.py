@@ -54,7 +54,7 @@ def _lookup(tag: int) -> TagInfo | None:
     column_type, repeated = column_type_for(vr), vm != "1"
     google = GOOGLE_COLUMNS.get(keyword)
     if google is not None:  # Google's table wins over pydicom's dictionary (see google_columns.py)
-        column_type, repeated = google[0], google[1] == "REPEATED"
+        column_type, repeated = google.type, google.mode == "REPEATED"
     return TagInfo(keyword, vr, column_type, repeated, repeating)
 
 

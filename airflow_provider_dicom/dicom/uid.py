@@ -1,7 +1,7 @@
 """The one rule for what a DICOM UID is (PS3.5 9.1): 1-64 characters, digits and dots, no empty
 component, no leading zero in a multi-digit component.
 
-Used where a UID becomes part of something else: a filter file line (`filter_build`, because
+Used where a UID becomes part of something else: a filter file line (`filters.build`, because
 Google's API refuses a malformed path) and a Cloud Storage object name (`export.gcs_copy`, where
 `../`, `/` or CR LF from a crafted file or a broken modality would otherwise pick the object's
 name). Reading is lenient elsewhere on purpose: `filters` accepts the non-conformant UIDs real
@@ -13,7 +13,9 @@ from __future__ import annotations
 import re
 
 MAX_UID_LENGTH = 64
-# The same rule for BigQuery (GoogleSQL RE2), used by the server-side filter route.
+# pydicom's `pydicom.uid.RE_VALID_UID` (held to it by tests/unit/test_vocabulary.py; a literal so
+# that importing this module does not import pydicom), also the server-side filter route's rule for
+# BigQuery (GoogleSQL RE2 reads it unchanged).
 UID_REGEX = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 _UID_RE = re.compile(UID_REGEX)
 

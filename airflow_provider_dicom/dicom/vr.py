@@ -14,6 +14,8 @@ import struct
 from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
+from airflow_provider_dicom.dicom.vocabulary import BINARY_VRS, SINGLE_VALUED, TEXT_VRS  # noqa: F401 - re-exported
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # VR -> BigQuery column type. DS and IS stay STRING so "0.50" keeps its text.
 BQ_TYPE: dict[str, str] = {
@@ -27,15 +29,8 @@ BQ_TYPE: dict[str, str] = {
     "PN": RECORD,
     "SQ": RECORD,
 }
-# Binary VRs get no column; their elements are listed in DroppedTags. SV/UV (64-bit integers)
-# are dropped by the Cloud Healthcare export too.
-BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
-# VRs whose bytes are in the dataset's Specific Character Set; the rest are plain ASCII.
-TEXT_VRS = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
-# VRs that never hold more than one value: a backslash is text, not a separator.
-SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
-# Trailing padding only is insignificant for these; leading spaces are part of the text.
-_KEEP_LEADING = frozenset(("LT", "ST", "UT", "UR"))
+# Trailing padding only is insignificant for the single-valued VRs; leading spaces are part of the text.
+_KEEP_LEADING = SINGLE_VALUED
 
 _NUMERIC_FORMAT: dict[str, tuple[str, int]] = {
     "FL": ("f", 4),
@@ -51,7 +46,7 @@ PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuf
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
 
 
-class ValueConversionError(ValueError):
+class ValueConversionError(DicomProviderError, ValueError):
     """A value that cannot be represented in its column type; the row keeps it as text instead."""
 
 

@@ -206,6 +206,7 @@ def export_to_bigquery(
         else:
             from airflow_provider_dicom.export.load_job import run_load
 
+            assert earlier is not None  # looked up above whenever there is a chain
             config = load_job_config(final_fields, plan.job_disposition, add_columns)
 
             def submit(job_id: str) -> Any:
@@ -410,7 +411,7 @@ def write_rows(
 
     # Exact, not hashed: a hash collision would drop a real instance. About 120 bytes per
     # instance, so ~120 MB for a million.
-    exported_uids: set[str] = set()
+    exported_uids: set[str | None] = set()
     out = io.TextIOWrapper(rows, encoding="utf-8", newline="\n")
     try:
         for outcome in outcomes:
@@ -422,6 +423,7 @@ def write_rows(
                     result.add_duplicate(outcome.path, outcome.sop_uid)
                     continue
                 exported_uids.add(outcome.sop_uid)
+                assert outcome.line is not None  # an "ok" outcome always carries its row
                 out.write(outcome.line)
                 out.write("\n")
                 table_schema.add(outcome.fields)

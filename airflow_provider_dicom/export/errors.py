@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
 from airflow_provider_dicom.utils.redact import redact_quoted
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.model.uris import BigQueryTableUri
 
 
-class ExportError(RuntimeError):
+class ExportError(DicomProviderError, RuntimeError):
     """The export was refused or failed; the message names the table and the reason."""
 
 

@@ -111,7 +111,7 @@ class ShardedExportResult(ExportResult):
 def check_load_route(value: object) -> str:
     if value not in LOAD_ROUTES:
         raise ValueError(f"invalid load_from {value!r}: expected one of {', '.join(LOAD_ROUTES)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def resolve_route(load_from: str, staging: Staging) -> str:
@@ -359,7 +359,7 @@ def _ranges(numbers: list[int]) -> str:
     """[0, 1, 2, 5] -> "0-2, 5" (a thousand missing shards must not make a thousand-number message)."""
     parts: list[str] = []
     start = previous = numbers[0]
-    for number in numbers[1:] + [None]:  # type: ignore[list-item]
+    for number in [*numbers[1:], None]:
         if number is not None and number == previous + 1:
             previous = number
             continue

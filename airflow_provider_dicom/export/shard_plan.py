@@ -250,9 +250,8 @@ def _list_studies(source: DicomSource, filter_text: str | None, client: Any) -> 
     if filter_text is not None:
         from airflow_provider_dicom.filters.files import FilterSet
 
-        studies = dict.fromkeys(path.study for path in FilterSet.parse(filter_text))
-        for study in studies:
-            yield study, 1
+        for uid in dict.fromkeys(path.study for path in FilterSet.parse(filter_text)):
+            yield uid, 1
         return
     from airflow_provider_dicom.sources.dicomweb import DicomWebSource
 

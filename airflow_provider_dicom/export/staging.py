@@ -17,14 +17,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from airflow_provider_dicom.model.uris import GcsUri, InvalidUriError
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 _COPY_BLOCK = 8 * 1024 * 1024
 
 
-class StagingError(RuntimeError):
+class StagingError(DicomProviderError, RuntimeError):
     """The staging area cannot be used (missing bucket, permission, ...); the message names it."""
 
 
@@ -37,14 +38,14 @@ class Staging(Protocol):
 
     def write_bytes(self, name: str, data: bytes) -> None: ...
 
-    def upload(self, name: str, local: Path | BinaryIO) -> None:
+    def upload(self, name: str, local: Path | IO[bytes]) -> None:
         """Copy a local file, or a whole open binary file (from its start), to `name`."""
         ...
 
     def read_bytes(self, name: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
 
-    def download(self, name: str, out: BinaryIO) -> bool:
+    def download(self, name: str, out: IO[bytes]) -> bool:
         """Copy the file into `out`; False when it does not exist."""
 
     def delete_tree(self, name: str) -> int:
@@ -112,7 +113,7 @@ class LocalStaging:
         temporary.write_bytes(data)
         os.replace(temporary, path)
 
-    def upload(self, name: str, local: Path | BinaryIO) -> None:
+    def upload(self, name: str, local: Path | IO[bytes]) -> None:
         path = self._path(name)
         temporary = path.with_name(path.name + ".partial")
         if isinstance(local, (str, os.PathLike)):
@@ -129,7 +130,7 @@ class LocalStaging:
         except FileNotFoundError:
             return None
 
-    def download(self, name: str, out: BinaryIO) -> bool:
+    def download(self, name: str, out: IO[bytes]) -> bool:
         try:
             with open(self.root / name, "rb") as source:
                 shutil.copyfileobj(source, out, _COPY_BLOCK)
@@ -170,7 +171,7 @@ class GcsStaging:
                 data, content_type="application/octet-stream", **self._call(name, "uploading")
             )
 
-    def upload(self, name: str, local: Path | BinaryIO) -> None:
+    def upload(self, name: str, local: Path | IO[bytes]) -> None:
         with self._errors(name):
             blob = self._bucket.blob(self._name(name))
             if isinstance(local, (str, os.PathLike)):
@@ -191,7 +192,7 @@ class GcsStaging:
             except NotFound:
                 return None
 
-    def download(self, name: str, out: BinaryIO) -> bool:
+    def download(self, name: str, out: IO[bytes]) -> bool:
         from google.api_core.exceptions import NotFound
 
         with self._errors(name):
@@ -237,7 +238,7 @@ class _translated:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None:
             return False
         from google.api_core.exceptions import GoogleAPICallError, NotFound

@@ -31,9 +31,9 @@ import contextlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from airflow_provider_dicom.dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem  # noqa: F401 - re-exported
+from airflow_provider_dicom.dicom.uid import MAX_UID_LENGTH, UID_REGEX, uid_problem
 from airflow_provider_dicom.utils.atomic_write import (
     GCS_CHUNK_SIZE,
     AtomicWriter,
@@ -42,6 +42,7 @@ from airflow_provider_dicom.utils.atomic_write import (
     local_path,
     open_atomic,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 LEVELS = ("study", "series", "instance")
 ON_EMPTY = ("fail", "skip", "write_empty")
@@ -55,11 +56,11 @@ _DICT_KEYS = {
 }
 
 
-class EmptyFilterError(ValueError):
+class EmptyFilterError(DicomProviderError, ValueError):
     """The selection is empty and the policy is `fail`."""
 
 
-class UnorderedInputError(ValueError):
+class UnorderedInputError(DicomProviderError, ValueError):
     """Rows arrived out of study/series order, so bounded-memory dedupe cannot be trusted."""
 
 
@@ -162,11 +163,8 @@ class FilterWriter:
                 name = UID_COLUMNS[index]
                 self.result.reject(values[index], f"{name} {problem}")
                 return
-        row: Row = (
-            study,  # type: ignore[assignment]
-            series if wanted >= 2 else None,  # type: ignore[dict-item]
-            instance if wanted >= 3 else None,  # type: ignore[dict-item]
-        )
+        # uid_problem passed each wanted value, so each is a UID string.
+        row = cast(Row, (study, series if wanted >= 2 else None, instance if wanted >= 3 else None))
         self._add_valid(row)
 
     def _add_valid(self, row: Row) -> None:
@@ -267,7 +265,20 @@ class FilterWriter:
 # ---- inputs -------------------------------------------------------------------------------------
 
 
-def parse_selection(item: object) -> tuple[object, object, object]:
+class Selection(NamedTuple):
+    """One handed-over value's UIDs, not validated yet (`study` is a _NotASelection for a reject)."""
+
+    study: object
+    series: object = None
+    instance: object = None
+
+    @property
+    def depth(self) -> int:
+        """1, 2 or 3: how deep the value goes (study, series or instance)."""
+        return 3 if self.instance is not None else 2 if self.series is not None else 1
+
+
+def parse_selection(item: object) -> Selection:
     """(study, series, instance) from one handed-over value: a resource path, a bare study UID, a
     tuple/list of up to three UIDs, or a mapping with StudyInstanceUID/SeriesInstanceUID/SOPInstanceUID
     (or study/series/instance) keys. Values that fit none of these come back as a reject marker."""
@@ -281,10 +292,9 @@ def parse_selection(item: object) -> tuple[object, object, object]:
                 and parts[0] == ""
                 and all(parts[i] == names[(i - 1) // 2] for i in range(1, len(parts), 2))
             ):
-                uids = parts[2::2] + [None] * (3 - len(parts[2::2]))
-                return uids[0], uids[1], uids[2]
-            return _NotASelection(text), None, None
-        return text, None, None
+                return Selection(*parts[2::2])
+            return Selection(_NotASelection(text))
+        return Selection(text)
     if isinstance(item, Mapping):
         found: list[object] = [None, None, None]
         lowered = {str(k).lower(): v for k, v in item.items()}
@@ -293,11 +303,10 @@ def parse_selection(item: object) -> tuple[object, object, object]:
                 if key.lower() in lowered:
                     found[index] = lowered[key.lower()]
                     break
-        return found[0], found[1], found[2]
+        return Selection(*found)
     if isinstance(item, Sequence) and not isinstance(item, (bytes, bytearray)) and 1 <= len(item) <= 3:
-        values = list(item) + [None] * (3 - len(item))
-        return values[0], values[1], values[2]
-    return _NotASelection(item), None, None
+        return Selection(*item)
+    return Selection(_NotASelection(item))
 
 
 class _NotASelection:
@@ -310,22 +319,18 @@ class _NotASelection:
         return repr(self.value)
 
 
-def _depth(values: tuple[object, object, object]) -> int:
-    return 3 if values[2] is not None else 2 if values[1] is not None else 1
-
-
-def _sort_key(values: tuple[object, object, object], level: str | None) -> tuple[str, str, str]:
-    wanted = LEVELS.index(level) + 1 if level is not None else _depth(values)
-    keys = [v if isinstance(v, str) else "" for v in values]
-    return (keys[0], keys[1] if wanted >= 2 else "", keys[2] if wanted >= 3 else "")
+def _sort_key(selection: Selection, level: str | None) -> tuple[str, str, str]:
+    wanted = LEVELS.index(level) + 1 if level is not None else selection.depth
+    study, series, instance = (v if isinstance(v, str) else "" for v in selection)
+    return (study, series if wanted >= 2 else "", instance if wanted >= 3 else "")
 
 
 def write_selections(writer: FilterWriter, items: Iterable[object], *, level: str | None, presorted: bool) -> None:
     """Feed handed-over values to `writer`. Unless `presorted`, the values are sorted first (they
     are in memory already, being an XCom value or a file the CLI was given)."""
-    parsed: Iterable[tuple[object, object, object]] = (parse_selection(item) for item in items)
+    parsed: Iterable[Selection] = (parse_selection(item) for item in items)
     if not presorted:
-        parsed = sorted(parsed, key=lambda values: _sort_key(values, level))
+        parsed = sorted(parsed, key=lambda selection: _sort_key(selection, level))
     for study, series, instance in parsed:
         if isinstance(study, _NotASelection):
             writer.result.reject(study.value, "not a resource path, UID, tuple or mapping")
@@ -336,7 +341,7 @@ def write_selections(writer: FilterWriter, items: Iterable[object], *, level: st
 MAX_NESTING = 8  # lists/mappings inside each other in `uids` or query parameters
 
 
-class NestingError(ValueError):
+class NestingError(DicomProviderError, ValueError):
     """A value nested deeper than MAX_NESTING levels (refused before it can exhaust the stack)."""
 
 
@@ -514,7 +519,7 @@ def query_parameters(spec: object) -> list[Any]:
     if isinstance(spec, list):
         built = []
         for item in spec:
-            if isinstance(item, bigquery.query._AbstractQueryParameter):  # type: ignore[attr-defined]
+            if isinstance(item, bigquery.query._AbstractQueryParameter):
                 built.append(item)
             elif isinstance(item, Mapping) and "parameterType" in item:
                 kind = item["parameterType"].get("type")
@@ -585,8 +590,9 @@ def _infer_type(value: object) -> str:
     raise ValueError(f"cannot infer a query parameter type for {type(value).__name__}: give {{'type', 'value'}}")
 
 
-def _typed(name: str, kind: str, raw: object) -> object:
-    """A rendered (string) value converted to the Python type google-cloud-bigquery expects."""
+def _typed(name: str, kind: str, raw: object) -> Any:
+    """A rendered (string) value converted to the Python type google-cloud-bigquery expects; any
+    other value as the caller gave it (google-cloud-bigquery judges it)."""
     import datetime
 
     if raw is None or not isinstance(raw, str):

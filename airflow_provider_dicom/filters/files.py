@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 _STUDIES = "studies"
 _SERIES = "series"
 _INSTANCES = "instances"
 _MAX_SHOWN = 200  # characters of a bad line quoted back in an error message
 
 
-class FilterFileError(ValueError):
+class FilterFileError(DicomProviderError, ValueError):
     """A filter file line that is not a resource path; the message names the line and its number."""
 
 
@@ -59,7 +61,7 @@ class ResourcePath:
         ):
             raise ValueError(f"not a resource path {line!r}")
         values = parts[2::2] + [None] * (3 - len(parts[2::2]))
-        return cls(values[0], values[1], values[2])
+        return cls(parts[2], values[1], values[2])
 
     @property
     def level(self) -> str:

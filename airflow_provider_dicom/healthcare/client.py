@@ -50,6 +50,7 @@ from airflow_provider_dicom.healthcare.operations import (
     check_dataset_name,
     parse_timestamp,
 )
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 if TYPE_CHECKING:
     from googleapiclient.discovery import Resource
@@ -66,7 +67,7 @@ DEFAULT_NUM_RETRIES = 5  # what GoogleBaseHook uses when the connection sets non
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
-class _OutcomeUnknown(Exception):
+class _OutcomeUnknown(DicomProviderError):
     """A request that is not safe to repeat was sent and no answer says what became of it."""
 
     def __init__(self, reason: str, cause: BaseException) -> None:

@@ -68,6 +68,7 @@ def parse_mime_type(value: str) -> tuple[str, str | None]:
                 f"invalid mime_type {value!r}: the only parameter allowed is one transfer-syntax=UID (or *)"
             )
         syntax = match["value"].strip('"')
+    allowed: frozenset[str | None] | None
     if media == "application/dicom":
         allowed = DICOM_TRANSFER_SYNTAXES | {None}
     else:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 EXPORT_DICOM_DATA_METHOD = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"
 OPERATION_METADATA_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata"
 EXPORT_RESPONSE_TYPE = "type.googleapis.com/google.cloud.healthcare.v1.dicom.ExportDicomDataResponse"
@@ -45,7 +47,7 @@ RETRY_IF_IDEMPOTENT_STATUSES = frozenset({500, 502, 504})
 CLOCK_SKEW = timedelta(seconds=30)
 
 
-class HealthcareApiError(RuntimeError):
+class HealthcareApiError(DicomProviderError, RuntimeError):
     """A Cloud Healthcare API call answered with an HTTP error.
 
     `status_code` is the HTTP status, `status` Google's canonical name (NOT_FOUND, ...) when the
@@ -66,7 +68,7 @@ class HealthcareApiError(RuntimeError):
         return self.status_code in RETRY_ALWAYS_STATUSES or self.status_code in RETRY_IF_IDEMPOTENT_STATUSES
 
 
-class ExportOutcomeUnknownError(RuntimeError):
+class ExportOutcomeUnknownError(DicomProviderError, RuntimeError):
     """A `dicomStores.export` request may or may not have started an export, and looking at the
     dataset's operations could not settle which (several candidates). Starting another export
     could double the rows, so nothing is started; a person must look at the listed operations."""
@@ -76,7 +78,7 @@ class ExportOutcomeUnknownError(RuntimeError):
         super().__init__(message)
 
 
-class OperationTimeoutError(TimeoutError):
+class OperationTimeoutError(DicomProviderError, TimeoutError):
     """Waiting for an operation took longer than allowed; the operation itself may still be running."""
 
     def __init__(self, name: str, timeout: float, last: OperationStatus | None) -> None:
@@ -86,7 +88,7 @@ class OperationTimeoutError(TimeoutError):
         super().__init__(f"operation {name} did not finish within {timeout:g} s{progress}")
 
 
-class OperationFailedError(RuntimeError):
+class OperationFailedError(DicomProviderError, RuntimeError):
     """The operation finished with an error, was cancelled, or failed more instances than tolerated."""
 
     def __init__(self, message: str, status: OperationStatus) -> None:

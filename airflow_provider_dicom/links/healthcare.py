@@ -11,46 +11,29 @@ Nothing heavy is imported here: DAG files import these classes through the opera
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
 
-from airflow_provider_dicom.model.uris import DicomStoreName, GcsUri, InvalidUriError
+from airflow_provider_dicom.links.console import ConsoleLink, dicom_store_console_url, gcs_console_url
+from airflow_provider_dicom.model.uris import DicomStoreName, GcsUri
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
 
-CONSOLE_URL = "https://console.cloud.google.com"
 # The operator sets this attribute to {"name": ..., "logs_url": ...} once it knows its operation,
 # and pushes the same dict to XCom under this key.
 OPERATION_ATTRIBUTE = "_dicom_operation"
 OPERATION_XCOM_KEY = "dicom_operation"
 
 
-def dicom_store_console_url(store: DicomStoreName) -> str:
-    path = "/".join(
-        quote(part, safe="")
-        for part in ("locations", store.location, "datasets", store.dataset, "dicomStores", store.store)
-    )
-    return f"{CONSOLE_URL}/healthcare/browser/{path}/details/overview?{urlencode({'project': store.project})}"
-
-
-def gcs_console_url(uri: GcsUri) -> str:
-    path = quote(f"{uri.bucket}/{uri.name}".rstrip("/"), safe="/")
-    return f"{CONSOLE_URL}/storage/browser/{path}"
-
-
-class DicomStoreLink(BaseOperatorLink):
-    """The source Cloud Healthcare DICOM store, in the Google Cloud console."""
+class DicomStoreLink(ConsoleLink):
+    """The source Cloud Healthcare DICOM store, in the Google Cloud console (no link for a folder
+    or other non-store source)."""
 
     name = "DICOM Store"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        try:
-            return dicom_store_console_url(DicomStoreName.parse(getattr(operator, "source", None)))
-        except InvalidUriError:
-            # A folder or other non-store source, or an unrendered template: no link.
-            return ""
+    def console_url(self, operator: BaseOperator) -> str:
+        return dicom_store_console_url(DicomStoreName.parse(getattr(operator, "source", None)))
 
 
 class DicomOperationLogsLink(BaseOperatorLink):
@@ -64,16 +47,13 @@ class DicomOperationLogsLink(BaseOperatorLink):
         return url if isinstance(url, str) and url.startswith(("https://", "http://")) else ""
 
 
-class DicomGcsDestinationLink(BaseOperatorLink):
+class DicomGcsDestinationLink(ConsoleLink):
     """The Cloud Storage prefix the instance files are exported to, in the console."""
 
     name = "Cloud Storage Destination"
 
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        try:
-            return gcs_console_url(GcsUri.parse(getattr(operator, "uri_prefix", None)))
-        except InvalidUriError:
-            return ""
+    def console_url(self, operator: BaseOperator) -> str:
+        return gcs_console_url(GcsUri.parse(getattr(operator, "uri_prefix", None)))
 
 
 def _pushed_operation(ti_key: Any) -> Any:

@@ -17,7 +17,7 @@ class WriteDisposition(str, Enum):
     WRITE_APPEND = "WRITE_APPEND"
 
     @classmethod
-    def parse(cls, value: str | WriteDisposition) -> WriteDisposition:
+    def parse(cls, value: object) -> WriteDisposition:
         if isinstance(value, WriteDisposition):
             return value
         if isinstance(value, str):
@@ -39,7 +39,7 @@ class SchemaVariant(str, Enum):
     JSON = "json"
 
     @classmethod
-    def parse(cls, value: str | SchemaVariant) -> SchemaVariant:
+    def parse(cls, value: object) -> SchemaVariant:
         if isinstance(value, SchemaVariant):
             return value
         if isinstance(value, str):
@@ -68,7 +68,7 @@ class WriteOptions:
     write_disposition_given: bool = False
 
     @classmethod
-    def resolve(cls, write_disposition: str | WriteDisposition | None, force: bool | None) -> WriteOptions:
+    def resolve(cls, write_disposition: object, force: object) -> WriteOptions:
         if write_disposition is not None and force is not None:
             raise ValueError(
                 f"set either write_disposition ({write_disposition!r}) or force ({force!r}), not both: "
@@ -78,7 +78,8 @@ class WriteOptions:
             return cls(WriteDisposition.parse(write_disposition), None, True)
         if force is not None and not isinstance(force, bool):
             raise ValueError(f"force must be True or False, got {force!r}")
-        return cls(WriteDisposition.WRITE_TRUNCATE if force else WriteDisposition.WRITE_EMPTY, force, False)
+        given = force if isinstance(force, bool) else None
+        return cls(WriteDisposition.WRITE_TRUNCATE if given else WriteDisposition.WRITE_EMPTY, given, False)
 
     @property
     def fails_on_existing_table(self) -> bool:

@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from airflow_provider_dicom.model import uris
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 
 class SourceKind(str, Enum):
@@ -37,7 +38,7 @@ class SourceKind(str, Enum):
 SUPPORTED_KINDS = frozenset({SourceKind.FOLDER, SourceKind.GCS_PREFIX, SourceKind.DICOMWEB})
 
 
-class UnsupportedSourceError(NotImplementedError):
+class UnsupportedSourceError(DicomProviderError, NotImplementedError):
     """A well-formed source of a kind this version cannot export yet; the message names it."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 # BigQuery naming rules: project ids are 6-30 chars of lowercase letters, digits and hyphens
 # (legacy domain-scoped ids carry a "domain:" prefix); dataset ids are letters, digits and
 # underscores up to 1024; table ids may hold Unicode letters, marks, digits, connectors, dashes
@@ -33,7 +35,7 @@ MAX_TABLE_URI_LENGTH = 2000
 MAX_OBJECT_NAME_BYTES = 1024
 
 
-class InvalidUriError(ValueError):
+class InvalidUriError(DicomProviderError, ValueError):
     """A URI that does not have the documented shape; the message names the value and the shape."""
 
 
@@ -44,7 +46,7 @@ class BigQueryTableUri:
     table: str
 
     @classmethod
-    def parse(cls, uri: str) -> BigQueryTableUri:
+    def parse(cls, uri: object) -> BigQueryTableUri:
         if not isinstance(uri, str):
             raise InvalidUriError(
                 f"BigQuery table URI must be a string like bq://PROJECT.DATASET.TABLE, got {_shown(uri)}"
@@ -82,7 +84,7 @@ class GcsUri:
     name: str
 
     @classmethod
-    def parse(cls, uri: str, *, require_object: bool = False) -> GcsUri:
+    def parse(cls, uri: object, *, require_object: bool = False) -> GcsUri:
         match = _GCS_URI.fullmatch(uri) if isinstance(uri, str) else None
         if not match:
             raise InvalidUriError(f"invalid Cloud Storage URI {_shown(uri)}: expected gs://BUCKET[/PATH]")
@@ -111,7 +113,7 @@ class DicomStoreName:
     store: str
 
     @classmethod
-    def parse(cls, name: str) -> DicomStoreName:
+    def parse(cls, name: object) -> DicomStoreName:
         match = _STORE.fullmatch(name) if isinstance(name, str) else None
         if not match or any(set(part) == {"."} for part in match.groups()):
             raise InvalidUriError(

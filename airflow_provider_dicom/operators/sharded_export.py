@@ -21,8 +21,8 @@ Nothing heavy is imported here at DAG-parse time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
@@ -63,7 +63,7 @@ def check_shard_specs(value: object) -> list[dict[str, Any]]:
     if isinstance(value, dict):
         raise ValueError("invalid shards: got one shard; pass the plan task's whole output (plan.output)")
     try:
-        specs = [check_shard_spec(item) for item in value]  # type: ignore[union-attr]
+        specs = [check_shard_spec(item) for item in cast("Iterable[object]", value)]  # else TypeError below
     except TypeError:
         raise ValueError(f"invalid shards {value!r}: expected the plan task's output, a list of shards") from None
     if not specs:
@@ -207,7 +207,7 @@ class DicomShardPlanOperator(_ShardedBase):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_provider_dicom.export.bigquery import DestinationError
-        from airflow_provider_dicom.export.shard_plan import plan_sharded_export, run_label
+        from airflow_provider_dicom.export.shard_plan import check_shard_count, plan_sharded_export, run_label
         from airflow_provider_dicom.utils.clients import bigquery_client
 
         try:
@@ -230,7 +230,7 @@ class DicomShardPlanOperator(_ShardedBase):
         dag_run = context["dag_run"]
         try:
             plan = plan_sharded_export(
-                request.source.value, staging, request.table, shards=self.shards,
+                request.source.value, staging, request.table, shards=check_shard_count(self.shards),
                 label=run_label(dag_run.dag_id, dag_run.run_id), client=client,
                 write_disposition=self.write_disposition, force=self.force, filter_config=request.filter_config,
                 schema=request.schema, storage_client=storage, dicomweb_client=web,

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PADDING = 1024  # spaces/tabs allowed after a delimiter before its line break
 
 
-class MultipartError(ValueError):
+class MultipartError(DicomProviderError, ValueError):
     """A body that is not a well-formed multipart body; the message says what was wrong."""
 
 

@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_WORKERS = 16
 
 
-class RemoteReadError(OSError):
+class RemoteReadError(DicomProviderError, OSError):
     """A remote read failed after the client's own retries; the message says what and why (no PHI)."""
 
 

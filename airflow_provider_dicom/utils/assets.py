@@ -64,6 +64,7 @@ class AssetOutletsMixin:
     """
 
     asset_destination_field: str = ""
+    outlets: list[Any]  # the operator's (declared for the type checker only: BaseOperator holds it)
 
     def _declare_default_outlets(self, explicit: bool) -> None:
         if explicit or not self._emits_asset():
@@ -73,13 +74,13 @@ class AssetOutletsMixin:
         destination = getattr(self, self.asset_destination_field)
         if isinstance(destination, str) and not uris.is_templated(destination):
             try:
-                self.outlets = [Asset(uri=asset_uri(destination))]  # type: ignore[attr-defined]
+                self.outlets = [Asset(uri=asset_uri(destination))]
             except ValueError:
                 return  # a destination we cannot name (a relative path) declares nothing
             return
         dag_id = self.dag_id if getattr(self, "has_dag", lambda: False)() else None  # type: ignore[attr-defined]
         self._asset_alias = alias_name(dag_id, self.task_id)  # type: ignore[attr-defined]
-        self.outlets = [AssetAlias(name=self._asset_alias)]  # type: ignore[attr-defined]
+        self.outlets = [AssetAlias(name=self._asset_alias)]
 
     def _emits_asset(self) -> bool:
         """False when a successful task has not written anything yet (an export not waited for)."""

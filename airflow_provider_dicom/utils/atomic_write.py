@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path, PurePath
 from typing import Any, Protocol
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 GCS_CHUNK_SIZE = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads require
 
 
@@ -44,7 +46,7 @@ class AtomicWriter(Protocol):
     def abort(self) -> None: ...
 
 
-class UnsafeDestinationError(ValueError):
+class UnsafeDestinationError(DicomProviderError, ValueError):
     """A local destination that is not (or cannot become) a regular file we may replace."""
 
 

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_dicom.utils.errors import DicomProviderError
+
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_ENV = "AIRFLOW_DICOM_REQUEST_TIMEOUT"
@@ -44,7 +46,7 @@ MAX_JOB_POLL_INTERVAL = 10.0
 DICOMWEB_TIMEOUT = (10.0, 300.0)
 
 
-class RemoteCallError(RuntimeError):
+class RemoteCallError(DicomProviderError, RuntimeError):
     """A remote call got no usable answer within its deadline; the message names the endpoint and
     what was being done. Not an OSError on purpose: code that turns a file's OSError into that
     instance's failure must not mistake a frozen service for one bad file."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from airflow_provider_dicom.dicom import vocabulary
 from dicom_standins.emulator.errors import ApiError, invalid
 
 # DICOM Failure Reason (0008,1197) values.
@@ -23,10 +24,11 @@ REASON_CANNOT_UNDERSTAND = 0xC000
 REASON_DUPLICATE_SOP = 0x0111
 REASON_STUDY_MISMATCH = 0xA900
 
-SOP_CLASS = "00080016"
-SOP_INSTANCE = "00080018"
-STUDY = "0020000D"
-SERIES = "0020000E"
+# DICOM JSON keys of the identifying UIDs (the vocabulary's tags, as 8 hex digits).
+SOP_CLASS = f"{vocabulary.SOP_CLASS_UID:08X}"
+SOP_INSTANCE = f"{vocabulary.SOP_INSTANCE_UID:08X}"
+STUDY = f"{vocabulary.STUDY_INSTANCE_UID:08X}"
+SERIES = f"{vocabulary.SERIES_INSTANCE_UID:08X}"
 
 _STUDY_TAGS = ("00080020", "00080030", "00080050", "00080090", "00081030", "00100010", "00100020",
                "00100030", "00100040", "0020000D", "00200010")
@@ -115,7 +117,7 @@ def parse_instance(data: bytes, expected_study: str | None = None) -> ParsedInst
 
         raise StowFailure(REASON_CANNOT_UNDERSTAND, failure("", exc).reason or type(exc).__name__) from None
     study, series, sop = instance_uids(ds)
-    sop_class = _text(ds, 0x00080016)
+    sop_class = _text(ds, vocabulary.SOP_CLASS_UID)
     if not (study and series and sop):
         raise StowFailure(REASON_CANNOT_UNDERSTAND, "instance lacks a Study, Series or SOP Instance UID",
                           sop, sop_class)

@@ -21,6 +21,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_dicom.dicom.vocabulary import NATIVE_TRANSFER_SYNTAXES
 from airflow_provider_dicom.healthcare.operations import EXPORT_RESPONSE_TYPE
 from dicom_standins.emulator import errors
 from dicom_standins.emulator.state import now
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNCOMPRESSED_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+# The emulator transcodes between these by re-encoding the dataset; any other pair it refuses.
+UNCOMPRESSED_SYNTAXES = NATIVE_TRANSFER_SYNTAXES
 
 
 class _Stop(Exception):
