@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_dicom.model.request import ExportRequest, parse_export_request
 from airflow_provider_dicom.model.sources import DicomSource, SourceKind
+from airflow_provider_dicom.utils.errors import DicomProviderError
 from airflow_provider_dicom.utils.text import counted
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ def run_gcs_copy(
 # -- judging the outcome -------------------------------------------------------------------------
 
 
-class TooManyFailedInstances(Exception):
+class TooManyFailedInstances(DicomProviderError, RuntimeError):
     """More instances failed than tolerated; the good ones were exported all the same."""
 
     def __init__(self, result: SourceCounts, tolerated: int) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow_provider_dicom.healthcare import export_requests
 from airflow_provider_dicom.healthcare.operations import OperationFailedError, OperationStatus
+from airflow_provider_dicom.utils.errors import DicomProviderError
 
 # google.rpc codes an operation can end with that a new export may not meet again (server
 # trouble, quota, an aborted transaction). Every other code (cancelled, invalid argument, not
@@ -136,7 +137,7 @@ def summarize(status: OperationStatus, export: StoreExport) -> dict[str, Any]:
     }
 
 
-class StoreExportFailed(Exception):
+class StoreExportFailed(DicomProviderError, RuntimeError):
     """A finished export operation that counts as a failure: it failed or was cancelled, or it
     counted more failed instances than tolerated. `summary` is the export's result all the same;
     `reason` the operation's own message; `retryable` whether a new export may fare better."""
