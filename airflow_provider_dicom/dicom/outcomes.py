@@ -157,11 +157,10 @@ def convert_part10(
 ) -> InstanceOutcome:
     """An instance whose whole Part 10 file is in `buf` (bytes, or an mmap of the file), by the
     fast route where it applies (see `takes_fast_route`): scanned into plain values and converted without building
-    pydicom objects (scan.py, lean_convert.py). The outcome is the one `convert_instance` gives
+    pydicom objects (scan.py, scanned.py, walker.py). The outcome is the one `convert_instance` gives
     with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
     a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
     declines (NeedsPydicom) is converted from the Dataset built from the same scan."""
-    from airflow_provider_dicom.dicom.lean_convert import hands_on
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
     if not takes_fast_route(converter):
@@ -181,6 +180,34 @@ def convert_part10(
         return convert_instance(
             name, read, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
         )
+    return convert_scan(name, lean, buf, converter, accept, blob_storage_size=blob_storage_size,
+                        last_updated=last_updated)
+
+
+@never_raises
+def convert_scan(
+    name: str,
+    lean: LeanInstance,
+    buf: bytes | memoryview,
+    converter: InstanceConverter,
+    accept: Accept | None = None,
+    *,
+    blob_storage_size: int | None = None,
+    last_updated: datetime | None = None,
+) -> InstanceOutcome:
+    """An instance whose header has been scanned (scan.py) from `buf` (the file, or the bytes of
+    a remote object read so far: at least its whole header): converted by the walker straight
+    from the scan, or, when the walker hands it on (NeedsPydicom) or the converter is not the
+    stock one (see `takes_fast_route`), from the Dataset built from the same scan."""
+    from airflow_provider_dicom.dicom.parse import to_dataset
+    from airflow_provider_dicom.dicom.scanned import hands_on
+
+    if not takes_fast_route(converter):
+        with quiet_pydicom():
+            ds = to_dataset(lean, buf, name)
+        return convert_dataset(
+            name, ds, converter, accept, blob_storage_size=blob_storage_size, last_updated=last_updated
+        )
     if accept is not None:
         study, series, sop = lean_uids(lean)
         if sop and not accept(study, series, sop):
@@ -190,8 +217,6 @@ def convert_part10(
             raise NeedsPydicom("flagged before converting")
         converted = converter.convert_lean(lean, blob_storage_size=blob_storage_size, last_updated=last_updated)
     except NeedsPydicom:
-        from airflow_provider_dicom.dicom.parse import to_dataset
-
         with quiet_pydicom():
             ds = to_dataset(lean, buf, name)
         return convert_dataset(
@@ -200,6 +225,39 @@ def convert_part10(
     except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
         return failure(name, exc, "conversion failed")
     return _judged(name, converted, accept)
+
+
+@never_raises
+def convert_json_metadata(
+    name: str,
+    metadata: dict,
+    converter: InstanceConverter,
+    accept: Accept | None = None,
+    on_bulk_data: Callable[[str], None] | None = None,
+) -> InstanceOutcome:
+    """An instance's DICOM JSON (a DICOMweb server's metadata), converted straight to a row by the
+    walker (json_model.py) where it applies (see `takes_fast_route`); from the Dataset pydicom
+    builds of it when the walker hands it on (NeedsPydicom) or the table is the JSON variant."""
+    from airflow_provider_dicom.dicom.json_model import convert_prepared, dataset_from_prepared, prepare
+
+    try:
+        prepared = prepare(metadata, on_bulk_data)
+    except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
+        return InstanceOutcome(name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}")
+    if takes_fast_route(converter):
+        try:
+            converted = convert_prepared(prepared, converter.max_depth)
+        except NeedsPydicom:
+            pass
+        except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export
+            return failure(name, exc, "conversion failed")
+        else:
+            return _judged(name, converted, accept)
+    try:
+        ds = dataset_from_prepared(prepared)
+    except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
+        return InstanceOutcome(name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}")
+    return convert_dataset(name, ds, converter, accept)
 
 
 @never_raises

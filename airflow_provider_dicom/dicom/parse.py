@@ -1,16 +1,11 @@
-"""A lean DICOM Part 10 parser for well-formed files, producing the Dataset pydicom would.
+"""The Dataset pydicom's reader would give, built from a scanned header (scan.py) without re-reading.
 
-pydicom's reader is general (deferred reads, tag filters, VR-switch detection, debugging hooks)
-and costs about half of the export's time per instance. Most files need none of that, so
-`scan.scan_part10` walks the bytes with struct into plain values, and this module builds
-pydicom's own structures from them: a FileDataset whose elements are RawDataElements and whose
-sequences are Sequence objects of Datasets, exactly what `dcmread` gives, so the converter cannot
-tell the difference. Pixel data at the top level is recorded as a deferred element (value None)
-and never copied.
-
-Anything unusual (deflate, a VR that is not two letters, an explicit/implicit mix, a value that
-runs past the end) raises `Unsupported`, and the caller reads the file with pydicom instead:
-speed for the common case, pydicom's judgement for every other.
+The export converts scanned headers itself (the walker, scanned.py); an instance it hands to
+pydicom (NeedsPydicom), a caller that wants pydicom's objects, and the JSON table (pydicom's
+`to_json_dict`) get a FileDataset built here from the same scan: RawDataElements, and Sequence
+objects of Datasets for sequences, exactly what `dcmread` gives, so the Dataset adapter cannot
+tell the difference. Pixel data at the top level is a deferred element (value None), never copied.
+What the scanner declines (`Unsupported`) the caller reads with pydicom's own reader.
 """
 
 from __future__ import annotations
@@ -24,11 +19,12 @@ from airflow_provider_dicom.dicom.scan import (  # noqa: F401 - the parser's err
     Unsupported,
     scan_part10,
 )
+from airflow_provider_dicom.dicom.vocabulary import UNDEFINED_LENGTH
 
 if TYPE_CHECKING:
     from pydicom.dataset import FileDataset
 
-_UNDEFINED = 0xFFFFFFFF
+_UNDEFINED = UNDEFINED_LENGTH
 # The Dataset attribute listing the tags of sequences the scan skipped below its depth limit
 # (scan.MAX_SEQUENCE_DEPTH): kept as empty sequences, so the JSON table lists them as dropped.
 CUT_SEQUENCES = "_cut_sequences"
@@ -63,7 +59,7 @@ def _item_maker(implicit: bool, little: bool):
             state[key] = reference[key].copy()
         return item
 
-    probe = {}
+    probe: dict = {}
     made, expected = fast(probe), slow(probe)
     if made.__dict__ != expected.__dict__ or type(made) is not type(expected):
         return slow
@@ -87,7 +83,7 @@ def _pydicom_elements(elements: dict, implicit: bool, little: bool, new_item) ->
     from pydicom.sequence import Sequence
     from pydicom.tag import BaseTag
 
-    out = {}
+    out: dict[BaseTag, DataElement | RawDataElement] = {}
     for tag, (vr, value, offset, length) in elements.items():
         btag = BaseTag(tag)
         if vr == "SQ" and value.__class__ is list:

@@ -30,23 +30,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from struct import Struct
+from typing import Any
 
-_UNDEFINED = 0xFFFFFFFF
-_ITEM = 0xFFFEE000
-_ITEM_END = 0xFFFEE00D
-_SEQUENCE_END = 0xFFFEE0DD
-_PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))
-_LONG_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"))
-_KNOWN_VRS = _LONG_VRS | frozenset(
-    ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US")
+from airflow_provider_dicom.dicom.vocabulary import (
+    DEFLATED_SYNTAXES,
+    EXPLICIT_VR_BIG_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    ITEM,
+    ITEM_END,
+    KNOWN_VRS,
+    LONG_LENGTH_VRS,
+    PIXEL_TAGS,
+    SEQUENCE_END,
+    TRANSFER_SYNTAX_UID,
+    UNDEFINED_LENGTH,
 )
+
+_UNDEFINED = UNDEFINED_LENGTH
+_ITEM = ITEM
+_ITEM_END = ITEM_END
+_SEQUENCE_END = SEQUENCE_END
+_PIXEL_TAGS = PIXEL_TAGS
+_LONG_VRS = LONG_LENGTH_VRS
 # VR bytes -> VR: one dict lookup both decodes and validates the VR.
-_VR_OF_BYTES = {vr.encode("ascii"): vr for vr in _KNOWN_VRS}
+_VR_OF_BYTES = {vr.encode("ascii"): vr for vr in KNOWN_VRS}
 _SYNTAXES = {
-    "1.2.840.10008.1.2": (True, True),
-    "1.2.840.10008.1.2.2": (False, False),
+    IMPLICIT_VR_LITTLE_ENDIAN: (True, True),
+    EXPLICIT_VR_BIG_ENDIAN: (False, False),
 }
-_DEFLATED = frozenset(("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"))
 # Sequence levels walked into items; deeper sequences are skipped (see the module docstring).
 # One beyond BigQuery's 15 RECORD levels (convert.MAX_NESTING), so the converter sees all it keeps.
 MAX_SEQUENCE_DEPTH = 16
@@ -55,7 +66,9 @@ _LE_EXPLICIT, _BE_EXPLICIT = Struct("<HH2sH"), Struct(">HH2sH")
 _LE_TAG_LENGTH, _BE_TAG_LENGTH = Struct("<HHL"), Struct(">HHL")
 _LE_LENGTH, _BE_LENGTH = Struct("<L"), Struct(">L")
 
-Elements = dict  # {tag: (vr, value, offset, length)}, see the module docstring
+# {tag: (vr, value, offset, length)}, see the module docstring; the walker's element records.
+ScannedElement = tuple[str | None, Any, int, int]
+Elements = dict[int, ScannedElement]
 
 
 class Unsupported(Exception):
@@ -178,9 +191,7 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (vr, buf[pos:stop], pos, length)
             pos = stop
-        if top and self.prefix:
-            raise NeedMoreData(self.end + 1)  # no pixel data yet: the header may go on
-        return out, pos
+        return self._walked(out, pos, top)
 
     def _implicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Implicit VR elements, as `_explicit`; a sequence is told by undefined length or the dictionary."""
@@ -215,6 +226,11 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (None, buf[pos:stop], pos, length)
             pos = stop
+        return self._walked(out, pos, top)
+
+    def _walked(self, out: Elements, pos: int, top: bool) -> tuple[Elements, int]:
+        """The end of a dataset's elements; at the top level of a prefix without pixel data yet,
+        the header may go on past what was read."""
         if top and self.prefix:
             raise NeedMoreData(self.end + 1)
         return out, pos
@@ -358,12 +374,12 @@ def scan_part10(buf: bytes | memoryview, *, object_size: int | None = None) -> L
     meta, pos = _Walker(buf, implicit=False, little=True, prefix=prefix).elements(132, len(buf), False, 0x0002)
     if prefix and pos >= len(buf):
         raise NeedMoreData(len(buf) + 1)  # the File Meta Information may go on past the prefix
-    syntax_element = meta.get(0x00020010)
+    syntax_element = meta.get(TRANSFER_SYNTAX_UID)
     syntax_value = None if syntax_element is None else syntax_element[1]
     if not isinstance(syntax_value, bytes):
         raise Unsupported("no transfer syntax")
     syntax = syntax_value.decode("latin_1").strip("\x00 ")
-    if syntax in _DEFLATED:
+    if syntax in DEFLATED_SYNTAXES:
         raise Unsupported("deflated")
     implicit, little = _SYNTAXES.get(syntax, (False, True))
     # A body that is implicit despite an explicit syntax fails the VR check: pydicom handles those.

@@ -3,8 +3,8 @@
 QIDO-RS enumerates (studies, then each study's series, paginated with limit/offset), and WADO-RS
 reads: `/studies/{s}/series/{se}/metadata` returns the DICOM JSON of every instance of a series in
 one request, which is far cheaper than one request per instance, and carries no pixel data (bulk
-data comes as BulkDataURI references, which are never followed). The JSON becomes a pydicom
-Dataset and goes through the same conversion as a file, so the table has the same columns.
+data comes as BulkDataURI references, which are never followed). The JSON is converted to a
+row by the same walker as a file's header (dicom/json_model.py), so the table has the same columns.
 
 What DICOMweb cannot give, and so differs from a folder export of the same files:
 - the File Meta Information (group 0002: TransferSyntaxUID, MediaStorageSOPClassUID, ...) is not
@@ -30,22 +30,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from airflow_provider_dicom.dicom.json_model import dataset_from_json  # noqa: F401 - this module's API
 from airflow_provider_dicom.dicom.outcomes import (
     FAILED,
     FILTERED,
     Accept,
     InstanceOutcome,
-    convert_dataset,
+    convert_json_metadata,
     failure,
 )
-from airflow_provider_dicom.dicom.scan import MAX_SEQUENCE_DEPTH
 from airflow_provider_dicom.sources.remote import DEFAULT_WORKERS, RemoteReadError, ordered_map
 from airflow_provider_dicom.utils.deadlines import DICOMWEB_TIMEOUT
 from airflow_provider_dicom.utils.redact import redact_quoted
@@ -57,14 +56,8 @@ PAGE_SIZE = 1000
 # with more, the series' metadata is fetched once and filtered (one response instead of many).
 INSTANCE_REQUESTS_PER_SERIES = 10
 DEFAULT_TIMEOUT = DICOMWEB_TIMEOUT  # connect, read: see airflow_provider_dicom.utils.deadlines
-_BINARY_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "UN", "SV", "UV"))
 _NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
 _NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
-_SPECIFIC_CHARACTER_SET = "00080005"
-_PLACEHOLDER = "AAA="  # base64 of b"\x00\x00"
-_SINGLE_VALUED = frozenset(("LT", "ST", "UT", "UR"))
-_TEXT_VRS = frozenset(("SH", "LO", "ST", "LT", "UC", "UT", "PN"))
-_STRING_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"))
 _STUDY_UID, _SERIES_UID, _SOP_UID = "0020000D", "0020000E", "00080018"
 
 
@@ -475,164 +468,10 @@ class DicomWebSource:
             )
             if sop and not accept(study, series, sop):
                 return InstanceOutcome(item.name, FILTERED)
-        try:
-            ds = dataset_from_json(metadata, self._count_bulk)
-        except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
-            return InstanceOutcome(
-                item.name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}"
-            )
-        return convert_dataset(item.name, ds, converter, accept)
+        return convert_json_metadata(item.name, metadata, converter, accept, self._count_bulk)
 
     def _count_bulk(self, tag: str) -> None:
         self.bulk_data_elements += 1
-
-
-def dataset_from_json(metadata: dict, on_bulk_data: Callable[[str], None] | None = None) -> Any:
-    """A pydicom Dataset from one instance's DICOM JSON, prepared so it converts like a file:
-    DS/IS numbers become their shortest text, and BulkDataURI elements become empty binary
-    elements (listed in DroppedTags, as a file's binary elements are) without fetching anything."""
-    from pydicom.dataset import Dataset
-
-    from airflow_provider_dicom.dicom.read import quiet_pydicom
-
-    prepared = _prepare(metadata, on_bulk_data)
-    with quiet_pydicom():
-        # DS/IS values reach pydicom empty: it would parse them as numbers and raise on text that
-        # is not one ("1,5"), where a file's row keeps that text. Their text is put in afterwards.
-        ds = Dataset.from_json(_without_numbers(prepared))
-    _restore_number_text(ds, prepared)
-    return ds
-
-
-def _without_numbers(prepared: dict) -> dict:
-    """`prepared` with the values of DS/IS elements left out (nested items included)."""
-    out: dict[str, Any] = {}
-    for key, element in prepared.items():
-        vr = element.get("vr")
-        if vr in ("DS", "IS") and "Value" in element:
-            element = {"vr": vr}
-        elif vr == "SQ" and isinstance(element.get("Value"), list):
-            element = {
-                **element,
-                "Value": [
-                    _without_numbers(item) if isinstance(item, dict) else item for item in element["Value"]
-                ],
-            }
-        out[key] = element
-    return out
-
-
-def _restore_number_text(ds: Any, prepared: dict) -> None:
-    """pydicom turns DS/IS JSON values into floats and ints whatever text it is given ("16" ->
-    16.0 -> "16.0"). Put them back as the raw text a file holds, in place (the element keeps its
-    position), so the converter reads them exactly as it reads a file's."""
-    from pydicom.dataelem import RawDataElement
-    from pydicom.tag import Tag
-
-    for key, element in prepared.items():
-        vr = element.get("vr")
-        values = element.get("Value")
-        if not isinstance(values, list) or not values:
-            continue
-        if vr in ("DS", "IS"):
-            tag = Tag(int(key, 16))
-            text = "\\".join("" if v is None else str(v) for v in values).encode("latin_1", "replace")
-            ds._dict[tag] = RawDataElement(tag, vr, len(text), text, 0, False, True)
-        elif vr == "SQ":
-            items = ds._dict[Tag(int(key, 16))].value or []
-            for item, item_json in zip(items, values):
-                if isinstance(item_json, dict):
-                    _restore_number_text(item, item_json)
-
-
-def _prepare(
-    dataset: dict, on_bulk_data: Callable[[str], None] | None, charsets: tuple[str, ...] = (), depth: int = 0
-) -> dict:
-    """Undo what the JSON model (and some servers) do to values, so they read as the file's did.
-
-    Sequences are followed as deep as a file's are read (scan.MAX_SEQUENCE_DEPTH); deeper ones
-    are kept empty (the converter drops and lists what lies below BigQuery's 15 levels), so a
-    server's 1,000-deep JSON costs no recursion."""
-    out: dict[str, Any] = {}
-    charset_element = dataset.get(_SPECIFIC_CHARACTER_SET)
-    if isinstance(charset_element, dict) and isinstance(charset_element.get("Value"), list):
-        charsets = tuple(str(v) for v in charset_element["Value"] if v)
-    # Under ISO 2022 IR 13 (JIS X 0201) byte 0x5C is the yen sign: a server decoding a whole
-    # value with it turns the backslash between values into "¥". Only text VRs may hold a yen.
-    yen_delimiter = any(c.replace("_", " ").endswith("IR 13") for c in charsets)
-    # In tag order, as a file holds them (DroppedTags and OtherElements list elements in that order).
-    for tag, element in sorted(dataset.items(), key=lambda item: _tag_order(item[0])):
-        if not isinstance(element, dict):
-            raise TypeError(f"element {tag} is not a JSON object")
-        vr = element.get("vr")
-        if "BulkDataURI" in element:
-            if on_bulk_data is not None:
-                on_bulk_data(tag)
-            # Binary either way: a text element moved to bulk data cannot be read without fetching
-            # it, so it is listed as dropped rather than exported empty.
-            # (OB, not UN: pydicom would give UN back the dictionary VR and an empty value.)
-            # Two zero bytes stand in for the value: never exported (binary values never are), but
-            # not empty, so the JSON variant lists the element in DroppedTags as it does a file's.
-            out[tag] = {"vr": vr if vr in _BINARY_VRS else "OB", "InlineBinary": _PLACEHOLDER}
-            continue
-        values = element.get("Value")
-        if isinstance(values, list) and values:
-            if vr == "SQ" and depth >= MAX_SEQUENCE_DEPTH:
-                values = []
-            elif vr == "SQ":
-                values = [
-                    _prepare(item, on_bulk_data, charsets, depth + 1) if isinstance(item, dict) else item
-                    for item in values
-                ]
-            elif vr in ("DS", "IS"):
-                values = [_number_text(v) for v in values]
-            elif vr == "PN":
-                values = [_strip_name(v) for v in values]
-            elif vr in _SINGLE_VALUED:
-                # One value by definition; a server that split it on backslashes gets it joined back.
-                text = "\\".join("" if v is None else str(v) for v in values)
-                values = [text.rstrip(" \x00")]
-            elif vr in _STRING_VRS:
-                if yen_delimiter and vr not in _TEXT_VRS:
-                    values = [
-                        part for v in values for part in (v.split("\u00a5") if isinstance(v, str) else [v])
-                    ]
-                values = [v.strip(" \x00") if isinstance(v, str) else v for v in values]
-            element = {**element, "Value": values}
-        out[tag] = element
-    return out
-
-
-def _tag_order(tag: str) -> int:
-    try:
-        return int(tag, 16)
-    except (TypeError, ValueError):
-        return -1  # pydicom rejects it, with its own message
-
-
-def _strip_name(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            group: text.rstrip(" \x00") if isinstance(text, str) else text for group, text in value.items()
-        }
-    return value
-
-
-def _number_text(value: Any) -> Any:
-    """DICOM JSON carries DS/IS as numbers; files carry text. The shortest text that reads back as
-    the same number is what a file most likely held: "3.7", not "3.7000000000000002"; "16", not
-    "16.0" (a server may print an integral DS either way)."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return repr(value)
-    return value
 
 
 def _first(dataset: dict, tag: str) -> str | None:

@@ -4,9 +4,10 @@ A metadata export needs the header, which is usually a few kilobytes in front of
 pixel data. Each object is read with ranged reads: a first range sized from the headers seen so
 far, then, while the lean parser says the header goes on past what we have (NeedMoreData), a
 larger range (at least what it needs, at least double what we have). The parser stops at the
-pixel data, so the pixel data is never downloaded. Files the lean parser leaves to pydicom
-(deflated, odd encodings) are read through a seekable file that fetches the ranges pydicom asks
-for, so they cost header bytes too.
+pixel data, so the pixel data is never downloaded. The scanned header is converted as a folder's file is (the one
+walker over the scan, outcomes.convert_scan), without building a pydicom Dataset. Files the lean
+parser leaves to pydicom (deflated, odd encodings) are read through a seekable file that fetches
+the ranges pydicom asks for, so they cost header bytes too.
 
 Object names are listed page by page and read by a bounded pool of threads (reads are latency
 bound); outcomes come out in listing order and memory stays flat whatever the prefix holds.
@@ -22,6 +23,7 @@ are not objects of the export and are skipped.
 from __future__ import annotations
 
 import io
+import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,9 +36,10 @@ from airflow_provider_dicom.dicom.outcomes import (
     FAILED,
     Accept,
     InstanceOutcome,
-    convert_dataset,
     convert_instance,
+    convert_scan,
 )
+from airflow_provider_dicom.dicom.vocabulary import PIXEL_TAGS, SEQUENCE_END, UNDEFINED_LENGTH
 from airflow_provider_dicom.sources.remote import DEFAULT_WORKERS, RemoteReadError, ordered_map
 from airflow_provider_dicom.utils.deadlines import RemoteCallError
 from airflow_provider_dicom.utils.redact import redact_quoted
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from airflow_provider_dicom.dicom.convert import InstanceConverter
+    from airflow_provider_dicom.dicom.scan import LeanInstance
 
 # The first range of the first object, before any header has been seen: most single-frame headers
 # (1-6 KB) fit; a larger one costs that one object a few more requests, once per export.
@@ -173,24 +177,35 @@ class FirstReadEstimator:
 class HeaderRead:
     """The result of reading one object's header in a worker thread.
 
-    `dataset` is set when the lean parser read it; otherwise `head` holds the bytes fetched so far
-    and the consumer reads the object with pydicom (`fallback`), or `error` says why it could not
-    be read at all."""
+    `lean` is set when the lean parser read it (scanned from `head`, the bytes fetched, with a
+    stand-in for the pixel data when a trailer follows it); otherwise `head` holds the bytes
+    fetched so far and the consumer reads the object with pydicom (`fallback`), or `error` says
+    why it could not be read at all."""
 
     info: ObjectInfo
     record: FetchRecord
-    dataset: Dataset | None = None
+    lean: LeanInstance | None = None
     head: bytes = b""
     fallback: bool = False
     truncated: str | None = None
     error: str | None = None
     fetch: Fetch | None = field(default=None, repr=False)
 
+    @property
+    def dataset(self) -> Dataset | None:
+        """The Dataset pydicom would build from the scanned header (None when not scanned): for
+        callers that want pydicom's objects; the export converts `lean` itself."""
+        if self.lean is None:
+            return None
+        from airflow_provider_dicom.dicom.parse import to_dataset
+
+        return to_dataset(self.lean, self.head, self.record.name)
+
 
 def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | None = None) -> HeaderRead:
     """Fetch ranges of the object until the lean parser has its whole header (pure I/O + parsing;
     safe in a worker thread). Never raises for the object's content or for a failed read."""
-    from airflow_provider_dicom.dicom.parse import NeedMoreData, Truncated, Unsupported, parse_part10
+    from airflow_provider_dicom.dicom.scan import NeedMoreData, Truncated, Unsupported, scan_part10
 
     record = FetchRecord(uri or info.name, info.size)
     counting = _CountingFetch(fetch, record)
@@ -206,8 +221,9 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
                 if len(chunk) < asked:
                     # The object is shorter than listed (a short read): what we have is all there is.
                     size = len(buf)
+            head = bytes(buf)
             try:
-                ds = parse_part10(bytes(buf), record.name, object_size=size)
+                lean = scan_part10(head, object_size=size)
             except NeedMoreData as exc:
                 grown = min(size, max(exc.needed, 2 * len(buf)))
                 if grown <= len(buf):  # cannot happen with a consistent parser; never loop forever
@@ -218,17 +234,17 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
                 return HeaderRead(info, record, truncated=str(exc))
             except Unsupported:
                 return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
-            pixel = next((ds._dict[tag] for tag in _PIXEL_TAGS if tag in ds._dict), None)
+            pixel = next((_Pixel(*lean.body[tag][2:]) for tag in PIXEL_TAGS if tag in lean.body), None)
             if pixel is not None:
                 record.header_end = pixel.value_tell
-            if pixel is not None and len(buf) < size and _has_trailer(pixel, bytes(buf), size, counting):
+            if pixel is not None and len(buf) < size and _has_trailer(pixel, head, size, counting):
                 # Elements after the pixel data (padding, digital signatures) belong in the row.
-                with_trailer = _with_trailer(pixel, bytes(buf), size, counting, record.name)
+                with_trailer = _with_trailer(pixel, head, size, counting)
                 if with_trailer is not None:
-                    return HeaderRead(info, record, dataset=with_trailer)
+                    return HeaderRead(info, record, lean=with_trailer[0], head=with_trailer[1])
                 # Anything else: pydicom reads it, seeking over the pixel data through ranges.
-                return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
-            return HeaderRead(info, record, dataset=ds)
+                return HeaderRead(info, record, head=head, fallback=True, fetch=counting)
+            return HeaderRead(info, record, lean=lean, head=head)
     except RemoteReadError as exc:
         return HeaderRead(info, record, error=str(exc))
     except RemoteCallError:
@@ -238,23 +254,30 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
         return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
 
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_UNDEFINED = 0xFFFFFFFF
-_SEQUENCE_DELIMITERS = (b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", b"\xff\xfe\xe0\xdd\x00\x00\x00\x00")
+# The sequence delimitation item (tag and zero length) as little and big endian bytes.
+_SEQUENCE_DELIMITERS = tuple(struct.pack(f"{order}HHL", SEQUENCE_END >> 16, SEQUENCE_END & 0xFFFF, 0) for order in "<>")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pixel:
+    """Where a scanned header's pixel data element's value starts, and its declared length."""
+
+    value_tell: int
+    length: int
 # How much of an object's end is searched for the trailer after encapsulated pixel data: first
 # 4 KiB, then 4 times more, up to 1 MiB (beyond that, pydicom walks the fragments).
 _TRAILER_SCAN = 4 * 1024
 _TRAILER_SCAN_MAX = 1024 * 1024
 
 
-def _has_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch) -> bool:
+def _has_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> bool:
     """Whether anything follows the pixel data of an object parsed from a prefix.
 
     Native pixel data has a length, so the answer is free. Encapsulated pixel data ends with a
     sequence delimiter; an object whose last 8 bytes are that delimiter has nothing after it, and
     checking costs one 8-byte read. Anything else (a trailer, or an object cut inside its pixel
     data) is left to pydicom, exactly as the folder export leaves it."""
-    if pixel.length != _UNDEFINED:
+    if pixel.length != UNDEFINED_LENGTH:
         return pixel.value_tell + pixel.length < size
     if size - 8 < pixel.value_tell:
         return True
@@ -262,8 +285,8 @@ def _has_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch) -> bool:
     return last not in _SEQUENCE_DELIMITERS
 
 
-def _with_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch, name: str) -> Dataset | None:
-    """The dataset of an object whose pixel data is followed by more elements, read by the lean
+def _with_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> tuple[LeanInstance, bytes] | None:
+    """The scanned header (and the bytes it was scanned from) of an object whose pixel data is followed by more elements, read by the lean
     parser exactly as the folder export reads the file, without downloading the pixel data.
 
     Only the trailer is fetched, and the parser is given the header, a stand-in for the pixel
@@ -271,15 +294,16 @@ def _with_trailer(pixel: Any, head: bytes, size: int, fetch: Fetch, name: str) -
     them), or, when it is encapsulated, just the sequence delimiter (the parser only walks item
     headers, and the value is never read either way). None when the parser declines: pydicom then
     reads the object through ranges."""
-    from airflow_provider_dicom.dicom.parse import Unsupported, parse_part10
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
 
-    def parse(stand_in: bytes, trailer: bytes) -> Dataset | None:
+    def parse(stand_in: bytes, trailer: bytes) -> tuple[LeanInstance, bytes] | None:
+        whole = b"".join((head[: pixel.value_tell], stand_in, trailer))
         try:
-            return parse_part10(b"".join((head[: pixel.value_tell], stand_in, trailer)), name)
+            return scan_part10(whole), whole
         except Unsupported:  # Truncated included: pydicom decides what a broken trailer means
             return None
 
-    if pixel.length != _UNDEFINED:
+    if pixel.length != UNDEFINED_LENGTH:
         tail_start = pixel.value_tell + pixel.length
         held = head[tail_start:] if len(head) > tail_start else b""
         rest_start = max(len(head), tail_start)
@@ -556,8 +580,8 @@ class GcsDicomSource:
             outcome = InstanceOutcome(name, FAILED, reason=f"cannot read: {result.error}")
         elif result.truncated is not None:
             outcome = InstanceOutcome(name, FAILED, reason=f"truncated DICOM file: {result.truncated}")
-        elif result.dataset is not None:
-            outcome = convert_dataset(name, result.dataset, converter, accept, **kwargs)
+        elif result.lean is not None:
+            outcome = convert_scan(name, result.lean, result.head, converter, accept, **kwargs)
         else:
             # pydicom judges what the lean parser does not handle; it reads through a ranged file.
             assert result.fetch is not None
@@ -565,7 +589,7 @@ class GcsDicomSource:
 
             def read() -> Dataset:
                 try:
-                    return read_instance(ranged)
+                    return read_instance(ranged)  # type: ignore[arg-type]  # a seekable binary file
                 except RemoteReadError:
                     raise
                 except OSError as exc:  # pragma: no cover - defensive: pydicom's own I/O errors

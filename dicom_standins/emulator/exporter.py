@@ -1,7 +1,7 @@
 """`dicomStores.export` in the emulator: the work behind an operation, run in a background thread.
 
-BigQuery exports convert every selected instance with the export engine (the same converter and
-schema union the folder export uses) and write them with the engine's own destination rules and
+BigQuery exports convert every selected instance with the export engine (the same route, walker
+and schema union a folder export's file takes: `convert_stored`) and write them with the engine's own destination rules and
 single atomic load job, through google-cloud-bigquery: against the BigQuery stand-in when
 BIGQUERY_EMULATOR_HOST is set, else real BigQuery. Cloud Storage exports write each instance to
 `{uriPrefix}/{study}/{series}/{instance}.dcm` through google-cloud-storage (STORAGE_EMULATOR_HOST
@@ -27,6 +27,9 @@ from dicom_standins.emulator import errors
 from dicom_standins.emulator.state import now
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
+    from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter
     from airflow_provider_dicom.filters.files import FilterSet
     from dicom_standins.emulator.faults import ExportBehaviour
     from dicom_standins.emulator.state import EmulatorState, Operation, StoredInstance
@@ -172,7 +175,6 @@ class ExportJob:
 
     def _to_bigquery(self, selected: list[StoredInstance], destination: dict[str, Any]) -> None:
         from airflow_provider_dicom.dicom.convert import InstanceConverter
-        from airflow_provider_dicom.dicom.read import quiet_pydicom, read_instance
         from airflow_provider_dicom.dicom.schema import NULLABLE, STRING, Field, TableSchema
         from airflow_provider_dicom.export import bigquery as engine
         from airflow_provider_dicom.model.options import SchemaVariant
@@ -201,14 +203,10 @@ class ExportJob:
                 reason = self._injected_failure(instance)
                 if reason is None:
                     try:
-                        with quiet_pydicom():
-                            ds = read_instance(io.BytesIO(instance.data))
-                            converted = converter.convert(
-                                ds,
-                                blob_storage_size=len(instance.data),
-                                last_updated=instance.stored_at,
-                                source_store=self.store_name if include_store else None,
-                            )
+                        converted = convert_stored(
+                            instance.data, converter, last_updated=instance.stored_at,
+                            source_store=self.store_name if include_store else None,
+                        )
                     except Exception as exc:  # noqa: BLE001 - one bad instance is one failure
                         reason = f"conversion failed ({type(exc).__name__})"
                     else:
@@ -283,6 +281,30 @@ def _encode(instance: StoredInstance, media: str, syntax: str | None) -> bytes:
         ds.save_as(out, enforce_file_format=True)
         return out.getvalue()
     raise _Unsupported(f"the emulator cannot transcode from {stored_syntax} to {syntax}")
+
+
+def convert_stored(
+    data: bytes, converter: InstanceConverter, *, last_updated: datetime | None = None, source_store: str | None = None
+) -> ConvertedInstance:
+    """One stored instance's row, by the route a folder export's file takes: the flattened table
+    from the scanned header through the walker (outcomes.convert_part10; pydicom for what only it
+    judges), the JSON table from pydicom's DICOM JSON. Raises InvalidDicomError (with the
+    engine's reason) for an instance the engine would report as failed or not DICOM."""
+    from airflow_provider_dicom.dicom.outcomes import OK, convert_part10
+    from airflow_provider_dicom.dicom.read import InvalidDicomError, quiet_pydicom, read_instance
+    from airflow_provider_dicom.model.options import SchemaVariant
+
+    if converter.schema is SchemaVariant.JSON:
+        with quiet_pydicom():
+            ds = read_instance(io.BytesIO(data))
+            return converter.convert(
+                ds, blob_storage_size=len(data), last_updated=last_updated, source_store=source_store
+            )
+    outcome = convert_part10("stored instance", data, converter, blob_storage_size=len(data),
+                             last_updated=last_updated)
+    if outcome.status != OK or outcome.converted is None:
+        raise InvalidDicomError(outcome.reason or outcome.status)
+    return outcome.converted
 
 
 def _transfer_syntax(data: bytes) -> str | None:

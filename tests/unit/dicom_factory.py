@@ -42,7 +42,7 @@ def roundtrip(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> Dat
 
 def convert(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian, **kwargs):
     """Convert through our reader, by the general route (a pydicom Dataset); the fast route
-    (scanned values, see lean_convert.py) must give the very same row and schema whenever it
+    (scanned values, see scanned.py) must give the very same row and schema whenever it
     takes the instance, so every rule tested through here holds for both."""
     from airflow_provider_dicom.dicom.convert import InstanceConverter
     from airflow_provider_dicom.dicom.read import read_instance

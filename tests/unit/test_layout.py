@@ -107,10 +107,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # Debts being paid: each entry names work in progress and goes when it lands. A new cycle, stray or
 # engine -> role import fails the tests below.
-KNOWN_CYCLES = [
-    # the one walker (issue 13 item 1) merges the two converters
-    [f"{PACKAGE}.dicom.convert", f"{PACKAGE}.dicom.lean_convert"],
-]
+KNOWN_CYCLES: list[list[str]] = []
 KNOWN_ENGINE_TO_ROLE: dict[str, list[str]] = {}
 KNOWN_STRAYS: list[str] = []
 

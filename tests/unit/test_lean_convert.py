@@ -1,4 +1,4 @@
-"""The fast route (scan.py + lean_convert.py) must give exactly the outcome of the general route
+"""The fast route (scan.py + scanned.py) must give exactly the outcome of the general route
 (pydicom Datasets through InstanceConverter.convert), file for file, on odd inputs too."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from airflow_provider_dicom.dicom import convert as convert_module
+from airflow_provider_dicom.dicom import walker as convert_module
 from airflow_provider_dicom.dicom.convert import InstanceConverter
 from airflow_provider_dicom.dicom.outcomes import convert_bytes, convert_instance
 from airflow_provider_dicom.dicom.read import read_instance
@@ -265,7 +265,7 @@ def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
     """hands_on spares the fast converter work it would throw away; it must not send pydicom
     an instance the fast route carries (that would cost speed, silently)."""
     from airflow_provider_dicom.dicom.convert import NeedsPydicom
-    from airflow_provider_dicom.dicom.lean_convert import hands_on
+    from airflow_provider_dicom.dicom.scanned import hands_on
     from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
 
     converter = InstanceConverter()

@@ -1,0 +1,311 @@
+"""Every route to a row gives the same row: one instance, whichever way it reaches the walker.
+
+The routes: a folder's file (scanned, then the walker), a gs:// object (its header fetched by
+ranges, scanned, then the walker), the pydicom Dataset of the same file (what only pydicom can
+judge), the emulator's BigQuery export of the stored instance, and a DICOMweb server's DICOM JSON
+(walked straight from the JSON, or, for what that adapter leaves to pydicom, through
+`Dataset.from_json`). Both tables (flattened and the single JSON column, which is pydicom's DICOM
+JSON of the instance's Dataset on every route). The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
+(tests/helpers/fuzz_corpus.py), and for DICOMweb the JSON our emulator (as Orthanc) serves for
+each of them, numbers as Orthanc prints them, and mangled JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from airflow_provider_dicom.dicom.convert import InstanceConverter
+from airflow_provider_dicom.dicom.json_model import convert_prepared, dataset_from_json, prepare
+from airflow_provider_dicom.dicom.outcomes import (
+    OK,
+    InstanceOutcome,
+    convert_dataset,
+    convert_instance,
+    convert_json_metadata,
+)
+from airflow_provider_dicom.dicom.read import read_instance
+from airflow_provider_dicom.dicom.walker import NeedsPydicom
+from airflow_provider_dicom.sources.folder import convert_file, iter_folder
+from airflow_provider_dicom.sources.gcs import GcsDicomSource, ObjectInfo, read_header
+from dicom_standins.emulator.dicomweb import instance_metadata
+from dicom_standins.emulator.exporter import convert_stored
+from tests.helpers.fuzz_corpus import generate
+from tests.unit.test_fuzz_outcomes import _mangle
+from tests.unit.test_gcs_source import ByteServer
+
+PYDICOM_CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> list[Path]:
+    fuzz = generate(tmp_path_factory.mktemp("fuzz"))
+    return sorted(iter_folder(PYDICOM_CORPUS)) + [Path(p) for p in fuzz.paths]
+
+
+def comparable(outcome: InstanceOutcome) -> tuple:
+    """What a user sees of an outcome: its status, reason, row (as the bytes loaded) and schema."""
+    converted = outcome.converted
+    if converted is None:
+        return (outcome.status, outcome.reason, None, None)
+    return (outcome.status, outcome.reason, json.dumps(converted.row), converted.fields)
+
+
+@pytest.mark.parametrize("schema", ["flattened", "json"])
+def test_folder_gcs_pydicom_and_emulator_routes_give_the_same_row(corpus, schema):
+    converter = InstanceConverter(schema=schema)
+    gcs = GcsDicomSource("gs://bucket", client=object())
+    rows = 0
+    for path in corpus:
+        name = os.fspath(path)
+        data = path.read_bytes()
+        stat = path.stat()
+        updated = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
+        folder = comparable(convert_file(path, converter))
+        pydicom_route = convert_instance(
+            name, lambda name=name: read_instance(name), converter, blob_storage_size=stat.st_size, last_updated=updated
+        )
+        assert comparable(pydicom_route) == folder, path.name
+        # gs://: a 1 KB first range, so most headers are fetched in growing ranges.
+        info = ObjectInfo(name, len(data), updated)
+        assert comparable(gcs._outcome(read_header(info, ByteServer(data), 1024, uri=name), converter, None)) == (
+            folder
+        ), path.name
+        # The emulator's export of the stored instance: the same row, or a failure where the
+        # folder export reports one.
+        try:
+            stored = convert_stored(data, converter, last_updated=updated)
+        except Exception:  # noqa: BLE001 - the emulator fails the instance, whatever was raised
+            assert folder[0] != OK, path.name
+        else:
+            if folder[0] == OK:
+                assert (json.dumps(stored.row), stored.fields) == folder[2:], path.name
+                rows += 1
+    assert rows > 180
+
+
+def _orthanc_numbers(dataset: dict) -> dict:
+    """DS and IS as JSON numbers, printed to 17 digits, as Orthanc sends them."""
+    out = copy.deepcopy(dataset)
+
+    def walk(items: dict) -> None:
+        for element in items.values():
+            values = element.get("Value")
+            if element.get("vr") in ("DS", "IS") and isinstance(values, list):
+                try:
+                    element["Value"] = [
+                        json.loads(f"{float(v):.17g}") if element["vr"] == "DS" else int(v) for v in values
+                    ]
+                except (TypeError, ValueError, OverflowError):
+                    pass  # not a number: sent as the file's text
+            elif element.get("vr") == "SQ" and isinstance(values, list):
+                for item in values:
+                    if isinstance(item, dict):
+                        walk(item)
+
+    walk(out)
+    return out
+
+
+def _dicomweb_cases(corpus: list[Path]) -> list[tuple[str, dict]]:
+    cases = []
+    for path in corpus:
+        try:
+            metadata = instance_metadata(path.read_bytes())
+        except Exception:  # noqa: BLE001, S112 - not an instance a server would store
+            continue
+        metadata = json.loads(json.dumps(metadata))
+        cases += [(path.name, metadata), (f"{path.name} (Orthanc numbers)", _orthanc_numbers(metadata))]
+    return cases
+
+
+def _pydicom_route(name: str, metadata: dict, converter: InstanceConverter) -> InstanceOutcome:
+    """DICOMweb before the JSON walker: Dataset.from_json, then the Dataset adapter."""
+    try:
+        ds = dataset_from_json(metadata)
+    except Exception as exc:  # noqa: BLE001
+        return InstanceOutcome(name, "failed", reason=f"invalid DICOM JSON ({type(exc).__name__})")
+    return convert_dataset(name, ds, converter)
+
+
+def _same_web_outcome(walked: InstanceOutcome, through_pydicom: InstanceOutcome) -> bool:
+    if through_pydicom.status != OK:  # the reasons differ in wording, never in outcome
+        return walked.status == through_pydicom.status
+    return comparable(walked) == comparable(through_pydicom)
+
+
+def test_dicomweb_json_walked_straight_gives_the_row_of_pydicoms_dataset(corpus):
+    converter = InstanceConverter()
+    walked_straight = 0
+    cases = _dicomweb_cases(corpus)
+    for name, metadata in cases:
+        walked = convert_json_metadata(name, metadata, converter)
+        assert _same_web_outcome(walked, _pydicom_route(name, metadata, converter)), name
+        try:
+            convert_prepared(prepare(metadata, None), converter.max_depth)
+            walked_straight += 1
+        except NeedsPydicom:
+            pass
+    # The JSON walker carries what servers send; pydicom is for the odd instance.
+    assert len(cases) > 300 and walked_straight >= 0.95 * len(cases), (walked_straight, len(cases))
+
+
+def test_mangled_dicomweb_json_gives_the_outcome_pydicoms_dataset_gives():
+    """What a server might send wrong (types, VRs, keys): the JSON walker takes what it can settle
+    as pydicom would and hands the rest on, so the outcome never depends on the route."""
+    from tests.unit.dicom_factory import make_dataset
+
+    rng = random.Random(13)
+    converter = InstanceConverter()
+    base = make_dataset(
+        Modality="CT", PatientName="Doe^Jane", SliceThickness="2.5", ImageType=["ORIGINAL", "PRIMARY"],
+        Rows=4, FrameOfReferenceUID="1.2.3", TimezoneOffsetFromUTC="+0100", AcquisitionDateTime="20240101101500",
+    ).to_json_dict()
+    cases = []
+    for _ in range(400):
+        metadata = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 3)):
+            key = rng.choice([*metadata, "00091010", "00100010", "00180050", "00081030", "00080201", "00201041"])
+            metadata[key] = _mangle(metadata.get(key), rng)
+        cases.append(metadata)
+    for index, metadata in enumerate(cases):
+        name = f"case {index}"
+        assert _same_web_outcome(
+            convert_json_metadata(name, metadata, converter), _pydicom_route(name, metadata, converter)
+        ), metadata
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        {"vr": "PN", "Value": [{}]},
+        {"vr": "PN", "Value": [{"Ideographic": "山田"}]},
+        {"vr": "PN", "Value": [{"Phonetic": "やまだ"}, {"Alphabetic": "Doe^J"}]},
+        {"vr": "PN", "Value": [None, {"Alphabetic": "Doe^J", "Ideographic": "", "Phonetic": "x"}]},
+        {"vr": "PN", "Value": [{"Alphabetic": "A=B"}]},
+        {"vr": "PN", "Value": ["Doe^Jane"]},
+        {"vr": "LO", "Value": [""]},
+        {"vr": "LO", "Value": ["", "x", None]},
+        {"vr": "LO", "Value": [None]},
+        {"vr": "LO", "Value": "not a list"},
+        {"vr": "LO", "InlineBinary": "AAA="},
+        {"vr": "US", "Value": [1.7, 2]},
+        {"vr": "US", "Value": ["3"]},
+        {"vr": "US", "Value": [None]},
+        {"vr": "US", "Value": [1, None]},
+        {"vr": "FD", "Value": [1e308, 2]},
+        {"vr": "AT", "Value": ["00100010", "7fe00010"]},
+        {"vr": "AT", "Value": ["nonsense"]},
+        {"vr": "UN", "InlineBinary": "AAEC"},
+        {"vr": "UN", "InlineBinary": "not base64!"},
+        {"vr": "OB", "InlineBinary": ["AAEC"]},
+        {"vr": "OB", "BulkDataURI": "http://pacs.test/bulk/1"},
+        {"vr": "OW"},
+        {"vr": "SQ", "Value": [None, {}, {"00080100": {"vr": "SH", "Value": ["X"]}}]},
+        {"vr": "SQ"},
+        {"vr": "SQ", "Value": ["x"]},
+        {"vr": "DS", "Value": [0.1, "1,5", None, 1e-05]},
+        {"vr": "IS", "Value": [None]},
+        {"vr": "DA", "Value": ["20240131", "2024"]},
+        {"vr": "XX", "Value": ["x"]},
+        {"vr": "LO", "Value": ["x"], "InlineBinary": "AAA="},
+    ],
+)
+@pytest.mark.parametrize("key", ["00081030", "00091010", "00100010", "00081140", "0008103e", "60000022"])
+def test_odd_dicom_json_elements_give_the_outcome_pydicoms_dataset_gives(element, key):
+    converter = InstanceConverter()
+    metadata = {
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+        "00080018": {"vr": "UI", "Value": ["1.2.3"]},
+        key: element,
+        "00090010": {"vr": "LO", "Value": ["ACME"]},
+    }
+    assert _same_web_outcome(
+        convert_json_metadata("odd", metadata, converter), _pydicom_route("odd", metadata, converter)
+    )
+
+
+# Columns and DroppedTags a DICOMweb server cannot give: the File Meta Information (group 0002) is
+# not part of the DICOM JSON model, bulk data is left out, and there is no stored size or time.
+def _without_what_dicomweb_cannot_carry(row: dict) -> dict:
+    from pydicom.datadict import keyword_dict
+
+    return {
+        name: value for name, value in row.items()
+        if name not in ("DroppedTags", "BlobStorageSize", "LastUpdated") and keyword_dict.get(name, 0) >> 16 != 2
+        and value != ""  # an element of blanks is an empty value in the JSON model
+    }
+
+
+def _same_values(a: object, b: object) -> bool:
+    """Equal, except that a DS the file holds as "0.50" comes back from JSON numbers as "0.5"."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_values(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_values(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        try:
+            return float(a) == float(b)
+        except ValueError:
+            return False
+    return a == b
+
+
+# pydicom's DICOM JSON (the emulator's, the JSON table's) leaves out ReferencedRTPlanSequence of
+# these implicit VR RT Dose files: the JSON model has nothing to walk.
+_NOT_IN_THE_JSON_MODEL = {
+    name: "ReferencedRTPlanSequence"
+    for name in ("badVR.dcm", "rtdose.dcm", "rtdose_1frame.dcm", "rtdose_expb.dcm", "rtdose_expb_1frame.dcm",
+                 "rtdose_rle.dcm", "rtdose_rle_1frame.dcm")
+}
+
+
+def test_dicomweb_gives_the_files_row_but_for_what_dicom_json_cannot_carry():
+    converter = InstanceConverter()
+    compared = 0
+    for path in sorted(iter_folder(PYDICOM_CORPUS)):
+        folder = convert_file(path, converter)
+        if folder.status != OK:
+            continue
+        metadata = json.loads(json.dumps(instance_metadata(path.read_bytes())))
+        web = convert_json_metadata(f"web/{path.name}", metadata, converter)
+        assert web.status == OK, (path.name, web.reason)
+        expected = _without_what_dicomweb_cannot_carry(folder.converted.row)
+        if path.name in _NOT_IN_THE_JSON_MODEL:
+            del expected[_NOT_IN_THE_JSON_MODEL[path.name]]
+        assert _same_values(_without_what_dicomweb_cannot_carry(web.converted.row), expected), path.name
+        compared += 1
+    assert compared > 140
+
+
+# A multi-valued string whose first values keep their padding in the file ("DERIVED \PRIMARY"):
+# pydicom's DICOM JSON of the file keeps "DERIVED ", a server's JSON is stripped (json_model.prepare
+# strips what servers pad), so the JSON tables differ in that one element.
+_PADDED_IN_THE_FILE = {name: "00080008" for name in ("693_J2KI.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm")}
+
+
+def test_dicomweb_json_table_gives_the_files_metadata_but_the_file_meta():
+    converter = InstanceConverter(schema="json")
+    compared = 0
+    for path in sorted(iter_folder(PYDICOM_CORPUS)):
+        folder = convert_file(path, converter)
+        if folder.status != OK:
+            continue
+        metadata = json.loads(json.dumps(instance_metadata(path.read_bytes())))
+        web = convert_json_metadata(f"web/{path.name}", metadata, converter)
+        assert web.status == OK, (path.name, web.reason)
+        expected = {key: value for key, value in folder.converted.row["Metadata"].items() if not key.startswith("0002")}
+        got = dict(web.converted.row["Metadata"])
+        if path.name in _PADDED_IN_THE_FILE:
+            key = _PADDED_IN_THE_FILE[path.name]
+            assert [v.strip() for v in expected.pop(key)["Value"]] == got.pop(key)["Value"], path.name
+        assert got == expected, path.name
+        compared += 1
+    assert compared > 140
