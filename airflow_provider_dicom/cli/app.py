@@ -24,30 +24,22 @@ from airflow_provider_dicom.cli.common import (
     EXIT_USAGE,
     PROG,
     CommandFailed,
+    EnvironmentClients,
     UsageError,
     _count,
     _err,
     _log_to_stderr,
     _non_negative_int,
-    _positive_int,
-    bigquery_client_from_env,
-    dicomweb_client_from_env,
+    concurrency_option,
+    filter_config_options,
     project_id_arg,
-    storage_client_from_env,
+    with_remedy,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter
 
 WRITE_DISPOSITION_CHOICES = ("write-empty", "write-truncate", "write-append")
-
-
-
-
-
-
-
-
 
 
 # -- reading instances -------------------------------------------------------------------------
@@ -142,85 +134,69 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-
-
-
-
 PROGRESS_INTERVAL_SECONDS = 5.0
 
 
 def cmd_export_bq(args: argparse.Namespace, out: TextIO) -> int:
+    """`export bq SOURCE`: the export service the operators use, with clients from the environment."""
     if args.source.startswith("projects/"):  # a Cloud Healthcare store: the API exports it
         from airflow_provider_dicom.cli.healthcare import cmd_export_bq_store
 
         return cmd_export_bq_store(args, out)
+    from airflow_provider_dicom.export import service
     from airflow_provider_dicom.export.progress import ProgressReporter
-    from airflow_provider_dicom.model.request import parse_export_request
 
     try:
-        parsed = parse_export_request(
+        export = service.bigquery_export(
             source=args.source,
             destination_table_uri=args.bq_table,
             write_disposition=args.write_disposition,
             force=True if args.overwrite_table else None,
             schema=args.schema,
             filter_config=args.filter_config,
-            skip_templated=False,
-        )
-        assert parsed.source and parsed.table and parsed.schema
-        parsed.source.require_supported()
-    except (ValueError, NotImplementedError) as exc:
-        raise UsageError(str(exc)) from exc
-    from airflow_provider_dicom.model.sources import SourceKind
-
-    kind = parsed.source.kind
-    if kind is SourceKind.FOLDER and not Path(parsed.source.value).is_dir():
-        raise UsageError(f"source folder {parsed.source.value!r} does not exist or is not a folder")
-    dicomweb_client = dicomweb_client_from_env(parsed.source.value, args.concurrency) if (
-        kind is SourceKind.DICOMWEB
-    ) else None
-    if parsed.filter_config and not parsed.filter_config.startswith("gs://"):
-        from airflow_provider_dicom.filters.files import check_local_filter_file
-
-        try:
-            check_local_filter_file(parsed.filter_config)
-        except (OSError, ValueError) as exc:
-            raise UsageError(str(exc)) from None
-
-    from airflow_provider_dicom.export.bigquery import ExportError, export_to_bigquery
-
-    _log_to_stderr(quiet=args.quiet)
-    project = args.project or parsed.table.project
-    client = bigquery_client_from_env(project)
-    needs_storage = (parsed.filter_config or "").startswith("gs://") or kind is SourceKind.GCS_PREFIX
-    storage_client = storage_client_from_env(project) if needs_storage else None
-    try:
-        result = export_to_bigquery(
-            parsed.source.value,
-            parsed.table,
-            write_disposition=args.write_disposition,
-            force=True if args.overwrite_table else None,
-            filter_config=parsed.filter_config,
-            schema=parsed.schema,
-            client=client,
-            project=project,
-            progress=None if args.quiet else ProgressReporter(_err, PROGRESS_INTERVAL_SECONDS),
-            storage_client=storage_client,
-            dicomweb_client=dicomweb_client,
+            project=args.project,
             workers=args.concurrency,
             processes=args.processes,
+            check_local_files=True,
+        )
+    except (ValueError, NotImplementedError) as exc:
+        raise UsageError(str(exc)) from exc
+    from airflow_provider_dicom.export.bigquery import ExportError
+
+    _log_to_stderr(quiet=args.quiet)
+    try:
+        result = service.run_bigquery_export(
+            export,
+            EnvironmentClients(),
+            progress=None if args.quiet else ProgressReporter(_err, PROGRESS_INTERVAL_SECONDS),
         )
     except (ExportError, OSError, ValueError) as exc:
-        raise CommandFailed(str(exc)) from exc
+        raise CommandFailed(with_remedy(exc)) from exc
     out.write(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     out.flush()
-    failed = result.failure_count
-    if args.max_failed_instances is not None and failed > args.max_failed_instances:
+    if service.found_no_dicom(result):
+        raise CommandFailed(service.no_dicom_message(export.source.display, result, str(export.table)))
+    try:
+        service.check_failures(result, args.max_failed_instances)
+    except service.TooManyFailedInstances as exc:
         raise CommandFailed(
-            f"{_count(failed, 'instance')} failed to export (--max-failed-instances={args.max_failed_instances}); "
-            f"the {result.instances_exported} good ones were loaded into {parsed.table}"
-        )
+            f"{_count(result.failure_count, 'instance')} failed to export "
+            f"(--max-failed-instances={args.max_failed_instances}); "
+            f"the {result.instances_exported} good ones were loaded into {export.table}"
+        ) from exc
     return 0
+
+
+def write_disposition_arg(text: str) -> str:
+    """`--write-disposition`: gcloud's write-append or the API's WRITE_APPEND, any case; the
+    value as typed in the error."""
+    from airflow_provider_dicom.model.options import WriteDisposition
+
+    try:
+        WriteDisposition.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _processes(text: str) -> int | str:
@@ -234,24 +210,12 @@ def _processes(text: str) -> int | str:
     return value
 
 
-
-
-
-
 # -- parser ------------------------------------------------------------------------------------
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other bad input
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-
-
-
-
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,15 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     bq.add_argument("--bq-table", required=True, metavar="bq://PROJECT.DATASET.TABLE", help="destination table")
     bq.add_argument(
         "--write-disposition",
-        type=str.lower,
-        choices=WRITE_DISPOSITION_CHOICES,
+        type=write_disposition_arg,
+        metavar="{" + ",".join(WRITE_DISPOSITION_CHOICES) + "}",
         help="write-empty: fail on a non-empty table; write-truncate: replace it; write-append: add rows "
-        "(and columns). Default, as in gcloud: fail if the table exists.",
+        "(and columns). The API's spelling (WRITE_APPEND, ...) works too. Default, as in gcloud: fail "
+        "if the table exists.",
     )
     bq.add_argument(
         "--overwrite-table", action="store_true", help="legacy: replace an existing table (force=true)"
     )
-    bq.add_argument("--filter-config", metavar="PATH", help="filter file (local path or gs://) of /studies/... lines")
+    filter_config_options(bq, metavar="PATH", help="filter file (local path or gs://) of /studies/... lines")
     bq.add_argument("--schema", default="flattened", choices=("flattened", "json"), help=schema_help)
     bq.add_argument("--project", type=project_id_arg, help="project the load jobs run in (default: the table's project)")
     bq.add_argument(
@@ -305,10 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the good instances are loaded either way",
     )
     bq.add_argument("--quiet", action="store_true", help="no progress messages")
-    bq.add_argument(
-        "--concurrency", type=_positive_int, default=16, metavar="N",
-        help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
-    )
+    concurrency_option(bq)
     bq.add_argument(
         "--processes", type=_processes, default=1, metavar="N|auto",
         help="worker processes converting a folder's files (default 1; 'auto': one per core)",
@@ -365,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `airflow-dicom rows ... | head`: the reader left; stop quietly.
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
+            sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return EXIT_FAILED

@@ -30,11 +30,29 @@ class CommandFailed(DicomProviderError):
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    from airflow_provider_dicom.utils.text import counted
+
+    return counted(n, noun)
 
 
 def _err(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+ADC_HOW = (
+    "set GOOGLE_APPLICATION_CREDENTIALS to a service account key file or run "
+    "`gcloud auth application-default login`"
+)
+
+
+def no_credentials(what: str, exc: BaseException, *, emulator: str, alternative: str = "") -> CommandFailed:
+    """The one message for missing Google credentials: what needed them, what to set (the
+    credentials, or the emulator's variable), and google-auth's own first line."""
+    also = f", or {alternative}" if alternative else ""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CommandFailed(
+        f"no Google credentials found {what}: {ADC_HOW}{also}; for a local emulator set {emulator} ({detail})"
+    )
 
 
 def bigquery_client_from_env(project: str):
@@ -47,14 +65,12 @@ def bigquery_client_from_env(project: str):
     try:
         return make_bigquery_client(project)
     except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise CommandFailed(
-            "no Google credentials found (run `gcloud auth application-default login`, or set "
-            f"BIGQUERY_EMULATOR_HOST for a local emulator): {str(exc).splitlines()[0]}"
-        ) from exc
+        raise no_credentials("for BigQuery", exc, emulator="BIGQUERY_EMULATOR_HOST") from exc
 
 
-def storage_client_from_env(project: str):
-    """For a gs:// filter file: anonymous against STORAGE_EMULATOR_HOST when set, else ADC."""
+def storage_client_from_env(project: str, purpose: str = "for Cloud Storage"):
+    """Anonymous against STORAGE_EMULATOR_HOST when set, else ADC; `purpose` ("to read gs://...")
+    names what needed the client when there are no credentials."""
     import google.auth.exceptions
     from google.cloud import storage
 
@@ -65,7 +81,32 @@ def storage_client_from_env(project: str):
     try:
         return storage.Client(project=project)
     except google.auth.exceptions.DefaultCredentialsError as exc:
-        raise CommandFailed(f"no Google credentials found to read the filter file: {str(exc).splitlines()[0]}") from exc
+        raise no_credentials(purpose, exc, emulator="STORAGE_EMULATOR_HOST") from exc
+
+
+class EnvironmentClients:
+    """`export.service.Clients` from the environment, for the command line: Application Default
+    Credentials, the emulators' variables, DICOMweb credentials from DICOMWEB_*."""
+
+    def bigquery(self, project: str):
+        return bigquery_client_from_env(project)
+
+    def storage(self, project: str, purpose: str):
+        return storage_client_from_env(project, purpose)
+
+    def dicomweb(self, base_url: str, pool_size: int):
+        return dicomweb_client_from_env(base_url, pool_size)
+
+
+def filter_config_options(parser: argparse.ArgumentParser, *, metavar: str, help: str) -> None:
+    """`--filter-config`, and gcloud's name for it, `--filter-config-gcs-uri`."""
+    parser.add_argument("--filter-config", "--filter-config-gcs-uri", dest="filter_config", metavar=metavar, help=help)
+
+
+DICOMWEB_CREDENTIALS_HOW = (
+    "set DICOMWEB_USERNAME and DICOMWEB_PASSWORD (basic authentication) or DICOMWEB_HEADERS "
+    "(a JSON object of HTTP headers, e.g. an Authorization token)"
+)
 
 
 def dicomweb_client_from_env(base_url: str, concurrency: int):
@@ -143,3 +184,24 @@ def _positive_int(text: str) -> int:
     if not 1 <= value <= 256:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 256, got {text!r}")
     return value
+
+
+def with_remedy(exc: BaseException) -> str:
+    """The error, plus what to set when the cause is credentials the environment supplies."""
+    from airflow_provider_dicom.sources.dicomweb import DicomWebAuthError
+
+    if isinstance(exc, DicomWebAuthError):
+        return f"{exc}: {DICOMWEB_CREDENTIALS_HOW}"
+    return str(exc)
+
+
+def default_project() -> str:
+    """The project clients run in when no flag names one: gcloud's variables, else the stand-ins'."""
+    return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT") or "local-dicom"
+
+
+def concurrency_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=16, metavar="N",
+        help="requests in flight at once to a gs:// or DICOMweb source (default 16)",
+    )

@@ -37,13 +37,28 @@ def add_filter_parser(verbs: Any, parser_class: type) -> None:
     parser.add_argument("--level", choices=("study", "series", "instance"), help="default: instance for --sql, "
                         "as deep as each value goes for --uids")
     parser.add_argument("--out", required=True, metavar="PATH|gs://BUCKET/OBJECT", help="where to write the file")
-    parser.add_argument("--on-empty", default="fail", choices=("fail", "skip", "write_empty"),
-                        help="an empty selection: fail (exit 1, default), skip (write nothing, exit 0) or write_empty")
+    parser.add_argument("--on-empty", default="fail", type=on_empty_arg, metavar="{fail,skip,write-empty}",
+                        help="an empty selection: fail (exit 1, default), skip (write nothing, exit 0) or "
+                        "write-empty (write an empty file, exit 0)")
     from airflow_provider_dicom.cli.common import location_arg, project_id_arg
 
     parser.add_argument("--project", type=project_id_arg, help="project the query runs in (default: from the environment)")
     parser.add_argument("--location", type=location_arg, help="BigQuery location of the query job")
     parser.set_defaults(handler=cmd_filter)
+
+
+ON_EMPTY_CHOICES = ("fail", "skip", "write-empty")
+
+
+def on_empty_arg(text: str) -> str:
+    """`--on-empty`: hyphens like every other choice of the command line; the operator's
+    `write_empty` works too. Returns the engine's spelling."""
+    value = text.strip().lower().replace("_", "-")
+    if value not in ON_EMPTY_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice {text!r} (choose from {', '.join(ON_EMPTY_CHOICES)})"
+        )
+    return value.replace("-", "_")
 
 
 def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
@@ -64,12 +79,14 @@ def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(exc)) from None
     if params and args.sql is None:
         raise UsageError("--param applies to --sql only")
-    project = args.project or _default_project()
+    from airflow_provider_dicom.cli.common import default_project
+
+    project = args.project or default_project()
     storage_client = None
     if args.out.startswith("gs://"):
         from airflow_provider_dicom.cli.common import storage_client_from_env
 
-        storage_client = storage_client_from_env(project)
+        storage_client = storage_client_from_env(project, f"to write {args.out}")
     try:
         if args.uids is not None:
             items = _read_items(args.uids, iter_lines)
@@ -108,12 +125,6 @@ def cmd_filter(args: argparse.Namespace, out: TextIO) -> int:
     json.dump(result.to_dict(), out, indent=2)
     out.write("\n")
     return 0
-
-
-def _default_project() -> str:
-    import os
-
-    return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT") or "local-dicom"
 
 
 def _read_items(source: str, iter_lines: Any) -> list[object]:

@@ -2,30 +2,37 @@
 
 The verbs and flags mirror gcloud's (`gcloud healthcare dicom-stores export bq|gcs`,
 `gcloud healthcare operations describe|list|cancel`): the export is started, then waited on
-unless `--async`, and the result printed as JSON on stdout, progress on stderr. Calls go through
-`DicomStoreHook`, so they get its retries, and $HEALTHCARE_EMULATOR_HOST (or `--api-endpoint`)
-points them at the local emulator exactly as it does for DAGs.
+unless `--async`, and the result printed as JSON on stdout, progress on stderr. The export
+itself is the service the operators use (`healthcare.store_export`), and calls go through
+`healthcare.client.HealthcareClient`, the same calls `DicomStoreHook` makes in a DAG (retries,
+lost answers resolved), without Airflow; $HEALTHCARE_EMULATOR_HOST (or `--api-endpoint`) points
+them at the local emulator exactly as it does for DAGs.
 
-Credentials: Application Default Credentials (as gcloud and the folder export use), anonymous
-against an emulator endpoint, or an Airflow connection named with `--gcp-conn-id`.
+Credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth
+application-default login`, as gcloud and the folder export use), anonymous against an emulator
+endpoint, or an Airflow connection named with `--gcp-conn-id` (that one needs Airflow installed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 from typing import TYPE_CHECKING, Any, TextIO
 
-from airflow_provider_dicom.cli.common import CommandFailed, UsageError, _err, _non_negative_int
+from airflow_provider_dicom.cli.common import (
+    CommandFailed,
+    UsageError,
+    _err,
+    _non_negative_int,
+    concurrency_option,
+    filter_config_options,
+    no_credentials,
+)
 
 if TYPE_CHECKING:
-    from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
-    from airflow_provider_dicom.operators.store_export import StoreExport
+    from airflow_provider_dicom.healthcare.client import HealthcareClient
+    from airflow_provider_dicom.healthcare.store_export import StoreExport
 
-# A connection defined for this process only, when no --gcp-conn-id is given.
-CLI_CONN_ID = "airflow_dicom_cli"
 EXIT_INTERRUPTED = 130
 DEFAULT_POLL_INTERVAL = 5.0
 
@@ -42,8 +49,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gcp-conn-id",
         metavar="CONN_ID",
-        help="use this Airflow connection's credentials (default: Application Default Credentials, "
-        "anonymous against an emulator)",
+        help="use this Airflow connection's credentials (needs Airflow installed; default: Application "
+        "Default Credentials, anonymous against an emulator)",
     )
     parser.add_argument(
         "--impersonate-service-account", metavar="EMAIL", help="service account to impersonate"
@@ -81,12 +88,14 @@ def add_store_options_to_export_bq(bq: argparse.ArgumentParser) -> None:
 def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
     gcs = destinations.add_parser(
         "gcs",
-        help="export the instance files of a DICOM store to Cloud Storage",
+        help="export the instance files of a DICOM store (or a folder, gs:// prefix, DICOMweb server) to Cloud Storage",
         description="Export the DICOM instances of a Cloud Healthcare store (all, or those a filter file "
         "lists) to Cloud Storage, as {prefix}/{study}/{series}/{instance}.dcm. Waits for the operation "
-        "unless --async and prints its summary as JSON.",
+        "unless --async and prints its summary as JSON. From a folder, a gs:// prefix or a DICOMweb "
+        "server the files are copied as stored, in the same layout, by this command.",
     )
-    gcs.add_argument("source", metavar="STORE", help="projects/P/locations/L/datasets/D/dicomStores/S")
+    gcs.add_argument("source", metavar="SOURCE", help="projects/P/locations/L/datasets/D/dicomStores/S, or a "
+                     "folder, gs://BUCKET/PATH or DICOMweb URL")
     gcs.add_argument("--gcs-uri-prefix", required=True, metavar="gs://BUCKET/DIR", help="destination prefix")
     gcs.add_argument(
         "--mime-type",
@@ -95,9 +104,8 @@ def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
         "'application/dicom; transfer-syntax=UID', 'image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50', "
         "'image/png'",
     )
-    gcs.add_argument(
-        "--filter-config", metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines"
-    )
+    filter_config_options(gcs, metavar="gs://BUCKET/OBJECT", help="filter file of /studies/... lines "
+                          "(a local path too when SOURCE is not a store)")
     gcs.add_argument(
         "--max-failed-instances",
         type=_non_negative_int,
@@ -106,6 +114,7 @@ def add_export_gcs_parser(destinations: Any, parser_class: type) -> None:
         help="exit 1 when the operation reports more than N failed instances (default 0; 'none' never)",
     )
     gcs.add_argument("--quiet", action="store_true", help="no progress messages")
+    concurrency_option(gcs)
     _wait_options(gcs)
     _connection_options(gcs)
     gcs.set_defaults(handler=cmd_export_gcs)
@@ -148,44 +157,48 @@ def add_operations_parser(verbs: Any, parser_class: type) -> None:
     cancel.set_defaults(handler=cmd_operations_cancel)
 
 
-# -- hook ----------------------------------------------------------------------------------------
+# -- client --------------------------------------------------------------------------------------
 
 
-def make_hook(args: argparse.Namespace) -> DicomStoreHook:
-    """A DicomStoreHook for the command line: an Airflow connection if one was named, else ADC
-    (anonymous when the endpoint is an emulator)."""
+def make_client(args: argparse.Namespace) -> HealthcareClient:
+    """A HealthcareClient for the command line: ADC (anonymous when the endpoint is an emulator),
+    or the credentials of the Airflow connection named with --gcp-conn-id."""
     from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
 
     try:
         endpoint = resolve_api_endpoint(args.api_endpoint)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    conn_id = args.gcp_conn_id
-    if not conn_id:
-        conn_id = CLI_CONN_ID
-        extra = {"is_anonymous": True} if endpoint else {}
-        os.environ[f"AIRFLOW_CONN_{CLI_CONN_ID.upper()}"] = json.dumps(
-            {"conn_type": "google_cloud_platform", "extra": extra}
-        )
+    credentials = None
+    impersonate = args.impersonate_service_account
+    if args.gcp_conn_id:
+        credentials = _connection_credentials(args.gcp_conn_id, impersonate)
+        impersonate = None  # the connection's credentials already act as that account
     from airflow_provider_dicom.cli.common import _log_to_stderr
-    from airflow_provider_dicom.hooks.dicom_store import DicomStoreHook
+    from airflow_provider_dicom.healthcare.client import HealthcareClient
+
+    # Progress and retry messages, as plain lines on stderr (stdout is the JSON result).
+    _log_to_stderr(quiet=getattr(args, "quiet", False))
+    return HealthcareClient(credentials, api_endpoint=endpoint, impersonate=impersonate)
+
+
+def _connection_credentials(conn_id: str, impersonate: str | None) -> Any:
+    from airflow_provider_dicom.utils.clients import google_credentials
 
     try:
-        hook = DicomStoreHook(
-            gcp_conn_id=conn_id, impersonation_chain=args.impersonate_service_account, api_endpoint=endpoint
-        )
+        return google_credentials(conn_id, impersonate)
+    except ImportError as exc:
+        raise CommandFailed(
+            f"--gcp-conn-id={conn_id} reads an Airflow connection and needs Airflow with its Google provider "
+            f"installed ({exc}); without Airflow, set GOOGLE_APPLICATION_CREDENTIALS to a service account key "
+            "file or run `gcloud auth application-default login`"
+        ) from exc
     except Exception as exc:
         raise CommandFailed(f"cannot use connection {conn_id!r}: {exc}") from exc
-    # The hook's progress and retry messages, as plain lines on stderr (stdout is the JSON result),
-    # rather than through Airflow's task logging, which prints to stdout.
-    # A stdlib logger has every method the hook calls (its hint names Airflow's logger type).
-    hook._log = logging.getLogger(DicomStoreHook.__module__)  # type: ignore[assignment]
-    _log_to_stderr(quiet=getattr(args, "quiet", False))
-    return hook
 
 
 def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a hook call, turning API and credential errors into one-line failures."""
+    """Run a client call, turning API and credential errors into one-line failures."""
     from airflow_provider_dicom.healthcare.operations import HealthcareApiError
 
     try:
@@ -194,9 +207,9 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         raise CommandFailed(str(exc)) from exc
     except Exception as exc:
         if type(exc).__name__ == "DefaultCredentialsError":
-            raise CommandFailed(
-                "no Google credentials found (run `gcloud auth application-default login`, pass --gcp-conn-id, "
-                f"or set HEALTHCARE_EMULATOR_HOST for the local emulator): {str(exc).splitlines()[0]}"
+            raise no_credentials(
+                "for the Cloud Healthcare API", exc, emulator="HEALTHCARE_EMULATOR_HOST (or --api-endpoint)",
+                alternative="pass --gcp-conn-id",
             ) from exc
         raise
 
@@ -206,7 +219,7 @@ def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
 
 def cmd_export_bq_store(args: argparse.Namespace, out: TextIO) -> int:
     """`export bq STORE --bq-table=...`: the API exports; we start it and wait."""
-    from airflow_provider_dicom.operators.store_export import bigquery_store_export, check_filter_for_store
+    from airflow_provider_dicom.healthcare.store_export import bigquery_store_export, check_filter_for_store
 
     if getattr(args, "project", None):
         raise UsageError(
@@ -228,7 +241,11 @@ def cmd_export_bq_store(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_export_gcs(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_provider_dicom.operators.store_export import check_filter_for_store, gcs_store_export
+    if not args.source.startswith("projects/"):  # not a store: the files are copied here
+        from airflow_provider_dicom.cli.copy import cmd_export_gcs_copy
+
+        return cmd_export_gcs_copy(args, out)
+    from airflow_provider_dicom.healthcare.store_export import check_filter_for_store, gcs_store_export
 
     try:
         export = gcs_store_export(
@@ -248,21 +265,20 @@ def _check_poll_interval(value: float) -> None:
 
 
 def _run_export(args: argparse.Namespace, export: StoreExport, out: TextIO) -> int:
-    from airflow_provider_dicom.healthcare.operations import OperationFailedError, OperationStatus
-    from airflow_provider_dicom.operators.store_export import summarize
+    from airflow_provider_dicom.healthcare import store_export as service
 
     _check_poll_interval(args.poll_interval)
-    hook = make_hook(args)
-    started = OperationStatus.from_api(_call("starting the export", export.start, hook))
+    client = make_client(args)
+    started = _call("starting the export", service.start, client, export)
     if args.run_async:
         _err(f"check operation [{started.name}] for status")
-        _print(out, summarize(started, export))
+        _print(out, service.summarize(started, export))
         return 0
     if not args.quiet:
         _err(f"waiting for operation [{started.name}] to complete...")
     try:
         final = _call(
-            "waiting for the export", hook.wait_for_operation, started.name, poll_interval=args.poll_interval
+            "waiting for the export", client.wait_for_operation, started.name, poll_interval=args.poll_interval
         )
     except KeyboardInterrupt:
         # As gcloud: stopping the wait does not stop the export.
@@ -271,11 +287,12 @@ def _run_export(args: argparse.Namespace, export: StoreExport, out: TextIO) -> i
             f"(`{_prog()} operations cancel {started.name}` stops it)"
         )
         return EXIT_INTERRUPTED
-    _print(out, summarize(final, export))
     try:
-        final.check(args.max_failed_instances)
-    except OperationFailedError as exc:
-        raise CommandFailed(str(exc)) from exc
+        summary = service.finish(final, export, args.max_failed_instances)
+    except service.StoreExportFailed as exc:
+        _print(out, exc.summary)
+        raise CommandFailed(str(exc.reason)) from exc
+    _print(out, summary)
     return 0
 
 
@@ -307,15 +324,15 @@ def _operation_name(args: argparse.Namespace) -> str:
 
 def cmd_operations_describe(args: argparse.Namespace, out: TextIO) -> int:
     name = _operation_name(args)
-    hook = make_hook(args)
-    _print(out, _call("describing the operation", hook.get_operation, name))
+    client = make_client(args)
+    _print(out, _call("describing the operation", client.get_operation, name))
     return 0
 
 
 def cmd_operations_cancel(args: argparse.Namespace, out: TextIO) -> int:
     name = _operation_name(args)
-    hook = make_hook(args)
-    _call("cancelling the operation", hook.cancel_operation, name)  # the hook says so on stderr
+    client = make_client(args)
+    _call("cancelling the operation", client.cancel_operation, name)  # the client says so on stderr
     return 0
 
 
@@ -328,8 +345,8 @@ def cmd_operations_list(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(exc)) from exc
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
-    hook = make_hook(args)
-    operations = _call("listing operations", hook.list_operations, dataset)
+    client = make_client(args)
+    operations = _call("listing operations", client.list_operations, dataset)
     statuses = [OperationStatus.from_api(op) for op in operations]
     # Newest first, whatever order the server used.
     pairs = sorted(zip(statuses, operations, strict=True), key=lambda p: p[0].create_time or "", reverse=True)

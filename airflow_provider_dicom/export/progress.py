@@ -10,13 +10,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_dicom.utils.text import counted
+
 
 def describe(result: Any, elapsed: float) -> str:
     """`result` is a running ExportResult; `elapsed` the seconds since the export started."""
     seen = result.files_seen
     total = getattr(result, "files_total", None)
     rate = seen / elapsed if elapsed > 0 else 0.0
-    done = f"{seen:,} of {total:,} files ({100.0 * seen / total:.0f}%)" if total else f"{seen:,} files"
+    done = f"{seen:,} of {counted(total, 'file')} ({100.0 * seen / total:.0f}%)" if total else counted(seen, "file")
     parts = [f"read {done}", f"{rate:,.0f} files/s"]
     if total and rate > 0 and seen < total:
         parts.append(f"about {_duration((total - seen) / rate)} left")

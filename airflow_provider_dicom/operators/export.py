@@ -1,7 +1,8 @@
 """Operator exporting DICOM metadata to the BigQuery table the Cloud Healthcare API export writes.
 
-The operator is thin: it validates its arguments, builds a BigQuery client from the Airflow
-connection, and hands the work to `airflow_provider_dicom.export.bigquery`. Nothing heavy
+The operator is thin: it validates its arguments, says which Airflow connections the clients come
+from, and hands the export to the export service (`airflow_provider_dicom.export.service`, which
+`airflow-dicom export bq` uses too; Cloud Healthcare stores: `healthcare.store_export`). Nothing heavy
 (pydicom, google-cloud-bigquery, the Google provider's hooks) is imported until `execute()`, so
 DAG files that use it parse fast on schedulers and DAG processors.
 """
@@ -26,6 +27,7 @@ from airflow_provider_dicom.model.request import ExportRequest, parse_export_req
 from airflow_provider_dicom.model.sources import SourceKind
 from airflow_provider_dicom.operators.store_export import BigQueryStoreExportBase, store_template_fields
 from airflow_provider_dicom.utils.assets import AssetOutletsMixin
+from airflow_provider_dicom.utils.clients import ConnectionClients  # light: clients load when called
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -33,21 +35,7 @@ if TYPE_CHECKING:
     from airflow_provider_dicom.utils.lineage import WrittenTable
 
 
-# How many failed instances the task's failure message lists by name (the XCom result lists up to 1,000).
-FAILURES_IN_MESSAGE = 5
 PROGRESS_INTERVAL_SECONDS = 30.0
-
-
-def failed_instances_message(failures: list, exported: int, table: object, max_failed_instances: object) -> str:
-    """Why the task fails although the good instances were loaded: the count and the first few."""
-    shown = "; ".join(f"{path}: {reason}" for path, reason in failures[:FAILURES_IN_MESSAGE])
-    more = f"; and {len(failures) - FAILURES_IN_MESSAGE} more" if len(failures) > FAILURES_IN_MESSAGE else ""
-    noun = "instance" if len(failures) == 1 else "instances"
-    return (
-        f"{len(failures)} DICOM {noun} failed to export (max_failed_instances="
-        f"{max_failed_instances}); the {exported} good instances were loaded into "
-        f"{table}. Failures: {shown}{more}"
-    )
 
 
 class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
@@ -224,15 +212,25 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         assert request.source and request.table and request.write and request.schema
         if request.source.kind is SourceKind.DICOM_STORE:
             return self.execute_store_export(context)  # Google exports; the task waits on the operation
-        from airflow_provider_dicom.export.bigquery import DestinationError, export_to_bigquery
+        from airflow_provider_dicom.export import service
+        from airflow_provider_dicom.export.bigquery import DestinationError
         from airflow_provider_dicom.export.progress import ProgressReporter
 
-        project = self.project_id or request.table.project
-        client = self._bigquery_client(project)
-        kind = request.source.kind
-        needs_storage = (request.filter_config or "").startswith("gs://") or kind is SourceKind.GCS_PREFIX
-        storage_client = self._storage_client() if needs_storage else None
-        dicomweb_client = self._dicomweb_client(request.source.value) if kind is SourceKind.DICOMWEB else None
+        try:
+            export = service.bigquery_export(
+                source=self.source,
+                destination_table_uri=self.destination_table_uri,
+                write_disposition=self.write_disposition,
+                force=self.force,
+                schema=self.schema,
+                filter_config=self.filter_config,
+                project=self.project_id,
+                workers=self.max_concurrent_requests,
+                processes=self.processes,
+            )
+        except (ValueError, NotImplementedError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+        project = export.project
         self.log.info(
             "Exporting DICOM metadata from %s to %s (%s, %s schema%s)",
             request.source.display,
@@ -246,21 +244,12 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         # The same on every retry of this try lineage, new after a clear: a retry finds the load
         # its earlier try committed instead of loading (and, with WRITE_APPEND, doubling) again.
         load_job_id = load_job_base_id(context, TryLineage.from_context(context))
+        clients = _OperatorClients(self)
         try:
-            result = export_to_bigquery(
-                request.source.value,
-                request.table,
-                write_disposition=self.write_disposition,
-                force=self.force,
-                filter_config=request.filter_config,
-                schema=request.schema,
-                client=client,
-                project=project,
+            result = service.run_bigquery_export(
+                export,
+                clients,
                 progress=ProgressReporter(self.log.info, PROGRESS_INTERVAL_SECONDS),
-                storage_client=storage_client,
-                dicomweb_client=dicomweb_client,
-                workers=self.max_concurrent_requests,
-                processes=self.processes,
                 load_job_id=load_job_id,
                 on_load_job=lambda job_id: setattr(self, "_load_job", (project, job_id)),
             )
@@ -287,14 +276,17 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
             result.not_dicom_count,
             result.filtered_out_count,
         )
-        tolerated = parse_max_failed_instances(self.max_failed_instances)
-        if tolerated is not None and len(failures) > tolerated:
+        try:
+            service.check_failures(result, parse_max_failed_instances(self.max_failed_instances))
+        except service.TooManyFailedInstances as exc:
             # The summary is the task's result even though the task fails: downstream tasks with a
             # permissive trigger rule, and people reading the UI, still get the counts.
             context["ti"].xcom_push(key="return_value", value=summary)
             raise AirflowFailException(
-                failed_instances_message(failures, result.instances_exported, request.table, self.max_failed_instances)
-            )
+                service.failed_instances_message(
+                    failures, result.instances_exported, request.table, self.max_failed_instances
+                )
+            ) from exc
         return summary
 
     def lineage_written(self) -> WrittenTable | None:
@@ -320,14 +312,19 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
 
         return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, project)
 
-    def _dicomweb_client(self, base_url: str):
-        from airflow_provider_dicom.utils.clients import dicomweb_client
 
-        return dicomweb_client(base_url, self.dicomweb_conn_id, self.max_concurrent_requests)
+class _OperatorClients(ConnectionClients):
+    """The task's connections; BigQuery through the operator's own `_bigquery_client`, the one
+    `on_kill` uses to cancel the load job."""
 
-    def _storage_client(self):
-        from airflow_provider_dicom.utils.clients import storage_client
+    def __init__(self, operator: DicomExportToBigQueryOperator) -> None:
+        super().__init__(
+            operator.gcp_conn_id,
+            operator.impersonation_chain,
+            location=operator.location,
+            dicomweb_conn_id=operator.dicomweb_conn_id,
+        )
+        self._operator = operator
 
-        return storage_client(self.gcp_conn_id, self.impersonation_chain)
-
-
+    def bigquery(self, project: str) -> Any:
+        return self._operator._bigquery_client(project)

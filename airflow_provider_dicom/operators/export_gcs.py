@@ -14,6 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.healthcare.store_export import (
+    StoreExport,
+    check_filter_for_store,
+    gcs_store_export,
+)
 from airflow_provider_dicom.links.healthcare import (
     DicomGcsDestinationLink,
     DicomOperationLogsLink,
@@ -21,13 +26,7 @@ from airflow_provider_dicom.links.healthcare import (
 )
 from airflow_provider_dicom.model import uris
 from airflow_provider_dicom.model.arguments import check_concurrency
-from airflow_provider_dicom.operators.store_export import (
-    DicomStoreExportBase,
-    StoreExport,
-    check_filter_for_store,
-    gcs_store_export,
-    store_template_fields,
-)
+from airflow_provider_dicom.operators.store_export import DicomStoreExportBase, store_template_fields
 from airflow_provider_dicom.utils.assets import AssetOutletsMixin
 
 
@@ -170,38 +169,36 @@ class DicomExportToGcsOperator(AssetOutletsMixin, DicomStoreExportBase):
         """Non-store sources: the task copies the files (it has no operation to wait on or defer)."""
         from airflow.providers.common.compat.sdk import AirflowFailException
 
-        from airflow_provider_dicom.export.gcs_copy import export_to_gcs
+        from airflow_provider_dicom.export import service
         from airflow_provider_dicom.export.progress import ProgressReporter
         from airflow_provider_dicom.model.arguments import parse_max_failed_instances
-        from airflow_provider_dicom.model.sources import DicomSource, SourceKind
-        from airflow_provider_dicom.utils.clients import dicomweb_client, storage_client
+        from airflow_provider_dicom.utils.clients import ConnectionClients
 
         try:
             self._validate(skip_templated=False)
         except (ValueError, NotImplementedError) as exc:
             raise AirflowFailException(str(exc)) from exc
-        source = DicomSource.parse(self.source)
-        web = (
-            dicomweb_client(source.value, self.dicomweb_conn_id, self.max_concurrent_requests)
-            if source.kind is SourceKind.DICOMWEB else None
+        from airflow_provider_dicom.model.sources import DicomSource
+
+        self.log.info("Copying DICOM files from %s to %s", DicomSource.parse(self.source).display, self.uri_prefix)
+        clients = ConnectionClients(self.gcp_conn_id, self.impersonation_chain, dicomweb_conn_id=self.dicomweb_conn_id)
+        copy = service.gcs_copy(
+            source=self.source, uri_prefix=self.uri_prefix, filter_config=self.filter_config,
+            mime_type=self.mime_type, workers=self.max_concurrent_requests,
         )
-        self.log.info("Copying DICOM files from %s to %s", source.display, self.uri_prefix)
-        result = export_to_gcs(
-            source.value, self.uri_prefix,
-            storage_client=storage_client(self.gcp_conn_id, self.impersonation_chain),
-            filter_config=self.filter_config, mime_type=self.mime_type, dicomweb_client=web,
-            workers=self.max_concurrent_requests, progress=ProgressReporter(self.log.info, 30.0),
-        )
+        # The connection's project: the storage client reads and writes, it runs no jobs.
+        result = service.run_gcs_copy(copy, clients, project="", progress=ProgressReporter(self.log.info, 30.0))
         summary = result.to_dict()
-        tolerated = parse_max_failed_instances(self.max_failed_instances)
-        if tolerated is not None and result.failure_count > tolerated:
+        try:
+            service.check_failures(result, parse_max_failed_instances(self.max_failed_instances))
+        except service.TooManyFailedInstances as exc:
             context["ti"].xcom_push(key="return_value", value=summary)
-            shown = "; ".join(f"{path}: {reason}" for path, reason in result.failures[:5])
             raise AirflowFailException(
-                f"{result.failure_count} DICOM instances failed to copy (max_failed_instances="
-                f"{self.max_failed_instances}); the {result.instances_copied} good ones were copied to "
-                f"{self.uri_prefix}. Failures: {shown}"
-            )
+                service.failed_instances_message(
+                    list(result.failures), result.instances_copied, self.uri_prefix, self.max_failed_instances,
+                    verb="copy", done="copied to",
+                )
+            ) from exc
         return summary
 
     def lineage_datasets(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -214,15 +214,16 @@ class DicomShardPlanOperator(_ShardedBase):
             request = self._validate(skip_templated=False)
         except (ValueError, NotImplementedError) as exc:
             raise AirflowFailException(str(exc)) from exc
-        kind = request.source.kind
-        needs_storage = kind is SourceKind.GCS_PREFIX or (request.filter_config or "").startswith("gs://")
-        storage = self._storage_client() if needs_storage else None
-        staging = self._staging(self.staging_uri, storage)
-        web = None
-        if kind is SourceKind.DICOMWEB:
-            from airflow_provider_dicom.utils.clients import dicomweb_client
+        from airflow_provider_dicom.export.service import source_clients
+        from airflow_provider_dicom.utils.clients import ConnectionClients
 
-            web = dicomweb_client(request.source.value, self.dicomweb_conn_id, LISTING_CONNECTIONS)
+        # The plan pages through QIDO-RS one request at a time: a few connections are plenty.
+        storage, web = source_clients(
+            request.source, request.filter_config,
+            ConnectionClients(self.gcp_conn_id, self.impersonation_chain, dicomweb_conn_id=self.dicomweb_conn_id),
+            project=self.project_id or request.table.project, pool_size=LISTING_CONNECTIONS,
+        )
+        staging = self._staging(self.staging_uri, storage)
         client = bigquery_client(
             self.gcp_conn_id, self.impersonation_chain, self.location, self.project_id or request.table.project
         )
@@ -409,7 +410,7 @@ class DicomShardLoadOperator(AssetOutletsMixin, _ShardedBase):
         from airflow_provider_dicom.export.bigquery import DestinationError
         from airflow_provider_dicom.export.shard_load import IncompleteShardsError, load_sharded_export
         from airflow_provider_dicom.model.arguments import parse_max_failed_instances
-        from airflow_provider_dicom.operators.export import failed_instances_message
+        from airflow_provider_dicom.export.service import failed_instances_message
         from airflow_provider_dicom.utils.clients import bigquery_client
 
         try:

@@ -4,7 +4,10 @@
 source is a store (`projects/P/locations/L/datasets/D/dicomStores/S`): Google does the export,
 the task starts it through `DicomStoreHook` and waits on the long-running operation, in the
 worker (`deferrable=False`) or in the triggerer (`DicomOperationTrigger`), or not at all
-(`wait_for_completion=False`, e.g. to wait with `DicomOperationSensor` later).
+(`wait_for_completion=False`, e.g. to wait with `DicomOperationSensor` later). The request, its
+start, the summary and the judgement of the outcome are the export service's
+(`airflow_provider_dicom.healthcare.store_export`, shared with `airflow-dicom`); this module adds
+what only a task has: the ledger, deferral, XCom and links.
 
 What it guarantees:
 
@@ -29,19 +32,18 @@ the task runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator, conf
 
-from airflow_provider_dicom.healthcare import export_requests
+from airflow_provider_dicom.healthcare import store_export as service
 from airflow_provider_dicom.healthcare.endpoint import resolve_api_endpoint
 from airflow_provider_dicom.healthcare.operations import (
     ExportOutcomeUnknownError,
     HealthcareApiError,
-    OperationFailedError,
     OperationStatus,
 )
+from airflow_provider_dicom.healthcare.store_export import StoreExport, check_filter_for_store, summarize
 from airflow_provider_dicom.links.healthcare import (
     OPERATION_ATTRIBUTE,
     OPERATION_XCOM_KEY,
@@ -49,11 +51,7 @@ from airflow_provider_dicom.links.healthcare import (
     DicomStoreLink,
 )
 from airflow_provider_dicom.model import uris
-from airflow_provider_dicom.utils.operation_ledger import (
-    OperationLedger,
-    choose_reattach_candidate,
-    request_fingerprint,
-)
+from airflow_provider_dicom.utils.operation_ledger import OperationLedger, choose_reattach_candidate
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -64,118 +62,6 @@ if TYPE_CHECKING:
 DEFAULT_POLL_INTERVAL = 30.0
 STORE_TEMPLATE_FIELDS = ("api_endpoint",)
 _STORE_ONLY_LINKS = (DicomStoreLink, DicomOperationLogsLink)
-
-# google.rpc codes an operation can end with that a new export may not meet again (server
-# trouble, quota, an aborted transaction). Every other code (cancelled, invalid argument, not
-# found, permission denied, failed precondition such as a non-empty table, ...) would fail the
-# same way on every retry.
-RETRYABLE_OPERATION_CODES = frozenset({2, 4, 8, 10, 13, 14})
-
-
-@dataclass(frozen=True)
-class StoreExport:
-    """One `dicomStores.export` call, validated: the store, the request body the API receives,
-    and the hook method (with its arguments) that sends exactly that body."""
-
-    store: str
-    destination: str
-    body: dict[str, Any]
-    hook_method: str
-    hook_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fingerprint(self) -> str:
-        return request_fingerprint(self.store, self.body)
-
-    def start(self, hook: DicomStoreHook) -> dict[str, Any]:
-        return getattr(hook, self.hook_method)(self.store, **self.hook_kwargs)
-
-
-def bigquery_store_export(
-    store: str,
-    table_uri: str,
-    *,
-    write_disposition: str | None = None,
-    force: bool | None = None,
-    include_source_store: bool | None = None,
-    schema: str | None = None,
-    filter_gcs_uri: str | None = None,
-) -> StoreExport:
-    """A store export to BigQuery; raises ValueError naming the bad value.
-
-    `schema` "json" sends `schemaJson {}`; "flattened" (the operator's default) sends nothing, which
-    is the API's flattened default and works on every API revision.
-    """
-    name = str(export_requests.check_store_name(store))
-    from airflow_provider_dicom.model.options import SchemaVariant
-
-    variant = SchemaVariant.parse(schema) if schema is not None else None
-    kwargs: dict[str, Any] = {
-        "write_disposition": write_disposition,
-        "force": force,
-        "include_source_store": include_source_store,
-        "schema": variant.value if variant is SchemaVariant.JSON else None,
-        "filter_gcs_uri": filter_gcs_uri,
-    }
-    body = export_requests.bigquery_export_request(table_uri, **kwargs)
-    return StoreExport(
-        name,
-        body["bigqueryDestination"]["tableUri"],
-        body,
-        "export_dicom_to_bigquery",
-        {"table_uri": table_uri, **kwargs},
-    )
-
-
-def gcs_store_export(
-    store: str, uri_prefix: str, *, mime_type: str | None = None, filter_gcs_uri: str | None = None
-) -> StoreExport:
-    """A store export of the instance files to Cloud Storage; raises ValueError naming the bad value."""
-    name = str(export_requests.check_store_name(store))
-    kwargs: dict[str, Any] = {"mime_type": mime_type, "filter_gcs_uri": filter_gcs_uri}
-    body = export_requests.gcs_export_request(uri_prefix, **kwargs)
-    return StoreExport(
-        name,
-        body["gcsDestination"]["uriPrefix"],
-        body,
-        "export_dicom_to_gcs",
-        {"uri_prefix": uri_prefix, **kwargs},
-    )
-
-
-def rfc3339_now() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def check_filter_for_store(value: object) -> str | None:
-    """The API reads filter files from Cloud Storage only: a local path fails here, naming it."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"invalid filter_config {value!r}: expected gs://BUCKET/OBJECT")  # noqa: TRY004
-    return export_requests.check_filter_gcs_uri(value)
-
-
-def summarize(status: OperationStatus, export: StoreExport) -> dict[str, Any]:
-    """The task's XCom result: JSON-ready, counts as ints, no instance content."""
-    return {
-        "name": status.name,
-        "state": status.state,
-        "done": status.done,
-        "success": status.success,
-        "failure": status.failure,
-        "pending": status.pending,
-        "create_time": status.create_time,
-        "end_time": status.end_time,
-        "logs_url": status.logs_url,
-        "error_code": status.error_code,
-        "error_message": status.error_message,
-        "source": export.store,
-        "destination": export.destination,
-    }
-
 
 def _check_bool(name: str, value: object, *, optional: bool = False) -> None:
     if optional and value is None:
@@ -277,9 +163,9 @@ class DicomStoreExportBase(BaseOperator):
         status = self._earlier_operation(context, hook, ledger, export)
         if status is None:
             self.log.info("Starting export of DICOM store %s to %s", export.store, export.destination)
-            ledger.remember_sending(export.fingerprint, rfc3339_now())
+            ledger.remember_sending(export.fingerprint, service.rfc3339_now())
             try:
-                status = OperationStatus.from_api(export.start(hook))
+                status = service.start(hook, export)
             except ExportOutcomeUnknownError as exc:
                 # An export may be running that nothing recorded: a retry would start another.
                 raise AirflowFailException(str(exc)) from exc
@@ -462,17 +348,15 @@ class DicomStoreExportBase(BaseOperator):
     def _finish(
         self, context: Context, status: OperationStatus, export: StoreExport, ledger: OperationLedger
     ) -> dict[str, Any]:
-        summary = summarize(status, export)
         # The outcome is consumed: a later clear of this task exports again.
         ledger.forget()
         try:
-            status.check(self._tolerated_failures())
-        except OperationFailedError as exc:
-            context["ti"].xcom_push(key="return_value", value=summary)
-            message = f"Export of {export.store} to {export.destination}: {exc}"
-            if status.failed and status.error_code in RETRYABLE_OPERATION_CODES:
-                raise AirflowException(message) from exc
-            raise AirflowFailException(message) from exc
+            summary = service.finish(status, export, self._tolerated_failures())
+        except service.StoreExportFailed as exc:
+            context["ti"].xcom_push(key="return_value", value=exc.summary)
+            if exc.retryable:
+                raise AirflowException(str(exc)) from exc
+            raise AirflowFailException(str(exc)) from exc
         self.log.info(
             "Exported DICOM store %s to %s: %s", export.store, export.destination, status.describe()
         )
@@ -528,7 +412,7 @@ class BigQueryStoreExportBase(DicomStoreExportBase):
     """
 
     def store_export(self) -> StoreExport:
-        return bigquery_store_export(
+        return service.bigquery_store_export(
             self.source,  # type: ignore[attr-defined]
             self.destination_table_uri,  # type: ignore[attr-defined]
             write_disposition=getattr(self, "write_disposition", None),

@@ -39,3 +39,38 @@ def dicomweb_client(base_url: str, dicomweb_conn_id: str | None, pool_size: int)
     from airflow_provider_dicom.hooks.dicomweb import DicomWebHook
 
     return DicomWebHook(dicomweb_conn_id=dicomweb_conn_id, base_url=base_url, pool_size=pool_size).get_conn()
+
+
+class ConnectionClients:
+    """`export.service.Clients` from Airflow connections: what the export operators hand the
+    export service, so a task and `airflow-dicom` run the same export with different credentials."""
+
+    def __init__(
+        self,
+        gcp_conn_id: str,
+        impersonation_chain: str | Sequence[str] | None = None,
+        *,
+        location: str | None = None,
+        dicomweb_conn_id: str | None = None,
+    ) -> None:
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self.location = location
+        self.dicomweb_conn_id = dicomweb_conn_id
+
+    def bigquery(self, project: str) -> Any:
+        return bigquery_client(self.gcp_conn_id, self.impersonation_chain, self.location, project)
+
+    def storage(self, project: str, purpose: str) -> Any:
+        return storage_client(self.gcp_conn_id, self.impersonation_chain)
+
+    def dicomweb(self, base_url: str, pool_size: int) -> Any:
+        return dicomweb_client(base_url, self.dicomweb_conn_id, pool_size)
+
+
+def google_credentials(gcp_conn_id: str, impersonation_chain: str | Sequence[str] | None = None) -> Any:
+    """The google-auth credentials of a Google Cloud connection, as the Google provider's hooks
+    resolve them (key file, ADC, anonymous, impersonation); for `airflow-dicom --gcp-conn-id`."""
+    from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+
+    return GoogleBaseHook(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain).get_credentials()

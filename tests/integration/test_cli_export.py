@@ -88,3 +88,40 @@ def test_missing_dataset_is_a_one_line_error(bigquery_server, bq_dataset, folder
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no_such_dataset does not exist" in lines[0]
+
+
+def test_the_apis_write_disposition_spelling_and_a_folder_without_dicom(
+    bigquery_server, bigquery_standin, bq_dataset, folder, tmp_path
+):
+    """Issue 14: WRITE_APPEND as the API and our operators spell it; a folder with no DICOM
+    exits 1 and leaves no table behind."""
+    table = f"bq://{bq_dataset}.spelled"
+    for spelling in ("WRITE_EMPTY", "WRITE_APPEND", "write_append"):
+        done = export(bigquery_server, str(folder), f"--bq-table={table}", f"--write-disposition={spelling}")
+        assert done.returncode == 0, done.stderr
+    assert count(bigquery_standin, f"{bq_dataset}.spelled") == 6
+
+    empty = tmp_path / "no-dicom"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not DICOM")
+    nothing = export(bigquery_server, str(empty), f"--bq-table=bq://{bq_dataset}.nothing")
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip().splitlines()[-1] == (
+        f"airflow-dicom: error: no DICOM instance found in local folder {empty} (1 file that is not DICOM); "
+        f"bq://{bq_dataset}.nothing was not written"
+    )
+    assert "nothing" not in [t.table_id for t in bigquery_standin.list_tables(bq_dataset)]
+
+
+def test_export_gcs_copies_a_folder_into_the_healthcare_layout(gcs_server, gcs_bucket, folder):
+    """The copy DicomExportToGcsOperator makes of a folder, from the command line (one service)."""
+    env = {**os.environ, **gcs_server.env}
+    done = subprocess.run(
+        [str(SCRIPT), "export", "gcs", str(folder), f"--gcs-uri-prefix=gs://{gcs_bucket.name}/copy", "--quiet"],
+        check=False, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["instances_copied"], summary["not_dicom_count"]) == (2, 1)
+    names = sorted(blob.name for blob in gcs_bucket.list_blobs(prefix="copy/"))
+    assert len(names) == 2 and all(n.endswith(".dcm") and n.count("/") == 3 for n in names)

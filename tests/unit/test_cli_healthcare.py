@@ -1,5 +1,5 @@
 """`airflow-dicom export bq|gcs STORE` and `operations ...`: bad input ends with exit 2 and one line
-naming the value, before any connection is made; the hook is built for the emulator or ADC."""
+naming the value, before any connection is made; the client is built for the emulator or ADC."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ DATASET = "projects/my-project/locations/us/datasets/imaging"
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Validation must fail before any hook exists."""
+    """Validation must fail before any client exists."""
 
     def refuse(args):
-        raise AssertionError("a hook was built before the arguments were validated")
+        raise AssertionError("a client was built before the arguments were validated")
 
-    monkeypatch.setattr(cli_healthcare, "make_hook", refuse)
+    monkeypatch.setattr(cli_healthcare, "make_client", refuse)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def _op(op_id, created, done=False, method="ExportDicomData"):
 
 def test_operations_list_table_and_json(monkeypatch, capsys):
     hook = FakeHook([_op("1", "2025-01-01T10:00:00Z", done=True), _op("2", "2025-01-02T10:00:00Z")])
-    monkeypatch.setattr(cli_healthcare, "make_hook", lambda args: hook)
+    monkeypatch.setattr(cli_healthcare, "make_client", lambda args: hook)
     assert cli.main(["operations", "list", DATASET]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ID", "METHOD", "STATE", "CREATED", "SUCCESS", "FAILURE", "PENDING"]
@@ -131,25 +131,26 @@ def test_operations_list_table_and_json(monkeypatch, capsys):
 
 def test_operations_describe_and_cancel_take_a_bare_id_with_dataset(monkeypatch, capsys):
     hook = FakeHook([_op("7", "2025-01-01T10:00:00Z")])
-    monkeypatch.setattr(cli_healthcare, "make_hook", lambda args: hook)
+    monkeypatch.setattr(cli_healthcare, "make_client", lambda args: hook)
     assert cli.main(["operations", "describe", "7", f"--dataset={DATASET}"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == f"{DATASET}/operations/7"
     assert cli.main(["operations", "cancel", f"{DATASET}/operations/7"]) == 0
     assert hook.calls[-1] == ("cancel", f"{DATASET}/operations/7")
 
 
-def test_the_hook_uses_the_emulator_anonymously(monkeypatch):
+def test_the_client_uses_the_emulator_anonymously(monkeypatch):
+    # Was: the CLI built a DicomStoreHook on a process-local anonymous Airflow connection. The
+    # command line no longer imports hooks (issue 13): the same facts, on the Airflow-free client.
     monkeypatch.undo()
     monkeypatch.setenv("HEALTHCARE_EMULATOR_HOST", "127.0.0.1:18999")
     args = cli.build_parser().parse_args(["operations", "list", DATASET])
-    hook = cli_healthcare.make_hook(args)
-    assert hook.api_endpoint == "http://127.0.0.1:18999/"
-    assert hook.gcp_conn_id == cli_healthcare.CLI_CONN_ID
-    assert hook._get_field("is_anonymous") is True
+    client = cli_healthcare.make_client(args)
+    assert client.api_endpoint == "http://127.0.0.1:18999/"
+    assert client.anonymous is True
     args = cli.build_parser().parse_args(
         ["operations", "list", DATASET, "--api-endpoint=http://127.0.0.1:1/"]
     )
-    assert cli_healthcare.make_hook(args).api_endpoint == "http://127.0.0.1:1/"
+    assert cli_healthcare.make_client(args).api_endpoint == "http://127.0.0.1:1/"
 
 
 def test_a_missing_airflow_connection_is_one_line(monkeypatch, capsys):

@@ -39,3 +39,9 @@ def test_reporter_emits_at_its_cadence_only():
         report(_result(exported=second, total=100))
     assert len(lines) == 3  # at 30, 60 and 90 seconds
     assert lines[0].startswith("read 30 of 100 files (30%)")
+
+
+def test_one_file_is_one_file():
+    """Issue 14: counts never read "1 files"."""
+    assert describe(_result(not_dicom=1), elapsed=0.0).startswith("read 1 file, ")
+    assert describe(_result(exported=1, total=1), elapsed=1.0).startswith("read 1 of 1 file (100%)")
