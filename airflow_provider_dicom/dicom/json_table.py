@@ -36,6 +36,7 @@ from airflow_provider_dicom.dicom import vr as vrs
 from airflow_provider_dicom.dicom.tags import tag_reference
 from airflow_provider_dicom.dicom.vocabulary import BINARY_NUMBER_VRS, BINARY_VRS, SPECIFIC_CHARACTER_SET, TEXT_VRS
 from airflow_provider_dicom.dicom.walker import (
+    _CACHE_LIMIT,
     PYDICOM,
     ElementSource,
     InstanceParts,
@@ -63,9 +64,16 @@ _validate: Any = None  # pydicom.valuerep.validate_value, bound on first use (im
 _RAISE = 2  # pydicom.config.RAISE (checked when bound)
 
 
+# (VR, value) pairs pydicom's validator took: most values repeat across an export's instances.
+_VALID: set[tuple[str, str]] = set()
+
+
 def _check(vr: str, value: str) -> None:
     """Refuse (NeedsPydicom) a value pydicom's strict reading refuses: pydicom's own rule."""
     global _validate
+    key = (vr, value)
+    if key in _VALID:
+        return
     if _validate is None:
         from pydicom import config
         from pydicom.valuerep import validate_value
@@ -76,6 +84,9 @@ def _check(vr: str, value: str) -> None:
         _validate(vr, value, _RAISE)
     except ValueError:
         raise NeedsPydicom(f"a {vr} value pydicom refuses") from None
+    if len(_VALID) >= _CACHE_LIMIT:
+        _VALID.clear()
+    _VALID.add(key)
 
 
 # Character sets whose names pydicom takes as they are. Another name (a misspelt or unknown one)
@@ -100,6 +111,8 @@ def _dataset(
     source: ElementSource, elements: Any, encodings: list[str], dropped: list[str], top: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    codec = codec_of(encodings)
+    little = source.little
     for tag, element in source.entries(elements):
         vr = element[0]
         if not tag & 0xFFFF:
@@ -146,7 +159,7 @@ def _dataset(
             else:
                 out[f"{tag:08X}"] = {"vr": vr}
             continue
-        values = _values(value, vr, source.little, codec_of(encodings))
+        values = _values(value, vr, little, codec)
         out[f"{tag:08X}"] = {"vr": vr, "Value": values} if values else {"vr": vr}
     return out
 
