@@ -94,7 +94,8 @@ class InstanceConverter:
             from airflow_provider_dicom.dicom.json_table import json_metadata
 
             metadata, dropped = json_metadata(instance_parts(lean))
-            # Sequences nested deeper than the scan walks (scan.MAX_SEQUENCE_DEPTH): listed, not lost silently.
+            # Sequences nested deeper than the scan walks (scan.MAX_SEQUENCE_DEPTH): listed, not
+            # lost silently.
             dropped.extend(tag_reference(tag) for tag in lean.cut)
             return _json_row(metadata, dropped, None, facts)
         return walk_instance(instance_parts(lean), self.max_depth, **facts)

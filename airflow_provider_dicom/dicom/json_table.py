@@ -34,7 +34,12 @@ from typing import Any
 
 from airflow_provider_dicom.dicom import vr as vrs
 from airflow_provider_dicom.dicom.tags import tag_reference
-from airflow_provider_dicom.dicom.vocabulary import BINARY_NUMBER_VRS, BINARY_VRS, SPECIFIC_CHARACTER_SET, TEXT_VRS
+from airflow_provider_dicom.dicom.vocabulary import (
+    BINARY_NUMBER_VRS,
+    BINARY_VRS,
+    SPECIFIC_CHARACTER_SET,
+    TEXT_VRS,
+)
 from airflow_provider_dicom.dicom.walker import (
     _CACHE_LIMIT,
     PYDICOM,

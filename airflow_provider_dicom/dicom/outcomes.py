@@ -20,7 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from airflow_provider_dicom.dicom.convert import ConvertedInstance, InstanceConverter, NeedsPydicom, StoredFacts
+from airflow_provider_dicom.dicom.convert import (
+    ConvertedInstance,
+    InstanceConverter,
+    NeedsPydicom,
+    StoredFacts,
+)
 from airflow_provider_dicom.dicom.read import (
     InvalidDicomError,
     NotDicomError,
@@ -157,7 +162,10 @@ def convert_part10(
     from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
 
     if not walks_scans(converter):
-        return convert_instance(name, lambda: read_instance(io.BytesIO(bytes(buf))), converter, accept, **facts)
+        def read_all() -> Dataset:
+            return read_instance(io.BytesIO(bytes(buf)))
+
+        return convert_instance(name, read_all, converter, accept, **facts)
     if read is None:
         def read() -> Dataset:
             return read_with_pydicom(io.BytesIO(bytes(buf)))

@@ -408,14 +408,15 @@ def scan_trailer(lean: LeanInstance, trailer: Part10Buffer, offset: int) -> Lean
     elements, _ = walker.elements(0, len(trailer), True)
     body = dict(lean.body)
     body.update(_moved(elements, offset))
-    return LeanInstance(
-        lean.meta, body, lean.implicit, lean.little, lean.unusual or walker.unusual, lean.cut + tuple(walker.cut)
-    )
+    unusual = lean.unusual or walker.unusual
+    return LeanInstance(lean.meta, body, lean.implicit, lean.little, unusual, lean.cut + tuple(walker.cut))
 
 
 def _moved(elements: Elements, by: int) -> Elements:
     """Scanned elements with their value offsets moved `by` bytes, items included."""
-    return {
-        tag: (vr, [_moved(item, by) for item in value] if value.__class__ is list else value, offset + by, length)
-        for tag, (vr, value, offset, length) in elements.items()
-    }
+    moved: Elements = {}
+    for tag, (vr, value, offset, length) in elements.items():
+        if value.__class__ is list:
+            value = [_moved(item, by) for item in value]
+        moved[tag] = (vr, value, offset + by, length)
+    return moved

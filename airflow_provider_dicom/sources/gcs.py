@@ -177,8 +177,9 @@ class FirstReadEstimator:
 class HeaderRead:
     """The result of reading one object's header in a worker thread.
 
-    `lean` is set when the lean parser read it (scanned from `head`, the bytes fetched, with a
-    stand-in for the pixel data when a trailer follows it); otherwise `head` holds the bytes
+    `lean` is set when the lean parser read it (scanned from `head`, the first bytes fetched, up
+    to the pixel data, and from the trailer after it, if any: scan.scan_trailer); otherwise
+    `head` holds the bytes
     fetched so far and the consumer reads the object with pydicom (`fallback`), or `error` says
     why it could not be read at all."""
 
@@ -285,7 +286,9 @@ def _has_trailer(pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> bool:
     return last not in _SEQUENCE_DELIMITERS
 
 
-def _with_trailer(lean: LeanInstance, pixel: _Pixel, head: bytes, size: int, fetch: Fetch) -> LeanInstance | None:
+def _with_trailer(
+    lean: LeanInstance, pixel: _Pixel, head: bytes, size: int, fetch: Fetch
+) -> LeanInstance | None:
     """The scanned header `lean` (scanned from the prefix `head`, up to its pixel data) of an
     object whose pixel data is followed by more elements, completed with them: read by the lean
     parser exactly as the folder export reads the file, without downloading the pixel data.

@@ -376,6 +376,15 @@ def encapsulated_file(trailer: bool, decoy: bytes = b"") -> bytes:
     return to_file_bytes(ds, JPEGBaseline8Bit)
 
 
+def trailer_file(encapsulated: bool, size: int = 256) -> bytes:
+    """A file with elements after its pixel data (encapsulated, or native `size` x `size`)."""
+    if encapsulated:
+        return encapsulated_file(trailer=True)
+    ds = with_pixels(make_dataset(Modality="CT"), size, size)
+    ds.DataSetTrailingPadding = b"\x00" * 64
+    return to_file_bytes(ds)
+
+
 def folder_outcome(tmp_path, data: bytes):
     path = tmp_path / "x.dcm"
     path.write_bytes(data)
@@ -405,12 +414,7 @@ def test_encapsulated_pixel_data_costs_one_extra_8_byte_read(tmp_path):
 
 @pytest.mark.parametrize("encapsulated", [False, True])
 def test_elements_after_the_pixel_data_are_kept(tmp_path, encapsulated):
-    if encapsulated:
-        data = encapsulated_file(trailer=True)
-    else:
-        ds = with_pixels(make_dataset(Modality="CT"), 256, 256)
-        ds.DataSetTrailingPadding = b"\x00" * 64
-        data = to_file_bytes(ds)
+    data = trailer_file(encapsulated)
     outcome, server = gcs_outcome(data)
     assert outcome.status == OK, outcome.reason
     assert dropped_names(outcome)[-2:] == ["PixelData", "DataSetTrailingPadding"]
@@ -427,12 +431,7 @@ def test_a_trailer_is_scanned_alone_into_the_scan_of_the_whole_object(encapsulat
     bytes held for it are the ones fetched."""
     from airflow_provider_dicom.dicom.scan import scan_part10
 
-    if encapsulated:
-        data = encapsulated_file(trailer=True)
-    else:
-        ds = with_pixels(make_dataset(Modality="CT"), 512, 512)
-        ds.DataSetTrailingPadding = b"\x00" * 64
-        data = to_file_bytes(ds)
+    data = trailer_file(encapsulated, 512)
     server = ByteServer(data)
     result = read_header(ObjectInfo("x.dcm", len(data)), server, 2048)
     assert result.lean == scan_part10(data)

@@ -6,7 +6,8 @@ judge), the emulator's BigQuery export of the stored instance, and a DICOMweb se
 (walked straight from the JSON, or, for what that adapter leaves to pydicom, through
 `Dataset.from_json`). Both tables: flattened, and the single JSON column, whose Metadata is
 pydicom's DICOM JSON of the instance's Dataset (`to_json_dict`, the oracle: the pydicom route),
-made by walking the scanned header on the folder and gs:// routes (json_table.py). The corpus: every file of pydicom's test corpus and of the malformed fuzz corpus
+made by walking the scanned header on the folder and gs:// routes (json_table.py). The corpus:
+every file of pydicom's test corpus and of the malformed fuzz corpus
 (tests/helpers/fuzz_corpus.py), and for DICOMweb the JSON our emulator (as Orthanc) serves for
 each of them, numbers as Orthanc prints them, and mangled JSON.
 """
