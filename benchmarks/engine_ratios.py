@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_ratios", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--ct-count", type=int, default=3000, help="CT instances timed per side (default 3000)")
-    parser.add_argument("--mixed-rounds", type=int, default=5, help="passes over the real files (default 5)")
+    parser.add_argument("--mixed-rounds", type=int, default=20, help="passes over the real files (default 20)")
     parser.add_argument("--mixed-limit", type=int, default=None, help=argparse.SUPPRESS)  # smoke test: fewer files
     parser.add_argument("--gcs-count", type=int, default=1000, help="instances per gs:// / folder export (default 1000)")
     parser.add_argument("--web-count", type=int, default=300, help="instances on Orthanc (default 300)")
