@@ -37,8 +37,11 @@ class RangeReader:
         self.endpoint = endpoint.rstrip("/")
         # The CA certificates requests would verify with: the bundle the environment names, else certifi's.
         bundle = ca_bundle or certifi.where()
-        where = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
-        pool = urllib3.PoolManager(num_pools=4, maxsize=max(pool_size, 1), cert_reqs="CERT_REQUIRED", **where)
+        is_dir = os.path.isdir(bundle)
+        pool = urllib3.PoolManager(
+            num_pools=4, maxsize=max(pool_size, 1), cert_reqs="CERT_REQUIRED",
+            ca_certs=None if is_dir else bundle, ca_cert_dir=bundle if is_dir else None,
+        )
         self.http = AuthorizedHttp(credentials, http=pool)
 
     def fetch(self, bucket: str, name: str, generation: int | None) -> Any:
