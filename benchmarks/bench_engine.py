@@ -4,8 +4,8 @@ Both sides turn a file into the line a BigQuery load job reads, on one core, on 
 corpus, in one run:
 
 - engine:   `folder.convert_file(path, converter)` (stat, read, convert: what a folder export
-            runs per file) -> `json.dumps(row)` (plus `TableSchema.add(fields)`, the schema
-            union every export keeps)
+            runs per file) -> `parallel.to_line` (the export's own NDJSON encoder), plus
+            `TableSchema.add(fields)`, the schema union every export keeps
 - baseline: `pydicom.dcmread(path, stop_before_pixels=True)` -> `ds.to_json_dict()` -> `json.dumps`
 
 Lines go to /dev/null: nothing is kept. Before timing, the files are read once so both sides find
@@ -69,21 +69,22 @@ def _baseline_step() -> Callable[[str, object], None]:
 
 
 def _engine_step(schema: str) -> Callable[[str, object], None]:
+    """What a folder export runs per file: parallel.convert_files' in-process path (read, convert,
+    serialise the line with the export's own encoder) plus the schema union every export keeps."""
     from airflow_provider_dicom.dicom.convert import InstanceConverter
     from airflow_provider_dicom.dicom.schema import TableSchema
     from airflow_provider_dicom.sources.folder import convert_file
+    from airflow_provider_dicom.sources.parallel import to_line
 
     converter = InstanceConverter(schema=schema)
     table = TableSchema()
 
     def step(path: str, sink) -> None:
-        # What a folder export does per file (parallel.convert_files runs this in each worker).
-        outcome = convert_file(path, converter)
-        converted = outcome.converted
-        if converted is None:
+        outcome = to_line(convert_file(path, converter))
+        if outcome.line is None:
             raise RuntimeError(f"{outcome.status}: {outcome.reason}")  # counted as a failure
-        table.add(converted.fields)
-        sink.write(json.dumps(converted.row))
+        table.add(outcome.fields)
+        sink.write(outcome.line)
         sink.write("\n")
 
     return step
@@ -258,7 +259,7 @@ def format_report(
     ]
     for label, run in (
         ("baseline  dcmread(stop_before_pixels) + to_json_dict + dumps", baseline),
-        ("engine    convert_file + dumps (+ schema union)", engine),
+        ("engine    convert_file + to_line (+ schema union)", engine),
     ):
         lines.append(
             f"{label:<58} {run.instances:>9,} {run.failures:>6} {run.seconds:>8.2f} {run.rate:>8,.0f}"

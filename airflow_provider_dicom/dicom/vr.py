@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Callable
 from datetime import date
 
 from airflow_provider_dicom.dicom.schema import DATE, FLOAT, INTEGER, RECORD, STRING, TIME, TIMESTAMP
@@ -69,15 +70,38 @@ def split_text(text: str, vr: str) -> list[str]:
 
 
 def decode_numbers(value: bytes, vr: str, little_endian: bool) -> list[int] | list[float]:
-    code, size = _NUMERIC_FORMAT[vr]
-    count, remainder = divmod(len(value), size)
-    if remainder:
-        raise ValueConversionError(f"{len(value)} bytes is not a whole number of {vr} values")
-    numbers = list(struct.unpack(f"{'<' if little_endian else '>'}{count}{code}", value))
+    """The numbers of a binary numeric value (FL FD SL SS UL US AT), in file order.
+
+    Called for every binary element of every instance (126 times per CT_small), so the
+    struct.Struct for a (VR, byte order, value length) is built once and kept, not re-parsed
+    from a format string on each call."""
+    unpack = _UNPACKERS.get((vr, little_endian, len(value)))
+    if unpack is None:
+        unpack = _unpacker(vr, little_endian, len(value))
     if vr == "AT":
         # An attribute tag is a (group, element) pair; the column holds it as one integer.
-        return [(numbers[i] << 16) | numbers[i + 1] for i in range(0, count - 1, 2)]
-    return numbers
+        numbers = unpack(value)
+        return [(numbers[i] << 16) | numbers[i + 1] for i in range(0, len(numbers) - 1, 2)]
+    return list(unpack(value))
+
+
+# (VR, little endian, value length) -> Struct.unpack; lengths vary little within a corpus, and the
+# cache is emptied should an odd one make it grow past _UNPACKERS_MAX.
+_UNPACKERS: dict[tuple[str, bool, int], Callable[[bytes], tuple]] = {}
+_UNPACKERS_MAX = 4096
+
+
+def _unpacker(vr: str, little_endian: bool, length: int) -> Callable[[bytes], tuple]:
+    code, size = _NUMERIC_FORMAT[vr]
+    count, remainder = divmod(length, size)
+    if remainder:
+        raise ValueConversionError(f"{length} bytes is not a whole number of {vr} values")
+    if len(_UNPACKERS) >= _UNPACKERS_MAX:
+        _UNPACKERS.clear()
+    unpack = _UNPACKERS[(vr, little_endian, length)] = struct.Struct(
+        f"{'<' if little_endian else '>'}{count}{code}"
+    ).unpack
+    return unpack
 
 
 def all_finite(numbers: list[float]) -> bool:

@@ -550,15 +550,20 @@ class GcsDicomSource:
     ) -> Iterator[InstanceOutcome]:
         """One outcome per object, in listing order; `objects` (a listing made earlier, e.g. one
         shard's part of it) replaces listing the prefix now."""
+        from airflow_provider_dicom.sources.gcs_ranges import range_reader_for
+
         _widen_connection_pool(self.client, self.workers)
         bucket = self.client.bucket(self.bucket)
+        # Ranged reads with a fraction of the library's CPU per request, when equivalent.
+        ranges = range_reader_for(self.client, self.workers)
 
         def read(info: ObjectInfo) -> HeaderRead:
-            blob = bucket.blob(info.name, generation=info.generation)
             if (info.content_encoding or "").lower() == "gzip":
-                fetch = _whole_fetch(blob)
+                fetch = _whole_fetch(bucket.blob(info.name, generation=info.generation))
+            elif ranges is not None:
+                fetch = ranges.fetch(self.bucket, info.name, info.generation)
             else:
-                fetch = gcs_fetch(blob)
+                fetch = gcs_fetch(bucket.blob(info.name, generation=info.generation))
             first = self._fixed_first_read or self.estimator.first_read(info.size)
             result = read_header(info, fetch, first, uri=f"gs://{self.bucket}/{info.name}")
             if result.record.header_end is not None and self._fixed_first_read is None:

@@ -143,3 +143,25 @@ def test_parallel_benchmark_runs_on_a_tiny_corpus(tmp_path) -> None:
     assert out.count("2 independent processes at once") == 1, out
     assert "failed instances" not in out, out
     assert "speed-up 1 -> 2 processes" in out and "machine ceiling" in out and "start-up" in out, out
+
+
+def test_engine_ratios_prints_the_per_core_ratios_on_a_tiny_corpus(tmp_path) -> None:
+    """Both per-core figures of issue 13 (CT copies, real files) come out of one run, every file
+    converted by both sides; the gs:// and DICOMweb figures need the stand-ins (integration tier)."""
+    result_file = tmp_path / "ratios.json"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.engine_ratios", "--only", "ct,mixed", "--ct-count", "20",
+            "--mixed-rounds", "1", "--mixed-limit", "12", "--corpus", str(tmp_path / "corpus"),
+            "--json", str(result_file),
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = {figure["name"]: figure for figure in json.loads(result_file.read_text())}
+    assert set(figures) == {"ct", "mixed"}
+    assert figures["ct"]["instances"] == 20 and figures["ct"]["target"] == 12
+    assert figures["mixed"]["instances"] > 0 and figures["mixed"]["target"] == 8
+    assert all(figure["ratio"] > 0 for figure in figures.values())
+    assert "failures 0/0" in figures["ct"]["detail"] and "failures 0/0" in figures["mixed"]["detail"]
+    assert "ratios measured side by side in this run" in done.stdout
