@@ -248,6 +248,7 @@ def test_templated_argument_is_validated_after_rendering(
         bigquery_standin.get_table(f"{dataset}.t")
 
 
+@pytest.mark.matrix  # also on the older Airflow sets (scripts/matrix.sh)
 def test_example_dag_reruns_are_idempotent(dags_folder, dataset, good_folder, bigquery_standin, pydicom_corpus):
     dag = load_dag(dags_folder, "example_dicom_folder_to_bigquery")
     project, dataset_name = dataset.split(".")

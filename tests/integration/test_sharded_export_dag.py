@@ -176,6 +176,7 @@ def test_sharded_dicomweb_export_equals_the_unsharded_one(
     )
 
 
+@pytest.mark.matrix  # also on the older Airflow sets (scripts/matrix.sh)
 def test_shipped_example_runs_and_reports(dags_folder, pydicom_corpus, bigquery_standin, bq_dataset, tmp_path, capsys):
     dag = load_dag(dags_folder, "example_dicom_sharded_export")
     dag_run = dag.test(run_conf={

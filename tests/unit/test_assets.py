@@ -7,7 +7,7 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
-from airflow.sdk import DAG, Asset, AssetAlias
+from airflow.providers.common.compat.sdk import DAG, Asset, AssetAlias
 
 from airflow_provider_dicom.operators.export import DicomExportToBigQueryOperator
 from airflow_provider_dicom.operators.export_gcs import DicomExportToGcsOperator
