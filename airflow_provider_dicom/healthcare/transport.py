@@ -39,8 +39,17 @@ class SendOnceHttp(httplib2.Http):
             conn.close()
             raise
         response = httplib2.Response(raw)
-        content = httplib2._decompressContent(response, content, self.limit_kwargs)
-        return response, content
+        return response, _decompress(response, content, self)
+
+
+def _decompress(response: Any, content: bytes, http: httplib2.Http) -> bytes:
+    """httplib2's own gzip/deflate decoding, as `Http._conn_request` applies it. httplib2 0.32
+    added decompression limits (`Http.limit_kwargs`, a third argument); older releases, such as
+    the 0.31 of Composer's Airflow 3.1 image, take two arguments and have no such attribute."""
+    limits = getattr(http, "limit_kwargs", None)
+    if limits is None:
+        return httplib2._decompressContent(response, content)
+    return httplib2._decompressContent(response, content, limits)
 
 
 def forbid_resend(http: Any) -> Any:
