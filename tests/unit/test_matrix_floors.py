@@ -20,7 +20,7 @@ def pins(path: Path) -> dict[str, Version]:
     found = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
+        if "==" in line:  # unpinned lines: resolved as of the set's date
             name, _, version = line.partition("==")
             found[name.strip().lower()] = Version(version.strip())
     return found
