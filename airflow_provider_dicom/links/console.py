@@ -13,7 +13,7 @@ does not do.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink
@@ -57,8 +57,9 @@ class ConsoleLink(BaseOperatorLink):
     """A link into the console built from the operator's rendered attributes.
 
     A subclass sets `name` and builds the URL in `console_url`, raising InvalidUriError when the
-    attribute holds no such resource (a folder source, an unrendered template on Airflow 2's
-    webserver, a bad value): the task then shows no link rather than a wrong one.
+    attribute holds no such resource (a folder source, a bad value): the task then shows no link
+    rather than a wrong one. On Airflow 2's webserver, where the operator is the parsed one and a
+    templated attribute is still a template, the values rendered for the task instance are used.
     """
 
     name: ClassVar[str]
@@ -70,4 +71,44 @@ class ConsoleLink(BaseOperatorLink):
         try:
             return self.console_url(operator)
         except InvalidUriError:
+            pass
+        rendered = _rendered_on_airflow_2(operator, ti_key)
+        if rendered is None:
             return ""
+        try:
+            return self.console_url(rendered)
+        except InvalidUriError:
+            return ""
+
+
+class _Rendered:
+    """The operator seen through the values rendered for one task instance."""
+
+    def __init__(self, operator: Any, fields: dict[str, Any]) -> None:
+        self._operator = operator
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._fields:
+            return self._fields[name]
+        return getattr(self._operator, name)
+
+
+def _rendered_on_airflow_2(operator: Any, ti_key: Any) -> Any:
+    """Airflow 2's webserver calls `get_link` with the parsed operator, whose templated fields are
+    still templates; the values the worker rendered for the task instance are in its
+    RenderedTaskInstanceFields. None on Airflow 3 (the worker computes the link from the
+    rendered operator and stores it) and whenever nothing was recorded."""
+    if ti_key is None:
+        return None
+    import airflow
+
+    if not airflow.__version__.startswith("2."):
+        return None
+    try:
+        from airflow.models.renderedtifields import RenderedTaskInstanceFields
+
+        fields = RenderedTaskInstanceFields.get_templated_fields(ti_key)
+    except Exception:  # noqa: BLE001 - a link must never fail the page
+        return None
+    return _Rendered(operator, fields) if fields else None

@@ -256,3 +256,25 @@ def test_store_export_example_exports_metadata_and_files(dags_folder, env, loade
     for task_id in ("export_metadata", "export_files"):
         summary = xcom(dag_run, task_id)
         assert (summary["state"], summary["success"], summary["failure"]) == ("SUCCEEDED", len(FILES), 0)
+
+
+@pytest.mark.matrix
+@pytest.mark.skipif(not AIRFLOW_2, reason="Airflow 3 computes links on the worker from the rendered operator")
+def test_links_on_airflow_2_use_the_values_the_worker_rendered(dags_folder, env, loaded_store, bq_dataset, gcs_bucket):
+    """Airflow 2's webserver asks each link of the *parsed* operator, whose fields are still
+    templates in the example DAGs: the links read what the worker rendered for that task instance."""
+    table = f"bq://{bq_dataset}.linked"
+    dag_run, states = run(dags_folder, "example_dicom_store_export",
+                          run_conf={"store": loaded_store, "table": table, "gcs_prefix": f"gs://{gcs_bucket.name}/l"})
+    assert set(states.values()) == {"success"}, states
+    parsed = load_dag(dags_folder, "example_dicom_store_export")  # unrendered, as the webserver has it
+    links = {}
+    for ti in dag_run.get_task_instances():
+        task = parsed.get_task(ti.task_id)
+        links[ti.task_id] = {link.name: link.get_link(task, ti_key=ti.key) for link in task.operator_extra_links}
+    project, dataset = bq_dataset.split(".")
+    store = loaded_store.split("/")
+    assert f"p={project}&d={dataset}&t=linked" in links["export_metadata"]["BigQuery Table"]
+    assert f"/datasets/{store[5]}/dicomStores/{store[7]}/" in links["export_metadata"]["DICOM Store"]
+    assert links["export_metadata"]["Operation Logs"].startswith("http")
+    assert links["export_files"]["Cloud Storage Destination"].endswith(f"/storage/browser/{gcs_bucket.name}/l")
