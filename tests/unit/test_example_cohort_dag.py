@@ -92,8 +92,9 @@ def test_links_survive_serialization(module, monkeypatch, request):
     # integration tests earlier in the same session) switches this class-wide flag off and leaves it.
     # (The classes are DagSerialization / OperatorSerialization from Airflow 3.2, Serialized* before.)
     for name in ("DagSerialization", "OperatorSerialization", "SerializedDAG", "SerializedBaseOperator"):
-        if hasattr(serialized_objects, name):
-            monkeypatch.setattr(getattr(serialized_objects, name), "_load_operator_extra_links", True)
+        cls = getattr(serialized_objects, name, None)
+        if hasattr(cls, "_load_operator_extra_links"):
+            monkeypatch.setattr(cls, "_load_operator_extra_links", True)
 
     restored = serialize_dag(module.dag)
     links = {t.task_id: sorted(t.extra_links) for t in restored.tasks}
