@@ -58,8 +58,9 @@ build_env() {
     local stamp; stamp="$dir/.installed-$(cat pyproject.toml scripts/matrix.sh scripts/matrix/*.txt | sha256sum | cut -c1-16)"
     if [[ -f "$stamp" ]]; then return 0; fi
     echo "==> matrix: building $dir"
+    local python; python=$(python311)
     rm -rf "$dir"
-    "$uv" venv --quiet --python "$(python311)" "$dir"
+    "$uv" venv --quiet --python "$python" "$dir"
     local py=$dir/bin/python
     case "$name" in
         airflow-3.1.0)
