@@ -127,10 +127,24 @@ main() {
         build)
             for name in "${names[@]}"; do build_env "$name"; done ;;
         test)
-            local failed=()
-            for name in "${names[@]}"; do
-                build_env "$name"
-                test_env "$name" "${args[@]}" || failed+=("$name")
+            # The envs' tests run side by side (MATRIX_JOBS=1: one after the other): by then the
+            # main suite is done, and each pytest is one process, so two use both cores. Each
+            # env's output goes to .matrix/<env>.log and is printed whole when it ends.
+            local failed=() pids=() codes=() name i
+            for name in "${names[@]}"; do build_env "$name"; done
+            for i in "${!names[@]}"; do
+                test_env "${names[$i]}" "${args[@]}" > ".matrix/${names[$i]}.log" 2>&1 &
+                pids[i]=$!
+                if [[ "${MATRIX_JOBS:-2}" == 1 ]]; then
+                    codes[i]=0; wait "${pids[$i]}" || codes[i]=$?
+                fi
+            done
+            for i in "${!names[@]}"; do
+                if [[ -z "${codes[$i]:-}" ]]; then
+                    codes[i]=0; wait "${pids[$i]}" || codes[i]=$?
+                fi
+                cat ".matrix/${names[$i]}.log"
+                ((codes[i] == 0)) || failed+=("${names[$i]}")
             done
             if ((${#failed[@]})); then
                 echo "==> matrix: FAILED in: ${failed[*]}" >&2; return 1
