@@ -185,6 +185,19 @@ def _timeout_types() -> tuple[type[BaseException], ...]:
             types.append(TransportError)
         except ImportError:  # pragma: no cover
             pass
+        try:
+            # Raw urllib3 errors (the gs:// ranged reads use urllib3 directly): recent google-auth
+            # wraps them in TransportError, older ones (Cloud Composer's Airflow 3.1.0 image) let
+            # them through, and none of them derives from the builtin TimeoutError or OSError.
+            from urllib3 import exceptions as urllib3_exceptions
+
+            types += [
+                urllib3_exceptions.TimeoutError,
+                urllib3_exceptions.ProtocolError,
+                urllib3_exceptions.NewConnectionError,
+            ]
+        except ImportError:  # pragma: no cover
+            pass
         _TIMEOUT_TYPES = tuple(types)
     return _TIMEOUT_TYPES
 
