@@ -11,8 +11,8 @@ what only a task has: the ledger, deferral, XCom and links.
 
 What it guarantees:
 
-- Retry safety: the operation's name is recorded in the task state store before any wait
-  (`operation_ledger`); a retried, resumed or timed-out task reattaches to that operation, reuses
+- Retry safety: the operation's name is recorded before any wait (`operation_ledger`: in the
+  task state store on Airflow 3.3, in a Variable scoped to the task instance before); a retried, resumed or timed-out task reattaches to that operation, reuses
   its result if it already succeeded, and starts a new export only when it finished with an error.
   A cleared task exports again (`try_lineage`: a clear starts a new try lineage). A lost answer
   to the export request is resolved by the hook, which never sends the request blindly again.
@@ -179,7 +179,7 @@ class DicomStoreExportBase(BaseOperator):
         if status.done:
             return self._finish(context, status, export, ledger)
         if self.deferrable:
-            self._defer_on(status.name, hook)
+            self._defer_on(context, status.name, hook)
         # Kept when the wait raises: Airflow calls on_kill after an execution timeout has unwound
         # execute(), and it must still know what to cancel.
         self._waiting_on = status.name
@@ -187,8 +187,9 @@ class DicomStoreExportBase(BaseOperator):
         self._waiting_on = None
         return self._finish(context, final, export, ledger)
 
-    def _defer_on(self, operation_name: str, hook: DicomStoreHook) -> None:
+    def _defer_on(self, context: Context, operation_name: str, hook: DicomStoreHook) -> None:
         from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
+        from airflow_provider_dicom.utils.try_lineage import TryLineage
 
         self.log.info(
             "Deferring until operation %s is done (polling every %s s)", operation_name, self.poll_interval
@@ -202,6 +203,7 @@ class DicomStoreExportBase(BaseOperator):
                 # Resolved here, so the triggerer polls the server the task used.
                 api_endpoint=hook.api_endpoint,
                 cancel_on_kill=self.cancel_on_kill,
+                deferred_by_try=TryLineage.from_context(context).try_number,
             ),
             method_name="execute_complete",
             timeout=self.execution_timeout,
@@ -209,6 +211,16 @@ class DicomStoreExportBase(BaseOperator):
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resumed from the trigger: judge the operation it reported."""
+        from airflow_provider_dicom.utils.try_lineage import is_stale_resumption
+
+        if is_stale_resumption(context, event):
+            self.log.warning(
+                "Try %s was sent the trigger event of try %s (an Airflow before 3.1.1 bug, "
+                "apache/airflow#56704): starting from execute, which reattaches to the operation",
+                context["ti"].try_number,
+                event["deferred_by_try"],  # type: ignore[index]
+            )
+            return self.execute(context)
         export = self._rendered_export()
         ledger = OperationLedger(context, self.operation_ledger_key)
         if not event:
@@ -310,8 +322,8 @@ class DicomStoreExportBase(BaseOperator):
     def _look_up_earlier_operation(
         self, context: Context, hook: DicomStoreHook, export: StoreExport
     ) -> OperationStatus | None:
-        """No task state store (Airflow < 3.3): on a retry, adopt the one running export of the
-        store's dataset created since the DAG run started, if there is exactly one."""
+        """No ledger (a context that names no task instance): on a retry, adopt the one running
+        export of the store's dataset created since the DAG run started, if there is exactly one."""
         from airflow_provider_dicom.utils.try_lineage import TryLineage
 
         lineage = TryLineage.from_context(context)
@@ -322,13 +334,13 @@ class DicomStoreExportBase(BaseOperator):
         chosen = choose_reattach_candidate(candidates)
         if chosen is not None:
             self.log.warning(
-                "No task state store on this Airflow: reattaching to %s, the only export running in the "
+                "No record of an earlier try's operation: reattaching to %s, the only export running in the "
                 "dataset since this DAG run started",
                 chosen.name,
             )
         elif candidates:
             self.log.warning(
-                "No task state store on this Airflow and %d exports are running in the dataset (%s); "
+                "No record of an earlier try's operation and %d exports are running in the dataset (%s); "
                 "cannot tell which one an earlier try started, starting a new export",
                 len(candidates),
                 ", ".join(c.name for c in candidates),

@@ -118,6 +118,7 @@ class DicomOperationSensor(BaseSensorOperator):
         if result:
             return result.xcom_value if isinstance(result, PokeReturnValue) else None
         from airflow_provider_dicom.triggers.operation import DicomOperationTrigger
+        from airflow_provider_dicom.utils.try_lineage import TryLineage
 
         self.defer(
             timeout=timedelta(seconds=self.timeout) if self.timeout else None,
@@ -128,11 +129,22 @@ class DicomOperationSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 api_endpoint=self.api_endpoint,
                 cancel_on_kill=self.cancel_on_kill,
+                deferred_by_try=TryLineage.from_context(context).try_number,
             ),
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        from airflow_provider_dicom.utils.try_lineage import is_stale_resumption
+
+        if is_stale_resumption(context, event):
+            self.log.warning(
+                "Try %s was sent the trigger event of try %s (an Airflow before 3.1.1 bug, "
+                "apache/airflow#56704): polling the operation afresh",
+                context["ti"].try_number,
+                event["deferred_by_try"],  # type: ignore[index]
+            )
+            return self.execute(context)
         if not event:
             raise AirflowException(f"no event received while waiting for operation {self.operation_name}")
         if event.get("status") == "error" or not event.get("operation"):

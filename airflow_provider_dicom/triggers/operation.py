@@ -49,6 +49,8 @@ class DicomOperationTrigger(BaseTrigger):
         $HEALTHCARE_EMULATOR_HOST if not given), so the triggerer polls the server the task used.
     :param max_poll_errors: transient polling errors in a row tolerated before giving up.
     :param cancel_on_kill: cancel the operation when a user kills the deferred task.
+    :param deferred_by_try: the try of the task that deferred, repeated in the event so the task
+        can tell a replayed event from its own (`try_lineage.is_stale_resumption`).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class DicomOperationTrigger(BaseTrigger):
         api_endpoint: str | None = None,
         max_poll_errors: int = DEFAULT_MAX_POLL_ERRORS,
         cancel_on_kill: bool = False,
+        deferred_by_try: int | None = None,
     ) -> None:
         super().__init__()
         OperationName.parse(operation_name)
@@ -76,6 +79,7 @@ class DicomOperationTrigger(BaseTrigger):
         self.api_endpoint = resolve_api_endpoint(api_endpoint)
         self.max_poll_errors = int(max_poll_errors)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.deferred_by_try = deferred_by_try
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -88,8 +92,14 @@ class DicomOperationTrigger(BaseTrigger):
                 "api_endpoint": self.api_endpoint,
                 "max_poll_errors": self.max_poll_errors,
                 "cancel_on_kill": self.cancel_on_kill,
+                **({} if self.deferred_by_try is None else {"deferred_by_try": self.deferred_by_try}),
             },
         )
+
+    def _event(self, payload: dict[str, Any]) -> TriggerEvent:
+        if self.deferred_by_try is not None:
+            payload["deferred_by_try"] = self.deferred_by_try
+        return TriggerEvent(payload)
 
     async def _get_async_hook(self) -> Any:
         # The import is the slow part (google-api-python-client, auth, the Google provider's base
@@ -116,7 +126,7 @@ class DicomOperationTrigger(BaseTrigger):
                 if not is_transient_error(exc) or errors_in_a_row > self.max_poll_errors:
                     why = "" if not is_transient_error(exc) else f" ({errors_in_a_row} failed polls in a row)"
                     self.log.error("Polling operation %s failed%s: %s", self.operation_name, why, exc)
-                    yield TriggerEvent({
+                    yield self._event({
                         "status": "error",
                         "operation_name": self.operation_name,
                         "message": f"cannot poll operation {self.operation_name}{why}: {exc}",
@@ -134,7 +144,7 @@ class DicomOperationTrigger(BaseTrigger):
             last = operation
             if status.done:
                 self.log.info("Operation %s %s", self.operation_name, status.describe())
-                yield TriggerEvent({
+                yield self._event({
                     "status": "failed" if status.failed else "success",
                     "operation_name": self.operation_name,
                     "message": f"operation {self.operation_name} {status.describe()}",

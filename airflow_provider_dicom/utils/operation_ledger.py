@@ -19,8 +19,11 @@ operation that writes somewhere else. It also carries the try that wrote it: the
 survives a clear, so an entry written before the task was cleared (by a try older than the
 current try lineage's first, see `try_lineage`) is not adopted; a clear exports again.
 
-Without a task state store (Airflow before 3.3) `OperationLedger.durable` is False and the
-operator falls back to looking the operation up (see `choose_reattach_candidate`).
+Without a task state store (Airflow before 3.3) the ledger keeps its entry in an Airflow Variable
+scoped to the task instance instead (`variable_state_store`): the same lifecycle, so a retry after
+the operation finished reuses its outcome there too rather than exporting again. Only a context
+that names no task instance leaves the ledger without a store (`durable` False); the operator then
+falls back to looking the operation up (see `choose_reattach_candidate`).
 """
 
 from __future__ import annotations
@@ -83,20 +86,27 @@ class LedgerEntry:
 class OperationLedger:
     """The task instance's record of the export operation it started, in the task state store.
 
-    :param context: the task's context; its ``task_state_store`` is used when present.
+    :param context: the task's context; its ``task_state_store`` is used when present (Airflow
+        >= 3.3), else a Variable scoped to its task instance.
     :param key: the state key; one key per operator, so two export tasks never share an entry.
     """
 
     def __init__(self, context: Mapping[str, Any] | None, key: str = LEDGER_KEY) -> None:
         from airflow_provider_dicom.utils.try_lineage import TryLineage
+        from airflow_provider_dicom.utils.variable_state_store import VariableStateStore
 
         self._store = context.get("task_state_store") if context else None
+        self.store_name = "task state store"
+        if self._store is None:
+            self._store = VariableStateStore.for_context(context)
+            self.store_name = "Airflow Variables"
         self.key = key
         self.lineage = TryLineage.from_context(context)
 
     @property
     def durable(self) -> bool:
-        """True when entries survive the end of a try (Airflow >= 3.3)."""
+        """True when entries survive the end of a try: always, unless the context names no task
+        instance (then there is nowhere to keep them)."""
         return self._store is not None
 
     def recall(self) -> LedgerEntry | None:
@@ -137,9 +147,10 @@ class OperationLedger:
             self._store.set(self.key, entry.to_json())
         except Exception as exc:  # noqa: BLE001 - see remember's docstring
             log.warning(
-                "Could not record %s in the task state store (%s); a retry of this try will not be "
-                "able to reattach to it",
+                "Could not record %s in the %s (%s); a retry of this try will not be able to "
+                "reattach to it",
                 what,
+                self.store_name,
                 exc,
             )
             return False
@@ -152,7 +163,7 @@ class OperationLedger:
         try:
             self._store.delete(self.key)
         except Exception as exc:  # noqa: BLE001 - a stale entry only matters to a later clear
-            log.warning("Could not remove operation record %r from the task state store: %s", self.key, exc)
+            log.warning("Could not remove operation record %r from the %s: %s", self.key, self.store_name, exc)
 
 
 def choose_reattach_candidate(candidates: Sequence[OperationStatus]) -> OperationStatus | None:

@@ -84,3 +84,20 @@ def load_job_base_id(context: Mapping[str, Any], lineage: TryLineage, prefix: st
     digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()[:16]
     readable = _NOT_JOB_ID.sub("_", f"{dag_id}_{task_id}")[:MAX_READABLE]
     return f"{prefix}{readable}_{digest}_l{lineage.first_try}"
+
+
+
+def is_stale_resumption(context: Mapping[str, Any] | None, event: Mapping[str, Any] | None) -> bool:
+    """True when a later try runs the resume method with an earlier try's trigger event.
+
+    A resumption after deferral runs in the try that deferred, and our triggers put that try's
+    number in their event (`deferred_by_try`). Airflow 3.0 to 3.1.0 (Cloud Composer's 3.1.0 image
+    among them) do not clear a task instance's `next_method` when a resumed try fails, so its
+    retry skips `execute` and replays the failed try's event (apache/airflow#56704, fixed in
+    3.1.1): every retry of a failed poll would fail the same way. A resume method that sees this
+    starts the try from `execute` instead.
+    """
+    deferred_by_try = event.get("deferred_by_try") if isinstance(event, Mapping) else None
+    if isinstance(deferred_by_try, bool) or not isinstance(deferred_by_try, int):
+        return False  # an event of a trigger that did not say
+    return TryLineage.from_context(context).try_number > deferred_by_try

@@ -94,6 +94,11 @@ with dag("store_bq_timeout_cancel_retry"):
 # A deferred try whose polling fails is retried and defers again on the same operation.
 with dag("store_bq_deferrable_retry"):
     to_bigquery(deferrable=True, retries=2, retry_delay=datetime.timedelta(seconds=0))
+
+# A try whose polling fails while the export finishes: the retry (1 s later) finds it finished.
+for deferrable in (False, True):
+    with dag(f"store_bq_retry_after_finish_{'deferred' if deferrable else 'worker'}"):
+        to_bigquery(deferrable=deferrable, retries=1, retry_delay=datetime.timedelta(seconds=1))
 '''
 
 
@@ -399,6 +404,45 @@ def test_a_deferred_task_retried_after_a_polling_failure_reattaches(
     assert len(operations) == 1
     assert xcom(dag_run, "export")["name"] == operations[0]["name"]
     assert len(rows(bigquery_standin, table)) == 8
+
+
+@pytest.mark.matrix  # also on Airflow 2.11 and 3.1.0, which have no task state store (scripts/matrix.sh)
+@pytest.mark.parametrize("where", ["worker", "deferred"])
+def test_a_retry_after_its_operation_finished_uses_it_and_exports_nothing_again(
+    dags_folder, emulator_env, healthcare, loaded_store, bq_dataset, bigquery_standin, capfd, where
+):
+    """The first try loses sight of its export (its poll is refused) while the export finishes;
+    the retry must reuse that export's outcome. Exporting again would double every row with
+    WRITE_APPEND: on Airflow before 3.3 the record of the operation lives in a Variable."""
+    healthcare.inject_fault(403, count=1, path=r"/operations/", method="GET")
+    table = table_uri(bq_dataset)
+    dag_run, tis = run(
+        dags_folder, f"store_bq_retry_after_finish_{where}", store=loaded_store, table=table,
+        disposition="WRITE_APPEND",
+    )
+    log = "".join(capfd.readouterr())
+
+    assert (tis["export"].state, tis["export"].try_number) == ("success", 2), log[-6000:]
+    operations = export_operations(healthcare, loaded_store)
+    assert len(operations) == 1, f"{len(operations)} exports started for one task"
+    assert "already finished" in log and "not exporting again" in log
+    exported = rows(bigquery_standin, table)
+    assert len(exported) == len({r["SOPInstanceUID"] for r in exported}) == 2
+    assert xcom(dag_run, "export")["name"] == operations[0]["name"]
+    # The record is gone once the task has the outcome: nothing is left in Variables.
+    assert "dicom_operation_ledger." not in _variable_keys()
+
+
+def _variable_keys() -> str:
+    import subprocess
+    import sys
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "airflow", "variables", "list", "-o", "plain"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    return listed.stdout
 
 
 # -- lost responses ------------------------------------------------------------------------------

@@ -120,3 +120,26 @@ def test_importing_the_sensor_does_not_import_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+class _TI:
+    def __init__(self, try_number):
+        self.try_number = try_number
+
+
+def test_a_retry_replayed_an_earlier_trys_event_polls_afresh(monkeypatch):
+    """Airflow 3.0 to 3.1.0 send a retry to the resume method with the failed try's event
+    (apache/airflow#56704); the sensor polls again instead of failing on the stale event."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    sensor = _sensor(monkeypatch, _op(done=True, success=2), deferrable=True)
+    stale = {"status": "error", "message": "cannot poll operation", "operation": None, "deferred_by_try": 1}
+    assert sensor.execute_complete({"ti": _TI(2)}, stale)["success"] == 2
+    # Its own try's event is judged as before.
+    with pytest.raises(AirflowException, match="cannot poll"):
+        sensor.execute_complete({"ti": _TI(1)}, stale)
+    # The try that defers puts its number in the trigger.
+    sensor = _sensor(monkeypatch, _op(pending=1), deferrable=True)
+    with pytest.raises(TaskDeferred) as caught:
+        sensor.execute({"ti": _TI(4)})
+    assert caught.value.trigger.serialize()[1]["deferred_by_try"] == 4

@@ -520,6 +520,27 @@ def test_execute_complete_success_failure_cancel_and_error_events():
         op.execute_complete(context(), None)
 
 
+def test_a_retry_replayed_an_earlier_trys_event_starts_from_execute_and_reattaches():
+    """Airflow 3.0 to 3.1.0 send a retry to execute_complete with the failed try's event
+    (apache/airflow#56704): replaying it would fail every retry the same way. The retry runs
+    execute instead, which reattaches to the operation on record; nothing is exported again."""
+    hook = FakeHook(gets=[operation(pending=3)], final=operation(done=True, success=3))
+    ctx = context(state=_entry(), try_number=2, hook=hook)
+    stale = {"status": "error", "message": "cannot poll: HTTP 403", "operation": None, "deferred_by_try": 1}
+    result = with_hook(bq(), hook).execute_complete(ctx, stale)
+    assert hook.exports == 0 and result["name"] == OP and result["success"] == 3
+    # The try that deferred judges its own event as before.
+    with pytest.raises(AirflowException, match="HTTP 403"):
+        with_hook(bq(), FakeHook()).execute_complete(context(state=_entry(), try_number=2), {**stale, "deferred_by_try": 2})
+
+
+def test_the_deferring_try_is_named_in_the_trigger():
+    hook = FakeHook()
+    with pytest.raises(TaskDeferred) as excinfo:
+        with_hook(bq(deferrable=True), hook).execute(context(hook=hook, try_number=3))
+    assert excinfo.value.trigger.serialize()[1]["deferred_by_try"] == 3
+
+
 # -- on_kill -------------------------------------------------------------------------------------
 
 

@@ -193,3 +193,19 @@ def test_async_hook_runs_the_sync_hooks_call_off_the_loop():
     assert asyncio.run(scenario())["done"] is True
     assert [r["method"] for r in http.requests] == ["GET", "POST"]
     assert http.requests[1]["uri"].startswith(f"http://emulator.invalid/v1/{OP}:cancel")
+
+
+def test_the_deferring_try_travels_in_the_serialized_trigger_and_in_every_event(monkeypatch):
+    """A task tells its own resumption from a replayed earlier try's event by this number
+    (apache/airflow#56704: Airflow 3.0 to 3.1.0 send a retry to the resume method)."""
+    trigger = _trigger(deferred_by_try=3)
+    kwargs = trigger.serialize()[1]
+    assert kwargs["deferred_by_try"] == 3
+    assert DicomOperationTrigger(**kwargs).serialize()[1] == kwargs
+    for script in ([_op(done=True, success=1)], [HealthcareApiError("operations.get", 403, "DENIED", "no")]):
+        (event,) = _run(_trigger(deferred_by_try=3), FakeAsyncHook(script), monkeypatch)
+        assert event.payload["deferred_by_try"] == 3
+    # Triggers serialized by earlier versions (no number) still run, and say nothing.
+    assert "deferred_by_try" not in _trigger().serialize()[1]
+    (event,) = _run(_trigger(), FakeAsyncHook([_op(done=True, success=1)]), monkeypatch)
+    assert "deferred_by_try" not in event.payload
