@@ -128,6 +128,29 @@ def bigquery_export(
         filter_config=filter_config,
         skip_templated=False,
     )
+    return bigquery_export_of(
+        request,
+        write_disposition=write_disposition,
+        force=force,
+        project=project,
+        workers=workers,
+        processes=processes,
+        check_local_files=check_local_files,
+    )
+
+
+def bigquery_export_of(
+    request: ExportRequest,
+    *,
+    write_disposition: Any = None,
+    force: Any = None,
+    project: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    processes: int | str = 1,
+    check_local_files: bool = False,
+) -> BigQueryExport:
+    """`bigquery_export` for a caller that has parsed the request already (the operator parses
+    it to choose between the API's export and ours): the same checks, without parsing twice."""
     assert request.source is not None and request.table is not None
     if request.source.kind is SourceKind.DICOM_STORE:
         raise ValueError(

@@ -22,7 +22,7 @@ connection drops before the answer), and after an unknown outcome (a reset or ti
 connection, a 500/502/504) the dataset's export operations created since the request was sent
 are listed and the one it started is adopted; only when none appears within a grace period
 (the listing may lag) is the request sent again, and with several candidates nothing is started
-and `ExportOutcomeUnknownError` is raised (see `_start_export`).
+and `ExportOutcomeUnknownError` is raised (see `start_export`).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class HealthcareCalls:
             schema=schema,
             filter_gcs_uri=filter_gcs_uri,
         )
-        return self._start_export(name, body, body["bigqueryDestination"]["tableUri"])
+        return self.start_export(name, body, body["bigqueryDestination"]["tableUri"])
 
     def export_dicom_to_gcs(
         self,
@@ -241,10 +241,13 @@ class HealthcareCalls:
         files land at `{uri_prefix}/{study}/{series}/{instance}.dcm`."""
         name = str(export_requests.check_store_name(store))
         body = export_requests.gcs_export_request(uri_prefix, mime_type=mime_type, filter_gcs_uri=filter_gcs_uri)
-        return self._start_export(name, body, body["gcsDestination"]["uriPrefix"])
+        return self.start_export(name, body, body["gcsDestination"]["uriPrefix"])
 
-    def _start_export(self, store: str, body: dict[str, Any], destination: str) -> dict[str, Any]:
+    def start_export(self, store: str, body: dict[str, Any], destination: str) -> dict[str, Any]:
         """Send `dicomStores.export` so that at most one export starts, whatever the network does.
+
+        `body` is a request body as `export_requests` builds it (the two methods above, or a
+        validated `healthcare.store_export.StoreExport`); `destination` only names it in logs.
 
         When the outcome of a sent request is unknown, the operation it started (if any) is looked
         up and adopted; the request is sent again only once the listing shows it started none.

@@ -13,7 +13,7 @@ a `DicomStoreHook` (tasks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_dicom.healthcare import export_requests
@@ -29,14 +29,12 @@ RETRYABLE_OPERATION_CODES = frozenset({2, 4, 8, 10, 13, 14})
 
 @dataclass(frozen=True)
 class StoreExport:
-    """One `dicomStores.export` call, validated: the store, the request body the API receives,
-    and the client method (with its arguments) that sends exactly that body."""
+    """One `dicomStores.export` call, validated: the store and the request body the API receives,
+    built once (the fingerprint a retry compares is of the very body that is sent)."""
 
     store: str
     destination: str
     body: dict[str, Any]
-    client_method: str
-    client_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -46,9 +44,9 @@ class StoreExport:
         return request_fingerprint(self.store, self.body)
 
     def start(self, client: Any) -> dict[str, Any]:
-        """Send the request (at most one export starts, see `HealthcareCalls._start_export`);
+        """Send the request (at most one export starts, see `HealthcareCalls.start_export`);
         returns the Operation as the API sent it."""
-        return getattr(client, self.client_method)(self.store, **self.client_kwargs)
+        return client.start_export(self.store, self.body, self.destination)  # type: ignore[no-any-return]
 
 
 def bigquery_store_export(
@@ -78,13 +76,7 @@ def bigquery_store_export(
         "filter_gcs_uri": filter_gcs_uri,
     }
     body = export_requests.bigquery_export_request(table_uri, **kwargs)
-    return StoreExport(
-        name,
-        body["bigqueryDestination"]["tableUri"],
-        body,
-        "export_dicom_to_bigquery",
-        {"table_uri": table_uri, **kwargs},
-    )
+    return StoreExport(name, body["bigqueryDestination"]["tableUri"], body)
 
 
 def gcs_store_export(
@@ -94,13 +86,7 @@ def gcs_store_export(
     name = str(export_requests.check_store_name(store))
     kwargs: dict[str, Any] = {"mime_type": mime_type, "filter_gcs_uri": filter_gcs_uri}
     body = export_requests.gcs_export_request(uri_prefix, **kwargs)
-    return StoreExport(
-        name,
-        body["gcsDestination"]["uriPrefix"],
-        body,
-        "export_dicom_to_gcs",
-        {"uri_prefix": uri_prefix, **kwargs},
-    )
+    return StoreExport(name, body["gcsDestination"]["uriPrefix"], body)
 
 
 def check_filter_for_store(value: object) -> str | None:

@@ -11,7 +11,7 @@ ever sees it happen.
 that POST and PATCH requests are sent exactly once, each on a fresh connection (a pooled one the
 server closed while idle would fail the same way as a lost answer, and could not be told apart);
 any failure after sending is raised for the caller to resolve (see
-`DicomStoreHook._start_export`). GET, PUT, DELETE and HEAD keep httplib2's behaviour.
+`HealthcareCalls.start_export`). GET, PUT, DELETE and HEAD keep httplib2's behaviour.
 """
 
 from __future__ import annotations

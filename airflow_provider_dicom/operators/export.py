@@ -217,13 +217,10 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         from airflow_provider_dicom.export.progress import ProgressReporter
 
         try:
-            export = service.bigquery_export(
-                source=self.source,
-                destination_table_uri=self.destination_table_uri,
+            export = service.bigquery_export_of(
+                request,
                 write_disposition=self.write_disposition,
                 force=self.force,
-                schema=self.schema,
-                filter_config=self.filter_config,
                 project=self.project_id,
                 workers=self.max_concurrent_requests,
                 processes=self.processes,

@@ -89,7 +89,7 @@ def test_write_disposition_in_either_spelling_for_a_store(capsys, monkeypatch):
     monkeypatch.setattr("airflow_provider_dicom.cli.healthcare.make_client", lambda args: client)
     code, _out, err = run(capsys, "export", "bq", STORE, f"--bq-table={TABLE}", "--write-disposition=WRITE_TRUNCATE")
     assert code == 0, err
-    assert client.calls[0][2]["write_disposition"] in ("WRITE_TRUNCATE", "write-truncate")
+    assert client.calls[0][2]["bigqueryDestination"]["writeDisposition"] == "WRITE_TRUNCATE"
 
 
 class RecordingClient:
@@ -102,12 +102,8 @@ class RecordingClient:
         return {"name": "projects/my-project/locations/us/datasets/imaging/operations/1", "done": True,
                 "response": {}, "metadata": {"counter": {"success": "1"}}}
 
-    def export_dicom_to_bigquery(self, store, **kwargs):
-        self.calls.append(("bq", store, kwargs))
-        return self._operation()
-
-    def export_dicom_to_gcs(self, store, **kwargs):
-        self.calls.append(("gcs", store, kwargs))
+    def start_export(self, store, body, destination):
+        self.calls.append(("bq" if "bigqueryDestination" in body else "gcs", store, body))
         return self._operation()
 
     def wait_for_operation(self, name, **kwargs):
@@ -130,7 +126,7 @@ def test_gclouds_filter_config_gcs_uri_flag_is_accepted(capsys, monkeypatch, fol
     for argv in (["bq", STORE, f"--bq-table={TABLE}"], ["gcs", STORE, "--gcs-uri-prefix=gs://my-bucket/out"]):
         code, _, err = run(capsys, "export", *argv, "--filter-config-gcs-uri=gs://my-bucket/filter.txt")
         assert code == 0, err
-        assert client.calls[-1][2]["filter_gcs_uri"] == "gs://my-bucket/filter.txt"
+        assert client.calls[-1][2]["filterConfig"] == {"resourcePathsGcsUri": "gs://my-bucket/filter.txt"}
 
 
 def test_gcloud_flag_names_are_in_help(capsys):

@@ -190,3 +190,35 @@ def test_bad_process_count_fails_at_construction_naming_it(bad):
         DicomExportToBigQueryOperator(
             task_id="t", source="/data", destination_table_uri="bq://my-project.d.t", processes=bad
         )
+
+
+def test_execute_parses_the_request_once(monkeypatch, tmp_path):
+    """The operator parses its arguments to choose the route; the export service takes that
+    parsed request rather than parsing (and validating) the same arguments again."""
+    from airflow_provider_dicom.export import service
+    from airflow_provider_dicom.model import request as request_module
+
+    calls = []
+    real = request_module.parse_export_request
+
+    def counting(**kwargs):
+        calls.append(kwargs["skip_templated"])
+        return real(**kwargs)
+
+    class Reached(Exception):
+        pass
+
+    def stop(export, *args, **kwargs):
+        assert export.source.display == f"local folder {tmp_path}" and str(export.table) == "bq://local-dicom.d.t"
+        raise Reached
+
+    op = DicomExportToBigQueryOperator(
+        task_id="export", source=str(tmp_path), destination_table_uri="bq://local-dicom.d.t"
+    )
+    for module in (request_module, service):
+        monkeypatch.setattr(module, "parse_export_request", counting)
+    monkeypatch.setattr("airflow_provider_dicom.operators.export.parse_export_request", counting, raising=False)
+    monkeypatch.setattr(service, "run_bigquery_export", stop)
+    with pytest.raises(Reached):
+        op.execute({"ti": None})
+    assert calls == [False]

@@ -79,12 +79,8 @@ class FakeHook:
         self.running = running or []
         self.calls: list[tuple] = []
 
-    def export_dicom_to_bigquery(self, store, **kwargs):
-        self.calls.append(("export", store, kwargs))
-        return self.started
-
-    def export_dicom_to_gcs(self, store, **kwargs):
-        self.calls.append(("export", store, kwargs))
+    def start_export(self, store, body, destination):
+        self.calls.append(("export", store, body))
         return self.started
 
     def get_operation_status(self, name):
@@ -376,12 +372,13 @@ def test_export_arguments_reach_the_hook():
         "export",
         STORE,
         {
-            "table_uri": TABLE,
-            "write_disposition": "write-truncate",
-            "force": None,
-            "include_source_store": True,
-            "schema": "json",
-            "filter_gcs_uri": FILTER,
+            "bigqueryDestination": {
+                "tableUri": TABLE,
+                "writeDisposition": "WRITE_TRUNCATE",
+                "includeSourceStore": True,
+                "schemaJson": {},
+            },
+            "filterConfig": {"resourcePathsGcsUri": FILTER},
         },
     )
     hook = FakeHook()
@@ -392,9 +389,8 @@ def test_export_arguments_reach_the_hook():
         "export",
         STORE,
         {
-            "uri_prefix": PREFIX,
-            "mime_type": "application/dicom; transfer-syntax=*",
-            "filter_gcs_uri": FILTER,
+            "gcsDestination": {"uriPrefix": PREFIX, "mimeType": "application/dicom; transfer-syntax=*"},
+            "filterConfig": {"resourcePathsGcsUri": FILTER},
         },
     )
 
@@ -866,10 +862,10 @@ def test_a_lost_answer_the_hook_cannot_resolve_fails_without_retry_and_without_e
 
     hook = FakeHook()
 
-    def ambiguous(store, **kwargs):
-        hook.calls.append(("export", store, kwargs))
+    def ambiguous(store, body, destination):
+        hook.calls.append(("export", store, body))
         raise ExportOutcomeUnknownError("the answer was lost and 2 export operations were created", [OP, OTHER_OP])
 
-    hook.export_dicom_to_bigquery = ambiguous
+    hook.start_export = ambiguous
     with pytest.raises(AirflowFailException, match="answer was lost"):
         with_hook(bq(), hook).execute(context(hook=hook))
