@@ -213,14 +213,8 @@ class DicomStoreExportBase(BaseOperator):
         """Resumed from the trigger: judge the operation it reported."""
         from airflow_provider_dicom.utils.try_lineage import is_stale_resumption
 
-        if is_stale_resumption(context, event):
-            self.log.warning(
-                "Try %s was sent the trigger event of try %s (an Airflow before 3.1.1 bug, "
-                "apache/airflow#56704): starting from execute, which reattaches to the operation",
-                context["ti"].try_number,
-                event["deferred_by_try"],  # type: ignore[index]
-            )
-            return self.execute(context)
+        if is_stale_resumption(context, event, self.log.warning):
+            return self.execute(context)  # which reattaches to the operation on record
         export = self._rendered_export()
         ledger = OperationLedger(context, self.operation_ledger_key)
         if not event:

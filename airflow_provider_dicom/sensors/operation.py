@@ -137,13 +137,7 @@ class DicomOperationSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         from airflow_provider_dicom.utils.try_lineage import is_stale_resumption
 
-        if is_stale_resumption(context, event):
-            self.log.warning(
-                "Try %s was sent the trigger event of try %s (an Airflow before 3.1.1 bug, "
-                "apache/airflow#56704): polling the operation afresh",
-                context["ti"].try_number,
-                event["deferred_by_try"],  # type: ignore[index]
-            )
+        if is_stale_resumption(context, event, self.log.warning):
             return self.execute(context)
         if not event:
             raise AirflowException(f"no event received while waiting for operation {self.operation_name}")

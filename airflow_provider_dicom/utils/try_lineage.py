@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,9 @@ def load_job_base_id(context: Mapping[str, Any], lineage: TryLineage, prefix: st
 
 
 
-def is_stale_resumption(context: Mapping[str, Any] | None, event: Mapping[str, Any] | None) -> bool:
+def is_stale_resumption(
+    context: Mapping[str, Any] | None, event: Mapping[str, Any] | None, warn: Callable[..., object] | None = None
+) -> bool:
     """True when a later try runs the resume method with an earlier try's trigger event.
 
     A resumption after deferral runs in the try that deferred, and our triggers put that try's
@@ -95,9 +97,19 @@ def is_stale_resumption(context: Mapping[str, Any] | None, event: Mapping[str, A
     among them) do not clear a task instance's `next_method` when a resumed try fails, so its
     retry skips `execute` and replays the failed try's event (apache/airflow#56704, fixed in
     3.1.1): every retry of a failed poll would fail the same way. A resume method that sees this
-    starts the try from `execute` instead.
+    starts the try from `execute` instead; `warn` (a logger's warning method) says so.
     """
     deferred_by_try = event.get("deferred_by_try") if isinstance(event, Mapping) else None
     if isinstance(deferred_by_try, bool) or not isinstance(deferred_by_try, int):
         return False  # an event of a trigger that did not say
-    return TryLineage.from_context(context).try_number > deferred_by_try
+    try_number = TryLineage.from_context(context).try_number
+    if try_number <= deferred_by_try:
+        return False
+    if warn is not None:
+        warn(
+            "Try %d was handed the trigger event of try %d (an Airflow before 3.1.1 bug, "
+            "apache/airflow#56704): starting this try from execute instead",
+            try_number,
+            deferred_by_try,
+        )
+    return True
