@@ -329,6 +329,22 @@ def test_mangled_dicomweb_json_gives_the_outcome_pydicoms_dataset_gives():
         {"vr": "DA", "Value": ["20240131", "2024"]},
         {"vr": "XX", "Value": ["x"]},
         {"vr": "LO", "Value": ["x"], "InlineBinary": "AAA="},
+        {"vr": "LO", "Value": ["a\\b"]},
+        {"vr": "UR", "Value": ["a\\b"]},
+        {"vr": "UT", "Value": ["a\\b"]},
+        {"vr": "UI", "Value": ["\t"]},
+        {"vr": "UI", "Value": [" 1.2\\3.4\t"]},
+        {"vr": "PN", "Value": [{"Alphabetic": "A=B=C=D"}]},
+        {"vr": "PN", "Value": [{"Alphabetic": "x\\y"}]},
+        {"vr": "PN", "Value": [{"Alphabetic": "x"}, {"Alphabetic": "="}]},
+        {"vr": "DS", "Value": ["1A", 2]},
+        {"vr": "IS", "Value": ["1\\2", "x"]},
+        {"vr": "SQ", "Value": [{"00180050": {"vr": "DS", "Value": ["1A"]}}]},
+        {"vr": "SQ", "Value": [
+            {"00080000": {"vr": "UL", "Value": [4]}, "00091011": {"vr": "OB", "InlineBinary": "AQ=="}},
+        ]},
+        {"vr": "OB", "InlineBinary": []},
+        {"vr": "UN"},
     ],
 )
 @pytest.mark.parametrize("key", ["00081030", "00091010", "00100010", "00081140", "0008103e", "60000022"])
