@@ -12,8 +12,8 @@ flattened table is made by the one walker (walker.py) through an adapter per inp
 Both adapters that skip pydicom raise NeedsPydicom for what they cannot settle; the caller then
 converts that instance from a Dataset. The single-JSON-column table (`schemaJson`) holds pydicom's
 own DICOM JSON of the Dataset (`to_json_dict`): `convert` makes it so (and is the oracle the tests
-hold the other route to), `convert_lean` writes the same bytes by walking the scanned header
-(json_table.py), or raises NeedsPydicom.
+hold the other routes to); `convert_lean` and `convert_json_model` write the same bytes by walking
+the scanned header or the DICOM JSON (json_table.py), or raise NeedsPydicom.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ The row must be the one pydicom's Dataset of the same JSON gives (`dataset_from_
 Dataset adapter): what this adapter does not settle exactly as pydicom would (a value of the
 wrong JSON type, an unknown VR, a key that is not an upper-case tag, several value keys, bad
 base64) raises NeedsPydicom, and the caller converts that instance through the Dataset.
-tests/unit/test_routes_agree.py holds the two to the same row.
+The JSON table's Metadata is walked from the same prepared JSON through the same adapter
+(json_table.json_model_metadata). tests/unit/test_routes_agree.py holds both to pydicom's rows.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ converted from its pydicom Dataset, as the flattened table does. Declined, in pa
   that its character set does not decode, character sets other than the default, ISO_IR 100 and
   ISO_IR 192; non-ASCII bytes in the other string VRs; SV, UV, UR.
 
+The DICOMweb route's JSON table is walked the same way from a server's DICOM JSON
+(`json_model_metadata`, through json_model.JsonSource), mirroring pydicom's `Dataset.from_json`
+followed by `to_json_dict`; see its docstring for what it hands on.
+
 tests/unit/test_routes_agree.py holds the result to pydicom's (the oracle, `_convert_json`'s
 pydicom route) on the whole corpus, instance by instance, and counts how many it walks itself.
 """
