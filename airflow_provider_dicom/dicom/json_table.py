@@ -283,8 +283,9 @@ def json_model_metadata(prepared: dict) -> tuple[dict[str, Any], list[str]]:
     return metadata, dropped
 
 
-class _NotANumber(Exception):
-    """A DS or IS value pydicom fails on whatever its validation mode: `float` refuses it."""
+class _NotANumber(NeedsPydicom):
+    """A DS or IS value pydicom fails on whatever its validation mode (`float` refuses it): at the
+    top level the table keeps its text; inside an item it is handed on like any NeedsPydicom."""
 
 
 def _json_model_dataset(
@@ -321,7 +322,7 @@ def _json_model_dataset(
                 values = _json_model_values(vr, element)
             except _NotANumber:
                 if refused is None:
-                    raise NeedsPydicom(f"a {vr} value pydicom fails on, in an item") from None
+                    raise
                 if tag & 0xFFFF:
                     parts = element[1].decode("latin_1").split("\\")
                     kept = {"vr": vr, "Value": [part.strip(" \x00") for part in parts]}
@@ -376,7 +377,7 @@ def _json_model_numbers(text: str, vr: str) -> list[Any]:
                 try:
                     float(part)
                 except ValueError:
-                    raise _NotANumber from None
+                    raise _NotANumber(f"a {vr} value that is not a number") from None
         raise
 
 
