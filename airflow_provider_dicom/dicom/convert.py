@@ -6,14 +6,14 @@ flattened table is made by the one walker (walker.py) through an adapter per inp
 - `convert_lean`: a header scanned from bytes (scan.py; scanned.py), the route of folders and
   gs:// prefixes, without pydicom objects;
 - `convert_json_model`: DICOM JSON (PS3.18 F.2; json_model.py), the route of DICOMweb servers,
-  without a pydicom Dataset;
+  without a pydicom Dataset (either table; the JSON table's Metadata by json_table.py);
 - `convert`: a pydicom Dataset (datasets.py), for what only pydicom can judge.
 
 Both adapters that skip pydicom raise NeedsPydicom for what they cannot settle; the caller then
 converts that instance from a Dataset. The single-JSON-column table (`schemaJson`) holds pydicom's
 own DICOM JSON of the Dataset (`to_json_dict`): `convert` makes it so (and is the oracle the tests
-hold the other route to), `convert_lean` writes the same bytes by walking the scanned header
-(json_table.py), or raises NeedsPydicom.
+hold the other routes to); `convert_lean` and `convert_json_model` write the same bytes by walking
+the scanned header or the DICOM JSON (json_table.py), or raise NeedsPydicom.
 """
 
 from __future__ import annotations
@@ -108,13 +108,25 @@ class InstanceConverter:
         storage_class: str = "STANDARD",
     ) -> ConvertedInstance:
         """The same row as `convert` on the Dataset `json_model.dataset_from_json` builds from one
-        instance's DICOM JSON, made from the JSON itself. Flattened table only; raises
-        NeedsPydicom for JSON it leaves to pydicom (convert `dataset_from_json(...)` then)."""
-        if self.schema is SchemaVariant.JSON:
-            raise NeedsPydicom("the JSON table is made by pydicom's to_json_dict")
-        from airflow_provider_dicom.dicom.json_model import instance_parts, prepare
+        instance's DICOM JSON, made from the JSON itself, for either table; raises NeedsPydicom
+        for JSON it leaves to pydicom (convert `dataset_from_json(...)` then)."""
+        from airflow_provider_dicom.dicom.json_model import prepare
 
-        return walk_instance(instance_parts(prepare(metadata, on_bulk_data)), self.max_depth, storage_class=storage_class)
+        return self.convert_prepared(prepare(metadata, on_bulk_data), storage_class=storage_class)
+
+    def convert_prepared(
+        self, prepared: dict[str, Any], *, storage_class: str = "STANDARD"
+    ) -> ConvertedInstance:
+        """`convert_json_model` of DICOM JSON `json_model.prepare` has made ready: the flattened
+        row by the walker (json_model.py), the JSON table's Metadata by json_table.py."""
+        if self.schema is SchemaVariant.JSON:
+            from airflow_provider_dicom.dicom.json_table import json_model_metadata
+
+            metadata, dropped = json_model_metadata(prepared)
+            return _json_row(metadata, dropped, None, {"storage_class": storage_class})
+        from airflow_provider_dicom.dicom.json_model import instance_parts
+
+        return walk_instance(instance_parts(prepared), self.max_depth, storage_class=storage_class)
 
     # -- JSON variant ------------------------------------------------------------------------
 

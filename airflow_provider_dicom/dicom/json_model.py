@@ -10,7 +10,8 @@ The row must be the one pydicom's Dataset of the same JSON gives (`dataset_from_
 Dataset adapter): what this adapter does not settle exactly as pydicom would (a value of the
 wrong JSON type, an unknown VR, a key that is not an upper-case tag, several value keys, bad
 base64) raises NeedsPydicom, and the caller converts that instance through the Dataset.
-tests/unit/test_routes_agree.py holds the two to the same row.
+The JSON table's Metadata is walked from the same prepared JSON through the same adapter
+(json_table.json_model_metadata). tests/unit/test_routes_agree.py holds both to pydicom's rows.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ _PLACEHOLDER = "AAA="  # base64 of b"\x00\x00"
 # String VRs a server may pad or split on a yen sign (see `prepare`).
 _STRING_VRS = frozenset(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"))
 _VALUE_KEYS = ("Value", "BulkDataURI", "InlineBinary")
+# String VRs pydicom keeps whole when their one value holds a backslash (its ALLOW_BACKSLASH); it
+# splits the others' single value into several.
+WHOLE_TEXT_VRS = frozenset(("LT", "ST", "UT"))
 
 
 def dataset_from_json(metadata: dict, on_bulk_data: Callable[[str], None] | None = None) -> Any:
@@ -276,6 +280,13 @@ def _json_values(vr: str, element: dict) -> list:
         if not all(v is None or isinstance(v, str) for v in values):
             raise NeedsPydicom("text that is not a JSON string")
         out = ["" if v is None else v for v in values]
+    if vr == "PN" or out.__class__ is list and out and isinstance(out[0], str):
+        if len(out) == 1 and vr not in WHOLE_TEXT_VRS and "\\" in out[0]:
+            out = out[0].split("\\")  # one value holding backslashes: pydicom's several (DataElement.value)
+        if vr == "PN":
+            out = [name.rstrip("=") for name in out]  # PersonName drops trailing empty groups
+        elif vr == "UI":
+            out = [uid.strip() for uid in out]  # as pydicom's UID does
     if len(out) == 1 and out[0] == "":
         return []  # one empty value: pydicom's element is empty
     return out
@@ -351,9 +362,9 @@ class JsonSource:
         return inherited
 
     def resolve(self, tag: int, element: Element) -> Element:
-        # UN: binary, dropped, unless pydicom's dictionary knows the tag: then pydicom decodes the
-        # inline value by the dictionary's VR (config.replace_un_with_known_vr).
-        if "InlineBinary" in element[2] and _in_dictionary(tag):
+        # UN: binary, dropped, unless pydicom's dictionary knows the tag: then pydicom gives the
+        # element the dictionary's VR, and decodes an inline value by it (config.replace_un_with_known_vr).
+        if in_dictionary(tag):
             raise NeedsPydicom("UN for a tag pydicom's dictionary knows")
         return element
 
@@ -361,7 +372,8 @@ class JsonSource:
 _KNOWN_TAGS: dict[int, bool] = {}
 
 
-def _in_dictionary(tag: int) -> bool:
+def in_dictionary(tag: int) -> bool:
+    """Whether pydicom's dictionary knows `tag` (so gives a UN element of it the dictionary's VR)."""
     known = _KNOWN_TAGS.get(tag)
     if known is None:
         from pydicom.datadict import get_entry
@@ -376,20 +388,20 @@ def _in_dictionary(tag: int) -> bool:
     return known
 
 
-_SOURCE = JsonSource()
+JSON_SOURCE = JsonSource()
 
 
 def instance_parts(prepared: dict) -> InstanceParts:
     """Prepared DICOM JSON (`prepare`) as the walker takes it; raises NeedsPydicom (module docstring).
     DICOMweb has no File Meta Information, stored size or update time: those columns stay empty."""
-    _SOURCE.encodings(prepared, DEFAULT_ENCODINGS)
+    JSON_SOURCE.encodings(prepared, DEFAULT_ENCODINGS)
     offset = prepared.get(f"{TIMEZONE_OFFSET_FROM_UTC:08X}")
     offset_values = None
     if offset is not None:
         if not isinstance(offset, dict) or offset.get("vr") != "SH":
             raise NeedsPydicom("a TimezoneOffsetFromUTC that is not SH")
         offset_values = _json_values("SH", offset)
-    return InstanceParts([(_SOURCE, prepared, DEFAULT_ENCODINGS)], offset_values)
+    return InstanceParts([(JSON_SOURCE, prepared, DEFAULT_ENCODINGS)], offset_values)
 
 
 def convert_prepared(prepared: dict, max_depth: int) -> ConvertedInstance:

@@ -22,6 +22,10 @@ converted from its pydicom Dataset, as the flattened table does. Declined, in pa
   that its character set does not decode, character sets other than the default, ISO_IR 100 and
   ISO_IR 192; non-ASCII bytes in the other string VRs; SV, UV, UR.
 
+The DICOMweb route's JSON table is walked the same way from a server's DICOM JSON
+(`json_model_metadata`, through json_model.JsonSource), mirroring pydicom's `Dataset.from_json`
+followed by `to_json_dict`; see its docstring for what it hands on.
+
 tests/unit/test_routes_agree.py holds the result to pydicom's (the oracle, `_convert_json`'s
 pydicom route) on the whole corpus, instance by instance, and counts how many it walks itself.
 """
@@ -33,6 +37,7 @@ from struct import Struct
 from typing import Any
 
 from airflow_provider_dicom.dicom import vr as vrs
+from airflow_provider_dicom.dicom.json_model import JSON_SOURCE, JsonSource
 from airflow_provider_dicom.dicom.tags import tag_reference
 from airflow_provider_dicom.dicom.vocabulary import (
     BINARY_NUMBER_VRS,
@@ -253,3 +258,141 @@ def _numbers(text: str, vr: str) -> list[Any]:
                 raise NeedsPydicom("an IS value pydicom judges")
             numbers.append(int(part))
     return numbers
+
+
+# -- DICOM JSON (a DICOMweb server's), as the JSON table writes it ---------------------------------
+
+
+def json_model_metadata(prepared: dict) -> tuple[dict[str, Any], list[str]]:
+    """The JSON table's Metadata and the TagReferences it drops, for one instance's DICOM JSON
+    made ready by `json_model.prepare`: the bytes pydicom writes (`to_json_dict` of the Dataset
+    `json_model.dataset_from_prepared` builds, as convert.py writes it), walked from the JSON
+    through the walker's JSON adapter (json_model.JsonSource) without building that Dataset.
+
+    What the adapter leaves to pydicom (NeedsPydicom, see json_model's docstring) is left to it here
+    too, and so is most of what pydicom's writer fails on (an empty name among several, SV and UV
+    numbers, an empty InlineBinary list, DS or IS values its strict reading may refuse). One such
+    failure is common enough to mirror: a top-level DS or IS value that is not a number at all,
+    which the table keeps as its text, after the other elements (convert.py's `_raw_text`)."""
+    dropped: list[str] = []
+    refused: list[tuple[str, dict[str, Any]]] = []
+    metadata = _json_model_dataset(JSON_SOURCE, prepared, dropped, refused)
+    for key, entry in refused:
+        if key not in dropped:
+            metadata[key] = entry
+    return metadata, dropped
+
+
+class _NotANumber(NeedsPydicom):
+    """A DS or IS value pydicom fails on whatever its validation mode (`float` refuses it): at the
+    top level the table keeps its text; inside an item it is handed on like any NeedsPydicom."""
+
+
+def _json_model_dataset(
+    source: JsonSource, dataset: dict, dropped: list[str], refused: list[tuple[str, dict[str, Any]]] | None
+) -> dict[str, Any]:
+    """One dataset's elements; `refused` collects the top level's DS/IS text pydicom fails on
+    (None inside items: a value failing there costs pydicom the whole top-level sequence)."""
+    top = refused is not None
+    source.encodings(dataset, [])  # a Specific Character Set that is not text: pydicom's call
+    out: dict[str, Any] = {}
+    for tag, element in source.entries(dataset):
+        vr = element[0]
+        entry: dict[str, Any]
+        if vr == "SQ":
+            entry = {
+                "vr": "SQ",
+                "Value": [_json_model_dataset(source, item, dropped, None) for item in source.items(element)],
+            }
+        elif vr in _BULK:
+            if vr == "UN":
+                source.resolve(tag, element)  # UN the dictionary knows: pydicom gives it that VR
+            if _has_inline_bytes(element[2]):
+                # pydicom's bulk data (see `_dataset`): listed; inside items a BulkDataURI of "".
+                dropped.append(tag_reference(tag))
+                if top:
+                    continue
+                entry = {"vr": vr, "BulkDataURI": ""}
+            else:
+                entry = {"vr": vr}
+        elif vr in BINARY_VRS:
+            raise NeedsPydicom(f"{vr}: numbers in DICOM JSON, left to pydicom")  # SV, UV
+        else:
+            try:
+                values = _json_model_values(vr, element)
+            except _NotANumber:
+                if refused is None:
+                    raise
+                if tag & 0xFFFF:
+                    parts = element[1].decode("latin_1").split("\\")
+                    kept = {"vr": vr, "Value": [part.strip(" \x00") for part in parts]}
+                    refused.append((f"{tag:08X}", kept))
+                continue
+            entry = {"vr": vr, "Value": values} if values else {"vr": vr}
+        if top and not tag & 0xFFFF:
+            continue  # group length: the table leaves it out of the top level (convert.py)
+        out[f"{tag:08X}"] = entry
+    return out
+
+
+def _has_inline_bytes(element: dict) -> bool:
+    """Whether a binary element's InlineBinary (checked by the adapter) decodes to any bytes."""
+    import base64
+
+    inline = element.get("InlineBinary")
+    if isinstance(inline, list):
+        if not inline:
+            raise NeedsPydicom("an empty InlineBinary list")  # pydicom fails on it
+        inline = inline[0]
+    return inline is not None and bool(base64.b64decode(inline))
+
+
+def _json_model_values(vr: str, element: Any) -> list[Any]:
+    """The "Value" pydicom writes for a non-sequence, non-bulk element of prepared DICOM JSON, from
+    the adapter's record (VR, DS/IS text as raw bytes, JSON element, values as pydicom reads them)."""
+    if vr == "DS" or vr == "IS":
+        # Put back as raw text (json_model._restore_number_text): read as a file's are.
+        raw = element[1]
+        return _json_model_numbers(raw.decode("latin_1"), vr) if raw else []
+    values: list[Any] = element[3]
+    if not values:
+        return []
+    if vr in BINARY_NUMBER_VRS:
+        return values
+    if vr == "AT":
+        return [f"{tag:08X}" for tag in values]
+    if vr == "PN":
+        return _json_model_names(values)
+    return values  # split and stripped as pydicom's element holds them (json_model._json_values)
+
+
+def _json_model_numbers(text: str, vr: str) -> list[Any]:
+    """`_numbers`, or _NotANumber for text holding a value `float` refuses (pydicom's DS and IS
+    are floats first: DSfloat, IS), split as pydicom splits it (values.multi_string)."""
+    try:
+        return _numbers(text, vr)
+    except NeedsPydicom:
+        for part in text.strip().rstrip(" \x00").split("\\"):
+            if part.strip():  # blank: pydicom keeps it as it is
+                try:
+                    float(part)
+                except ValueError:
+                    raise _NotANumber(f"a {vr} value that is not a number") from None
+        raise
+
+
+def _json_model_names(names: list[str]) -> list[dict[str, str]]:
+    """Person names (their groups joined by "=", trailing empty groups dropped: json_model's
+    values) as pydicom's PersonName writes them: at most three groups."""
+    out = []
+    for name in names:
+        if not name:
+            raise NeedsPydicom("an empty person name among several")  # pydicom's writer fails on it
+        groups = name.split("=")
+        person = {"Alphabetic": groups[0]}
+        if len(groups) > 1:
+            person["Ideographic"] = groups[1]
+        if len(groups) > 2:
+            person["Phonetic"] = groups[2]
+        out.append(person)
+    return out

@@ -39,7 +39,6 @@ from airflow_provider_dicom.dicom.vocabulary import (
     SOP_INSTANCE_UID,
     STUDY_INSTANCE_UID,
 )
-from airflow_provider_dicom.model.options import SchemaVariant
 from airflow_provider_dicom.utils.deadlines import RemoteCallError
 from airflow_provider_dicom.utils.redact import redact_quoted
 
@@ -138,12 +137,6 @@ def walks_scans(converter: object) -> bool:
     return getattr(type(converter), "convert", None) is InstanceConverter.convert
 
 
-def takes_fast_route(converter: object) -> bool:
-    """`walks_scans`, making the flattened table: what every route's fast path gives (DICOMweb's
-    JSON walked straight makes flattened rows only)."""
-    return walks_scans(converter) and getattr(converter, "schema", None) is SchemaVariant.FLATTENED
-
-
 @never_raises
 def convert_part10(
     name: str,
@@ -225,17 +218,17 @@ def convert_json_metadata(
     on_bulk_data: Callable[[str], None] | None = None,
 ) -> InstanceOutcome:
     """An instance's DICOM JSON (a DICOMweb server's metadata), converted straight to a row by the
-    walker (json_model.py) where it applies (see `takes_fast_route`); from the Dataset pydicom
-    builds of it when the walker hands it on (NeedsPydicom) or the table is the JSON variant."""
-    from airflow_provider_dicom.dicom.json_model import convert_prepared, dataset_from_prepared, prepare
+    walker (json_model.py; the JSON table's Metadata by json_table.py) where it applies (see
+    `walks_scans`); from the Dataset pydicom builds of it when the walker hands it on (NeedsPydicom)."""
+    from airflow_provider_dicom.dicom.json_model import dataset_from_prepared, prepare
 
     try:
         prepared = prepare(metadata, on_bulk_data)
     except Exception as exc:  # noqa: BLE001 - one bad dataset must not end the export
         return InstanceOutcome(name, FAILED, reason=f"invalid DICOM JSON ({type(exc).__name__}): {redact_quoted(exc)}")
-    if takes_fast_route(converter):
+    if walks_scans(converter):
         try:
-            converted = convert_prepared(prepared, converter.max_depth)
+            converted = converter.convert_prepared(prepared)
         except NeedsPydicom:
             pass
         except Exception as exc:  # noqa: BLE001 - one bad instance must not end the export

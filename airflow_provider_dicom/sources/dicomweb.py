@@ -4,7 +4,9 @@ QIDO-RS enumerates (studies, then each study's series, paginated with limit/offs
 reads: `/studies/{s}/series/{se}/metadata` returns the DICOM JSON of every instance of a series in
 one request, which is far cheaper than one request per instance, and carries no pixel data (bulk
 data comes as BulkDataURI references, which are never followed). The JSON is converted to a
-row by the same walker as a file's header (dicom/json_model.py), so the table has the same columns.
+row by the same walker as a file's header (dicom/json_model.py), so the table has the same columns;
+the JSON table's Metadata is walked from the same JSON (dicom/json_table.py). Either way pydicom
+builds a Dataset only for the odd instance the walk hands on.
 
 What DICOMweb cannot give, and so differs from a folder export of the same files:
 - the File Meta Information (group 0002: TransferSyntaxUID, MediaStorageSOPClassUID, ...) is not

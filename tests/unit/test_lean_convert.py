@@ -286,7 +286,7 @@ def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
 def test_a_converter_of_another_kind_is_given_the_dataset(tmp_path):
     """Callers may pass their own converter (the GCS copy reads only UIDs) or a subclass: the
     fast route is for the stock converter only; the others get a pydicom Dataset as before."""
-    from airflow_provider_dicom.dicom.outcomes import takes_fast_route
+    from airflow_provider_dicom.dicom.outcomes import walks_scans
 
     seen = []
 
@@ -306,7 +306,8 @@ def test_a_converter_of_another_kind_is_given_the_dataset(tmp_path):
     data = (CORPUS / "CT_small.dcm").read_bytes()
     path = tmp_path / "ct.dcm"
     path.write_bytes(data)
-    assert takes_fast_route(InstanceConverter()) and not takes_fast_route(InstanceConverter(schema="json"))
+    assert walks_scans(InstanceConverter()) and walks_scans(InstanceConverter(schema="json"))
+    assert not walks_scans(UidsOnly()) and not walks_scans(Tweaked())
     for outcome in (convert_file(path, UidsOnly()), convert_bytes("mem", data, UidsOnly())):
         assert outcome.status == "ok" and outcome.converted.sop_uid
     assert seen == ["FileDataset", "FileDataset"]
