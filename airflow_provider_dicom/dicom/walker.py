@@ -280,7 +280,8 @@ def decode_raw(value: bytes, vr: str, little: bool, codec: str | None) -> list |
 
 # Fast-path kinds: standard columns, then (from PRIVATE_ASCII up) OtherElements entries.
 (
-    ASCII, TEXT, LONG_TEXT, NUMBERS, DATES, TIMES, DATETIMES, PERSON_NAMES, PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS,
+    ASCII, TEXT, LONG_TEXT, NUMBERS, DATES, TIMES, DATETIMES, PERSON_NAMES,
+    PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS,
 ) = range(11)
 NO_FAST_PATH = -1
 # What the walker does with an element the fast path passed by.
@@ -341,8 +342,8 @@ def _fast_plan(tag: int, vr: str | None) -> FastPlan | None:
         if info.repeating_group or column_type is None:
             return None
         if vr == "PN" and column_type == RECORD:
-            return FastPlan(PERSON_NAMES, info.keyword, _pn_field(info.keyword, REPEATED if info.repeated else NULLABLE),
-                            info.repeated, vr)
+            pn_field = _pn_field(info.keyword, REPEATED if info.repeated else NULLABLE)
+            return FastPlan(PERSON_NAMES, info.keyword, pn_field, info.repeated, vr)
         field = _scalar(info.keyword, column_type, REPEATED if info.repeated else NULLABLE)
         if vr in ASCII_STRING_VRS and column_type == STRING:
             return FastPlan(ASCII, info.keyword, field, info.repeated, vr)
@@ -392,7 +393,8 @@ def classify(tag: int, vr: str | None, resolved: bool = False) -> Plan:
         return Plan(None, kind, as_converted or "", info, dropped_name, tag_reference(tag), vr)
     return Plan(
         fast, kind, as_converted or "", info, dropped_name, tag_reference(tag), vr,
-        fast.kind, fast.name, fast.field, fast.repeated, fast.vr, fast.kind == NUMBERS and fast.field.type == "FLOAT",
+        fast.kind, fast.name, fast.field, fast.repeated, fast.vr,
+        fast.kind == NUMBERS and fast.field.type == "FLOAT",
     )
 
 
@@ -417,7 +419,9 @@ def plan_for(tag: int, vr: str | None) -> Plan:
 _NUMBER_UNPACKERS: dict[bool, dict[str, dict[int, Any]]] = {
     little: {vr: {} for vr in _NUMBER_TYPES} for little in (True, False)
 }
-_NUMBER_FORMATS = {"FL": ("f", 4), "FD": ("d", 8), "SL": ("l", 4), "SS": ("h", 2), "UL": ("L", 4), "US": ("H", 2)}
+_NUMBER_FORMATS = {
+    "FL": ("f", 4), "FD": ("d", 8), "SL": ("l", 4), "SS": ("h", 2), "UL": ("L", 4), "US": ("H", 2),
+}
 
 
 def _unpacker(by_length: dict[int, Any], vr: str, little: bool, length: int) -> Any:
@@ -473,64 +477,39 @@ def walk(
             plan = plan_for(tag, vr)
         fast_kind = plan.fast_kind
         value = element[1]
-        if fast_kind >= 0 and value is not None:
+        if fast_kind >= 0 and value:
             # The fast path: raw bytes of a common element (see the module docstring), decoded in
-            # place; empty bytes are an element without values. Anything it cannot settle (a
-            # value that does not fit, a keyword taken already, text without a plain codec)
-            # falls through to the general path below, which decides it the same way it would
-            # have without the fast path.
-            name = plan.name
-            if fast_kind >= PRIVATE_ASCII:  # OtherElements {Tag, Data}
-                if not value:
-                    other.append({"Tag": name, "Data": []})
-                    continue
-                if fast_kind == PRIVATE_NUMBERS:
-                    by_length = numbers[plan.fast_vr]
-                    try:
-                        unpack = by_length[len(value)]
-                    except KeyError:
-                        unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
-                    if unpack is not None:
-                        # NaN and infinity too: the general path writes the same text for them.
-                        other.append({"Tag": name, "Data": list(map(str, unpack(value)))})
-                        continue
-                elif fast_kind == PRIVATE_ASCII or codec is not None:
-                    text = value.decode("latin_1") if fast_kind == PRIVATE_ASCII else value.decode(
-                        codec, errors="replace"  # type: ignore[arg-type]
-                    )
-                    if "\\" in text:
-                        other.append({"Tag": name, "Data": [v.strip(" \x00") for v in text.split("\\")]})
-                    else:
-                        other.append({"Tag": name, "Data": [text.strip(" \x00")]})
-                    continue
-            elif name not in row:  # a standard column, not taken yet in this dataset
-                if not value and (fast_kind != PERSON_NAMES or depth + 2 <= state.max_depth):  # see standard_values
-                    fields[name] = plan.field  # type: ignore[assignment]
-                    continue
-                typed: Any = None  # the row's value; None: not settled here
-                if fast_kind == ASCII or fast_kind == TEXT:
+            # place, the commonest kinds first. Anything it cannot settle (a value that does not
+            # fit, a keyword taken already, text without a plain codec) falls through to the
+            # general path below, which decides it as it would have without the fast path.
+            if fast_kind == ASCII or fast_kind == TEXT:
+                name = plan.name
+                if name not in row and (fast_kind == ASCII or codec is not None):
                     if fast_kind == ASCII:
                         text = value.decode("latin_1")
-                    elif codec is not None:
-                        text = value.decode(codec, errors="replace")
                     else:
-                        text = None
-                    if text is None:
-                        pass
-                    elif "\\" not in text:
-                        typed = [text.strip(" \x00")] if plan.repeated else text.strip(" \x00")
-                    elif plan.repeated:
-                        typed = [v.strip(" \x00") for v in text.split("\\")]
-                elif fast_kind == LONG_TEXT:  # one value, trailing padding only (vr.split_text)
-                    if plan.fast_vr not in TEXT_VRS:
-                        text = value.decode("latin_1")
-                    elif codec is not None:
-                        text = value.decode(codec, errors="replace")
-                    else:
-                        text = None
-                    if text is not None:
-                        typed = [text.rstrip(" \x00")] if plan.repeated else text.rstrip(" \x00")
-                elif fast_kind == NUMBERS:
+                        text = value.decode(codec, errors="replace")  # type: ignore[arg-type]
+                    if "\\" not in text:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = [text.strip(" \x00")] if plan.repeated else text.strip(" \x00")
+                        continue
+                    if plan.repeated:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = [v.strip(" \x00") for v in text.split("\\")]
+                        continue
+            elif fast_kind == PRIVATE_NUMBERS:
+                by_length = numbers[plan.fast_vr]
+                try:
+                    unpack = by_length[len(value)]
+                except KeyError:
+                    unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                if unpack is not None:
+                    # NaN and infinity too: the general path writes the same text for them.
+                    other.append({"Tag": plan.name, "Data": list(map(str, unpack(value)))})
+                    continue
+            elif fast_kind == NUMBERS:
+                name = plan.name
+                if name not in row:
                     by_length = numbers[plan.fast_vr]
                     try:
                         unpack = by_length[len(value)]
@@ -541,35 +520,41 @@ def walk(
                         # The sum of finite numbers may overflow: that element only goes the general path.
                         if not plan.finite or isfinite(sum(found)):
                             if plan.repeated:
-                                typed = list(found)
-                            elif len(found) == 1:
-                                typed = found[0]
-                elif fast_kind == PERSON_NAMES:
-                    if codec is not None and depth + 2 <= state.max_depth:
-                        text = value.decode(codec, errors="replace")
-                        try:
-                            names = [vrs.person_name(_pn_groups(v.rstrip(" \x00"))) for v in text.split("\\")]
-                        except vrs.ValueConversionError:
-                            pass
-                        else:
-                            if plan.repeated:
-                                typed = names
-                            elif len(names) == 1:
-                                typed = names[0]
-                else:  # DATES, TIMES, DATETIMES
-                    text = value.decode("latin_1")
-                    if "\\" not in text:
-                        typed = _temporal(fast_kind, text.strip(" \x00"), state.tz_offset)
-                        if plan.repeated and typed is not None:
-                            typed = [typed]
-                    elif plan.repeated:
-                        typed = [_temporal(fast_kind, v.strip(" \x00"), state.tz_offset) for v in text.split("\\")]
-                        if None in typed:
-                            typed = None
-                if typed is not None:
-                    fields[name] = plan.field  # type: ignore[assignment]
-                    row[name] = typed
+                                fields[name] = plan.field  # type: ignore[assignment]
+                                row[name] = list(found)
+                                continue
+                            if len(found) == 1:
+                                fields[name] = plan.field  # type: ignore[assignment]
+                                row[name] = found[0]
+                                continue
+            elif fast_kind >= PRIVATE_ASCII:  # PRIVATE_ASCII, PRIVATE_TEXT: OtherElements {Tag, Data}
+                if fast_kind == PRIVATE_ASCII or codec is not None:
+                    if fast_kind == PRIVATE_ASCII:
+                        text = value.decode("latin_1")
+                    else:
+                        text = value.decode(codec, errors="replace")  # type: ignore[arg-type]
+                    if "\\" in text:
+                        other.append({"Tag": plan.name, "Data": [v.strip(" \x00") for v in text.split("\\")]})
+                    else:
+                        other.append({"Tag": plan.name, "Data": [text.strip(" \x00")]})
                     continue
+            else:  # LONG_TEXT, DATES, TIMES, DATETIMES, PERSON_NAMES
+                name = plan.name
+                if name not in row:
+                    typed = _fast_typed(plan, value, codec, depth, state)
+                    if typed is not None:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = typed
+                        continue
+        elif fast_kind >= 0 and value is not None:  # empty raw bytes: an element without values
+            if fast_kind >= PRIVATE_ASCII:
+                other.append({"Tag": plan.name, "Data": []})
+                continue
+            name = plan.name
+            # (A person name needs two RECORD levels below this one: see standard_values.)
+            if name not in row and (fast_kind != PERSON_NAMES or depth + 2 <= state.max_depth):
+                fields[name] = plan.field  # type: ignore[assignment]
+                continue
         kind = plan.kind
         if kind == PYDICOM:
             try:
@@ -602,6 +587,40 @@ def walk(
             else:
                 other.append({"Tag": tag_name(tag), "Data": [_text(v) for v in found]})
         # SKIP: nothing to export
+
+
+def _fast_typed(plan: Plan, value: bytes, codec: str | None, depth: int, state: InstanceState) -> Any:
+    """The row value of a non-empty LONG_TEXT, DATES, TIMES, DATETIMES or PERSON_NAMES element
+    on the fast path (what standard_values makes of it), or None: the general path decides."""
+    kind = plan.fast_kind
+    repeated = plan.repeated
+    if kind == LONG_TEXT:  # one value, trailing padding only (vr.split_text)
+        if plan.fast_vr not in TEXT_VRS:
+            text = value.decode("latin_1")
+        elif codec is not None:
+            text = value.decode(codec, errors="replace")
+        else:
+            return None
+        return [text.rstrip(" \x00")] if repeated else text.rstrip(" \x00")
+    if kind == PERSON_NAMES:
+        if codec is None or depth + 2 > state.max_depth:
+            return None
+        try:
+            text = value.decode(codec, errors="replace")
+            names = [vrs.person_name(_pn_groups(v.rstrip(" \x00"))) for v in text.split("\\")]
+        except vrs.ValueConversionError:
+            return None
+        if repeated:
+            return names
+        return names[0] if len(names) == 1 else None
+    text = value.decode("latin_1")  # DATES, TIMES, DATETIMES
+    if "\\" not in text:
+        typed = _temporal(kind, text.strip(" \x00"), state.tz_offset)
+        return [typed] if repeated and typed is not None else typed
+    if not repeated:
+        return None
+    values = [_temporal(kind, v.strip(" \x00"), state.tz_offset) for v in text.split("\\")]
+    return None if None in values else values
 
 
 # DA and TM texts -> their column text (None: not a date or time), kept: the instances of a
