@@ -20,10 +20,11 @@ The element interface is deliberately small, because the walker runs per element
 instance: a dataset is whatever the adapter's `entries` iterates as `(tag, element)` pairs, and
 an element is a tuple whose first two members are the VR (None: implicit, not settled) and the
 value, raw bytes in the source's byte order when the adapter has them (only then the fast path
-below applies); the rest of the tuple is the adapter's own. Everything else goes through the
-adapter's methods. What only pydicom can judge (an implicit VR the dictionary does not settle,
-UN, text with code extensions) an adapter either works out (the Dataset adapter asks pydicom) or
-declines with NeedsPydicom, and the caller converts that instance from a pydicom Dataset.
+below applies; empty bytes are an element without values, as `values` would say); the rest of
+the tuple is the adapter's own. Everything else goes through the adapter's methods. What only
+pydicom can judge (an implicit VR the dictionary does not settle, UN, text with code extensions)
+an adapter either works out (the Dataset adapter asks pydicom) or declines with NeedsPydicom,
+and the caller converts that instance from a pydicom Dataset.
 
 Per (tag, VR) every decision that does not depend on the value is made once and kept as a Plan.
 """
@@ -328,8 +329,9 @@ class Plan:
 
 def _fast_plan(tag: int, vr: str | None) -> FastPlan | None:
     """The fast path's part of a plan: standard non-repeating-group elements whose VR is a plain
-    string, charset text (short or long), binary number, date, time or person name of the column's own type,
-    and private non-sequence elements of the string and number VRs. Anything else has none."""
+    string, charset text (short or long), binary number, date, time or person name of the
+    column's own type, and private non-sequence elements of the string and number VRs. Anything
+    else has none."""
     if not tag & 0xFFFF:
         return None
     info = tag_info(tag)
