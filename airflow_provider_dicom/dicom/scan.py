@@ -162,6 +162,7 @@ class _Walker:
         buf = self.buf
         unpack = self.explicit_header.unpack_from
         short_vr_of = _SHORT_VR_OF_BYTES
+        full_path_from = _FULL_PATH_FROM
         out: Elements = {}
         while pos + 8 <= end:  # a whole element header; less than one left is an error (below)
             group, element, vr_bytes, length = unpack(buf, pos)
@@ -169,7 +170,7 @@ class _Walker:
                 return out, pos
             tag = group << 16 | element
             vr = short_vr_of.get(vr_bytes)
-            if vr is not None and tag < _FULL_PATH_FROM:
+            if vr is not None and tag < full_path_from:
                 pos += 8
                 stop = pos + length
                 if stop > end:
