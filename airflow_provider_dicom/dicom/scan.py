@@ -56,6 +56,10 @@ _PIXEL_TAGS = PIXEL_TAGS
 _LONG_VRS = LONG_LENGTH_VRS
 # VR bytes -> VR: one dict lookup both decodes and validates the VR.
 _VR_OF_BYTES = {vr.encode("ascii"): vr for vr in KNOWN_VRS}
+# The VRs whose explicit length is 2 bytes (never undefined): the explicit walk's short path.
+_SHORT_VR_OF_BYTES = {vr_bytes: vr for vr_bytes, vr in _VR_OF_BYTES.items() if vr not in LONG_LENGTH_VRS}
+# Tags from here up (pixel data, (7FE0,0008) on, and the FFFE delimiters) take the full path.
+_FULL_PATH_FROM = min(PIXEL_TAGS | {ITEM, ITEM_END, SEQUENCE_END})
 _SYNTAXES = {
     IMPLICIT_VR_LITTLE_ENDIAN: (True, True),
     EXPLICIT_VR_BIG_ENDIAN: (False, False),
@@ -148,29 +152,41 @@ class _Walker:
         self.cut: list[int] = []  # see LeanInstance.cut
 
     def _explicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
-        """Explicit VR elements from `pos` up to `end` (or an item delimiter); returns them and the end offset."""
+        """Explicit VR elements from `pos` up to `end` (or an item delimiter); returns them and the end offset.
+
+        The loop runs for every element of every instance, so the common element (a VR with a
+        2-byte length, below the pixel data's group) takes a short path: its length cannot be
+        undefined, and it is neither a delimiter nor pixel data. Everything else (4-byte length
+        VRs, delimiters, pixel data, tags from (7FE0,0008) up, bytes that are no VR) takes the
+        full path below it."""
         buf = self.buf
-        header = self.explicit_header
-        long_length = self.long_length
-        vr_of = _VR_OF_BYTES
-        long_vrs = _LONG_VRS
+        unpack = self.explicit_header.unpack_from
+        short_vr_of = _SHORT_VR_OF_BYTES
+        full_path_from = _FULL_PATH_FROM
         out: Elements = {}
-        while pos < end:
-            if pos + 8 > end:
-                self._past_end(pos + 8, "element header")
-            group, element, vr_bytes, length = header.unpack_from(buf, pos)
+        while pos + 8 <= end:  # a whole element header; less than one left is an error (below)
+            group, element, vr_bytes, length = unpack(buf, pos)
             if stop_group is not None and group != stop_group:
                 return out, pos
             tag = group << 16 | element
+            vr = short_vr_of.get(vr_bytes)
+            if vr is not None and tag < full_path_from:
+                pos += 8
+                stop = pos + length
+                if stop > end:
+                    self._past_end(stop, f"value of ({group:04X},{element:04X})")
+                out[tag] = (vr, buf[pos:stop], pos, length)
+                pos = stop
+                continue
             if tag == _ITEM_END:
                 return out, pos + 8
-            vr = vr_of.get(vr_bytes)
+            vr = _VR_OF_BYTES.get(vr_bytes)
             if vr is None:
                 raise Unsupported("VR is not one of DICOM's")
-            if vr in long_vrs:
+            if vr in _LONG_VRS:
                 if pos + 12 > end:
                     self._past_end(pos + 12, "element header")
-                (length,) = long_length.unpack_from(buf, pos + 8)
+                (length,) = self.long_length.unpack_from(buf, pos + 8)
                 pos += 12
                 if vr == "SQ":
                     out[tag], pos = self._sequence_element(tag, pos, length, end)
@@ -191,17 +207,18 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (vr, buf[pos:stop], pos, length)
             pos = stop
+        if pos < end:
+            self._past_end(pos + 8, "element header")
         return self._walked(out, pos, top)
 
     def _implicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Implicit VR elements, as `_explicit`; a sequence is told by undefined length or the dictionary."""
         buf = self.buf
-        tag_length = self.tag_length
+        unpack = self.tag_length.unpack_from
+        known_sequences = _IMPLICIT_SQ
         out: Elements = {}
-        while pos < end:
-            if pos + 8 > end:
-                self._past_end(pos + 8, "element header")
-            group, element, length = tag_length.unpack_from(buf, pos)
+        while pos + 8 <= end:  # as in _explicit
+            group, element, length = unpack(buf, pos)
             if stop_group is not None and group != stop_group:
                 return out, pos
             tag = group << 16 | element
@@ -212,16 +229,21 @@ class _Walker:
             pos += 8
             # Like pydicom: a defined-length implicit element is a sequence only if the dictionary
             # says so; an unknown private one stays UN (and is dropped), whatever bytes follow.
-            if length == _UNDEFINED or (length >= 8 and _dictionary_says_sequence(tag)):
+            # (The cache answers first: a tag known not to be a sequence costs no call.)
+            if length == _UNDEFINED or (
+                length >= 8 and known_sequences.get(tag, True) and _dictionary_says_sequence(tag)
+            ):
                 out[tag], pos = self._sequence_element(tag, pos, length, end)
                 continue
-            if top and tag in _PIXEL_TAGS:
+            if tag >= _FULL_PATH_FROM and top and tag in _PIXEL_TAGS:
                 pos = self._pixel_data(out, tag, "OB" if length == _UNDEFINED else "OW", pos, length, end)
                 continue
             if (stop := pos + length) > end:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (None, buf[pos:stop], pos, length)
             pos = stop
+        if pos < end:
+            self._past_end(pos + 8, "element header")
         return self._walked(out, pos, top)
 
     def _pixel_data(self, out: Elements, tag: int, vr: str, pos: int, length: int, end: int) -> int:

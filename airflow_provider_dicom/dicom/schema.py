@@ -190,14 +190,19 @@ class TableSchema:
 
     fields: tuple[Field, ...] = ()
     _seen: set[tuple[Field, ...]] = field(default_factory=set, repr=False)
+    # The tuple added last: the converter gives the same tuple object for a schema it made
+    # before (walker.ordered_fields), which an identity check recognises without hashing it.
+    _last: tuple[Field, ...] | None = field(default=None, repr=False, compare=False)
 
     def add(self, fields: Iterable[Field]) -> None:
         fields = tuple(fields)
-        # Most instances of an export need a schema already seen: skip the merge for those.
-        if fields in self._seen:
+        if fields is self._last:
             return
-        self.fields = merge_fields(self.fields, fields)
-        self._seen.add(fields)
+        # Most instances of an export need a schema already seen: skip the merge for those.
+        if fields not in self._seen:
+            self.fields = merge_fields(self.fields, fields)
+            self._seen.add(fields)
+        self._last = fields
 
     def to_api_repr(self) -> list[dict[str, Any]]:
         return [f.to_api_repr() for f in self.fields]

@@ -20,10 +20,11 @@ The element interface is deliberately small, because the walker runs per element
 instance: a dataset is whatever the adapter's `entries` iterates as `(tag, element)` pairs, and
 an element is a tuple whose first two members are the VR (None: implicit, not settled) and the
 value, raw bytes in the source's byte order when the adapter has them (only then the fast path
-below applies); the rest of the tuple is the adapter's own. Everything else goes through the
-adapter's methods. What only pydicom can judge (an implicit VR the dictionary does not settle,
-UN, text with code extensions) an adapter either works out (the Dataset adapter asks pydicom) or
-declines with NeedsPydicom, and the caller converts that instance from a pydicom Dataset.
+below applies; empty bytes are an element without values, as `values` would say); the rest of
+the tuple is the adapter's own. Everything else goes through the adapter's methods. What only
+pydicom can judge (an implicit VR the dictionary does not settle, UN, text with code extensions)
+an adapter either works out (the Dataset adapter asks pydicom) or declines with NeedsPydicom,
+and the caller converts that instance from a pydicom Dataset.
 
 Per (tag, VR) every decision that does not depend on the value is made once and kept as a Plan.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,11 +41,13 @@ from typing import Any, Protocol, TypedDict, Unpack
 
 from airflow_provider_dicom.dicom import vr as vrs
 from airflow_provider_dicom.dicom.schema import (
+    DATE,
     INTEGER,
     NULLABLE,
     RECORD,
     REPEATED,
     STRING,
+    TIME,
     TIMESTAMP,
     Field,
     _rank,
@@ -55,6 +59,7 @@ from airflow_provider_dicom.dicom.vocabulary import (
     BINARY_NUMBER_VRS,
     BINARY_VRS,
     SHORT_TEXT_VRS,
+    SINGLE_VALUED,
     TEXT_VRS,
 )
 from airflow_provider_dicom.utils.errors import DicomProviderError
@@ -179,20 +184,32 @@ def _repeating_group_field(name: str, type_: str, repeated_value: bool) -> Field
 # Per-instance schema work, cached: most instances of an export repeat a few shapes. Each cache
 # is emptied when it outgrows its bound, so memory stays flat however many instances pass.
 _CACHE_LIMIT = 4096
-_order_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+# names in dict order -> (names in column order, the fields tuple given last for them)
+_order_cache: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[Field, ...]]] = {}
 _record_cache: dict[tuple[str, tuple[Field, ...]], Field] = {}
 _merge_cache: dict[tuple[tuple[Field, ...], tuple[Field, ...]], tuple[Field, ...]] = {}
 
 
 def ordered_fields(fields: dict[str, Field]) -> tuple[Field, ...]:
-    """The fields of one dataset in canonical column order."""
+    """The fields of one dataset in canonical column order.
+
+    The same names holding the same Field objects give the very tuple given last time, so that
+    a schema met again is recognised by identity (TableSchema.add) rather than by hashing it."""
     names = tuple(fields)
-    order = _order_cache.get(names)
-    if order is None:
+    known = _order_cache.get(names)
+    if known is None:
         if len(_order_cache) >= _CACHE_LIMIT:
             _order_cache.clear()
-        order = _order_cache[names] = tuple(sorted(names, key=_rank))
-    return tuple([fields[name] for name in order])
+        order = tuple(sorted(names, key=_rank))
+        ordered = tuple(map(fields.__getitem__, order))
+        _order_cache[names] = (order, ordered)
+        return ordered
+    order, last = known
+    ordered = tuple(map(fields.__getitem__, order))
+    if ordered == last:  # compares element by element, identity first: no Field hash or __eq__ when identical
+        return last
+    _order_cache[names] = (order, ordered)
+    return ordered
 
 
 def sequence_field(name: str, item_fields: tuple[Field, ...]) -> Field:
@@ -263,11 +280,17 @@ def decode_raw(value: bytes, vr: str, little: bool, codec: str | None) -> list |
 # -- the classifier ---------------------------------------------------------------------------------
 
 # Fast-path kinds: standard columns, then (from PRIVATE_ASCII up) OtherElements entries.
-ASCII, TEXT, NUMBERS, PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS = range(6)
+(
+    ASCII, TEXT, LONG_TEXT, NUMBERS, DATES, TIMES, DATETIMES, PERSON_NAMES,
+    PRIVATE_ASCII, PRIVATE_TEXT, PRIVATE_NUMBERS,
+) = range(11)
+NO_FAST_PATH = -1
 # What the walker does with an element the fast path passed by.
 SKIP, PYDICOM, SEQUENCE, DROP, OTHER, STANDARD = range(6)
 _NUMBER_TYPES = {"US": INTEGER, "UL": INTEGER, "SS": INTEGER, "SL": INTEGER, "FL": "FLOAT", "FD": "FLOAT"}
 assert frozenset(_NUMBER_TYPES) == BINARY_NUMBER_VRS
+# Date and time VRs whose column is of their own type: the fast path converts them in place.
+_TEMPORAL_KINDS = {("DA", DATE): DATES, ("TM", TIME): TIMES, ("DT", TIMESTAMP): DATETIMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +306,11 @@ class FastPlan:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """How the walker handles elements of one (tag, VR as found): decided once, kept."""
+    """How the walker handles elements of one (tag, VR as found): decided once, kept.
+
+    The fast path's facts are repeated flat (`fast_kind` ... `fast_vr`) so that the walker's
+    per-element loop reads them off the plan without a second object; `found` is the VR the
+    plan was made for, which lets the walker keep one plan per tag and check it with a compare."""
 
     fast: FastPlan | None  # None: no fast path
     kind: int  # what the general path does (SKIP ... STANDARD)
@@ -291,12 +318,20 @@ class Plan:
     info: TagInfo | None
     dropped_name: str  # TagName in DroppedTags
     reference: str  # TagReference (without the path of enclosing sequences)
+    found: str | None = None  # the VR as found (None: implicit)
+    fast_kind: int = NO_FAST_PATH  # fast.kind, or NO_FAST_PATH
+    name: str = ""  # fast.name
+    field: Field | None = None  # fast.field
+    repeated: bool = False  # fast.repeated
+    fast_vr: str = ""  # fast.vr
+    finite: bool = False  # NUMBERS of a FLOAT column: NaN and infinity go the general path
 
 
 def _fast_plan(tag: int, vr: str | None) -> FastPlan | None:
     """The fast path's part of a plan: standard non-repeating-group elements whose VR is a plain
-    string, charset text or binary number of the column's own type, and private non-sequence
-    elements of those VRs. Anything else has none."""
+    string, charset text (short or long), binary number, date, time or person name of the
+    column's own type, and private non-sequence elements of the string and number VRs. Anything
+    else has none."""
     if not tag & 0xFFFF:
         return None
     info = tag_info(tag)
@@ -308,13 +343,21 @@ def _fast_plan(tag: int, vr: str | None) -> FastPlan | None:
         column_type = info.column_type
         if info.repeating_group or column_type is None:
             return None
+        if vr == "PN" and column_type == RECORD:
+            pn_field = _pn_field(info.keyword, REPEATED if info.repeated else NULLABLE)
+            return FastPlan(PERSON_NAMES, info.keyword, pn_field, info.repeated, vr)
         field = _scalar(info.keyword, column_type, REPEATED if info.repeated else NULLABLE)
         if vr in ASCII_STRING_VRS and column_type == STRING:
             return FastPlan(ASCII, info.keyword, field, info.repeated, vr)
         if vr in SHORT_TEXT_VRS and column_type == STRING:
             return FastPlan(TEXT, info.keyword, field, info.repeated, vr)
+        if vr in SINGLE_VALUED and column_type == STRING:
+            return FastPlan(LONG_TEXT, info.keyword, field, info.repeated, vr)
         if _NUMBER_TYPES.get(vr) == column_type:
             return FastPlan(NUMBERS, info.keyword, field, info.repeated, vr)
+        temporal = _TEMPORAL_KINDS.get((vr, column_type))
+        if temporal is not None:
+            return FastPlan(temporal, info.keyword, field, info.repeated, vr)
         return None
     if not (tag >> 16) & 1 or vr is None:
         return None
@@ -347,11 +390,21 @@ def classify(tag: int, vr: str | None, resolved: bool = False) -> Plan:
     else:
         kind = STANDARD
     dropped_name = info.keyword if info is not None else tag_name(tag)
-    return Plan(_fast_plan(tag, vr), kind, as_converted or "", info, dropped_name, tag_reference(tag))
+    fast = _fast_plan(tag, vr)
+    if fast is None:
+        return Plan(None, kind, as_converted or "", info, dropped_name, tag_reference(tag), vr)
+    return Plan(
+        fast, kind, as_converted or "", info, dropped_name, tag_reference(tag), vr,
+        fast.kind, fast.name, fast.field, fast.repeated, fast.vr,
+        fast.kind == NUMBERS and fast.field.type == "FLOAT",
+    )
 
 
 _PLANS: dict[tuple[int, str | None], Plan] = {}
 _RESOLVED_PLANS: dict[tuple[int, str | None], Plan] = {}
+# The first plan made for each tag, which the walker checks against the VR found (`Plan.found`):
+# a tag is nearly always found with one VR, and an int key costs no tuple per element.
+_PLAN_OF_TAG: dict[int, Plan] = {}
 
 
 def plan_for(tag: int, vr: str | None) -> Plan:
@@ -359,7 +412,30 @@ def plan_for(tag: int, vr: str | None) -> Plan:
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = classify(tag, vr)
+        _PLAN_OF_TAG.setdefault(tag, plan)
     return plan
+
+
+# Binary numbers' unpackers, by byte order, VR and value length: {little: {vr: {length: unpack}}}.
+# A length that is no whole number of values maps to None (the general path judges the element).
+_NUMBER_UNPACKERS: dict[bool, dict[str, dict[int, Any]]] = {
+    little: {vr: {} for vr in _NUMBER_TYPES} for little in (True, False)
+}
+_NUMBER_FORMATS = {
+    "FL": ("f", 4), "FD": ("d", 8), "SL": ("l", 4), "SS": ("h", 2), "UL": ("L", 4), "US": ("H", 2),
+}
+
+
+def _unpacker(by_length: dict[int, Any], vr: str, little: bool, length: int) -> Any:
+    """The Struct.unpack for `length` bytes of `vr` numbers, made once and kept in `by_length`
+    (emptied should odd lengths make it outgrow its bound)."""
+    code, size = _NUMBER_FORMATS[vr]
+    count, remainder = divmod(length, size)
+    unpack = None if remainder else struct.Struct(f"{'<' if little else '>'}{count}{code}").unpack
+    if len(by_length) >= 1024:
+        by_length.clear()
+    by_length[length] = unpack
+    return unpack
 
 
 # -- the walker -------------------------------------------------------------------------------------
@@ -389,49 +465,98 @@ def walk(
 ) -> None:
     """Convert one dataset of `source` (at RECORD nesting `depth`) into `row` and `fields`."""
     codec = codec_of(encodings)
-    little = source.little
-    plans = _PLANS
+    plan_of_tag = _PLAN_OF_TAG
+    numbers = _NUMBER_UNPACKERS[source.little]
     dropped = state.dropped
+    isfinite = math.isfinite
     for tag, element in source.entries(elements):
         vr = element[0]
+        try:
+            plan = plan_of_tag[tag]
+            if plan.found != vr:
+                plan = plan_for(tag, vr)
+        except KeyError:
+            plan = plan_for(tag, vr)
+        fast_kind = plan.fast_kind
         value = element[1]
-        plan = plans.get((tag, vr))
-        if plan is None:
-            plan = plans[(tag, vr)] = classify(tag, vr)
-        fast = plan.fast
-        if fast is not None and value:
-            # The fast path: raw bytes of a common element, decoded in place. Anything it cannot
-            # settle (a value that does not fit, a keyword taken already) falls through.
-            fast_kind = fast.kind
-            values: Any  # str values, or numbers (binary VRs)
-            if fast_kind == NUMBERS or fast_kind == PRIVATE_NUMBERS:
-                fast_vr = fast.vr
-                try:
-                    values = vrs.decode_numbers(value, fast_vr, little)
-                except vrs.ValueConversionError:
-                    values = None
-                else:
-                    if (fast_vr == "FD" or fast_vr == "FL") and not vrs.all_finite(values):
-                        values = None
-            elif fast_kind == TEXT or fast_kind == PRIVATE_TEXT:
-                values = None if codec is None else value.decode(codec, errors="replace").split("\\")
-            else:
-                values = value.decode("latin_1").split("\\")
-            if values is not None:
-                name = fast.name
-                if fast_kind >= PRIVATE_ASCII:
-                    if fast_kind == PRIVATE_NUMBERS:
-                        other.append({"Tag": name, "Data": list(map(str, values))})
+        if fast_kind >= 0 and value:
+            # The fast path: raw bytes of a common element (see the module docstring), decoded in
+            # place, the commonest kinds first. Anything it cannot settle (a value that does not
+            # fit, a keyword taken already, text without a plain codec) falls through to the
+            # general path below, which decides it as it would have without the fast path.
+            if fast_kind == ASCII or fast_kind == TEXT:
+                name = plan.name
+                if name not in row and (fast_kind == ASCII or codec is not None):
+                    if fast_kind == ASCII:
+                        text = value.decode("latin_1")
                     else:
-                        other.append({"Tag": name, "Data": [v.strip(" \x00") for v in values]})
+                        text = value.decode(codec, errors="replace")  # type: ignore[arg-type]
+                    if "\\" not in text:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = [text.strip(" \x00")] if plan.repeated else text.strip(" \x00")
+                        continue
+                    if plan.repeated:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = [v.strip(" \x00") for v in text.split("\\")]
+                        continue
+            elif fast_kind == PRIVATE_NUMBERS:
+                by_length = numbers[plan.fast_vr]
+                try:
+                    unpack = by_length[len(value)]
+                except KeyError:
+                    unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                if unpack is not None:
+                    # NaN and infinity too: the general path writes the same text for them.
+                    other.append({"Tag": plan.name, "Data": list(map(str, unpack(value)))})
                     continue
-                repeated = fast.repeated
-                if name not in row and (repeated or len(values) == 1):
-                    fields[name] = fast.field
-                    if fast_kind != NUMBERS:
-                        values = [v.strip(" \x00") for v in values]
-                    row[name] = values if repeated else values[0]
+            elif fast_kind == NUMBERS:
+                name = plan.name
+                if name not in row:
+                    by_length = numbers[plan.fast_vr]
+                    try:
+                        unpack = by_length[len(value)]
+                    except KeyError:
+                        unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                    if unpack is not None:
+                        found = unpack(value)
+                        # The sum of finite numbers may overflow: that element only goes the general path.
+                        if not plan.finite or isfinite(sum(found)):
+                            if plan.repeated:
+                                fields[name] = plan.field  # type: ignore[assignment]
+                                row[name] = list(found)
+                                continue
+                            if len(found) == 1:
+                                fields[name] = plan.field  # type: ignore[assignment]
+                                row[name] = found[0]
+                                continue
+            elif fast_kind >= PRIVATE_ASCII:  # PRIVATE_ASCII, PRIVATE_TEXT: OtherElements {Tag, Data}
+                if fast_kind == PRIVATE_ASCII or codec is not None:
+                    if fast_kind == PRIVATE_ASCII:
+                        text = value.decode("latin_1")
+                    else:
+                        text = value.decode(codec, errors="replace")  # type: ignore[arg-type]
+                    if "\\" in text:
+                        other.append({"Tag": plan.name, "Data": [v.strip(" \x00") for v in text.split("\\")]})
+                    else:
+                        other.append({"Tag": plan.name, "Data": [text.strip(" \x00")]})
                     continue
+            else:  # LONG_TEXT, DATES, TIMES, DATETIMES, PERSON_NAMES
+                name = plan.name
+                if name not in row:
+                    typed = _fast_typed(plan, value, codec, depth, state)
+                    if typed is not None:
+                        fields[name] = plan.field  # type: ignore[assignment]
+                        row[name] = typed
+                        continue
+        elif fast_kind >= 0 and value is not None:  # empty raw bytes: an element without values
+            if fast_kind >= PRIVATE_ASCII:
+                other.append({"Tag": plan.name, "Data": []})
+                continue
+            name = plan.name
+            # (A person name needs two RECORD levels below this one: see standard_values.)
+            if name not in row and (fast_kind != PERSON_NAMES or depth + 2 <= state.max_depth):
+                fields[name] = plan.field  # type: ignore[assignment]
+                continue
         kind = plan.kind
         if kind == PYDICOM:
             try:
@@ -464,6 +589,68 @@ def walk(
             else:
                 other.append({"Tag": tag_name(tag), "Data": [_text(v) for v in found]})
         # SKIP: nothing to export
+
+
+def _fast_typed(plan: Plan, value: bytes, codec: str | None, depth: int, state: InstanceState) -> Any:
+    """The row value of a non-empty LONG_TEXT, DATES, TIMES, DATETIMES or PERSON_NAMES element
+    on the fast path (what standard_values makes of it), or None: the general path decides."""
+    kind = plan.fast_kind
+    repeated = plan.repeated
+    if kind == LONG_TEXT:  # one value, trailing padding only (vr.split_text)
+        if plan.fast_vr not in TEXT_VRS:
+            text = value.decode("latin_1")
+        elif codec is not None:
+            text = value.decode(codec, errors="replace")
+        else:
+            return None
+        return [text.rstrip(" \x00")] if repeated else text.rstrip(" \x00")
+    if kind == PERSON_NAMES:
+        if codec is None or depth + 2 > state.max_depth:
+            return None
+        try:
+            text = value.decode(codec, errors="replace")
+            names = [vrs.person_name(_pn_groups(v.rstrip(" \x00"))) for v in text.split("\\")]
+        except vrs.ValueConversionError:
+            return None
+        if repeated:
+            return names
+        return names[0] if len(names) == 1 else None
+    text = value.decode("latin_1")  # DATES, TIMES, DATETIMES
+    if "\\" not in text:
+        typed = _temporal(kind, text.strip(" \x00"), state.tz_offset)
+        return [typed] if repeated and typed is not None else typed
+    if not repeated:
+        return None
+    values = [_temporal(kind, v.strip(" \x00"), state.tz_offset) for v in text.split("\\")]
+    return None if None in values else values
+
+
+# DA and TM texts -> their column text (None: not a date or time), kept: the instances of a
+# study repeat its dates and times. Emptied when they outgrow their bound.
+_DATES: dict[str, str | None] = {}
+_TIMES: dict[str, str | None] = {}
+
+
+def _temporal(kind: int, text: str, tz_offset: str | None) -> str | None:
+    """A DA, TM or DT value's column text (`_typed`'s), or None when it is not one."""
+    if kind == DATETIMES:
+        try:
+            return vrs.to_bq_timestamp(text, tz_offset)
+        except vrs.ValueConversionError:
+            return None
+    known = _DATES if kind == DATES else _TIMES
+    try:
+        return known[text]
+    except KeyError:
+        pass
+    try:
+        found: str | None = vrs.to_bq_date(text) if kind == DATES else vrs.to_bq_time(text)
+    except vrs.ValueConversionError:
+        found = None
+    if len(known) >= _CACHE_LIMIT:
+        known.clear()
+    known[text] = found
+    return found
 
 
 def _sequence(

@@ -28,6 +28,10 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
 )
 from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
 
+# Files up to this size are read whole rather than memory-mapped (see convert_file): on a 39 KB
+# CT, open+fstat+read takes about 14 us against 21 us for open+fstat+mmap+munmap.
+READ_WHOLE = 128 * 1024
+
 
 def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
     """Every regular file below `root`, recursively, in a stable (sorted) order."""
@@ -46,16 +50,20 @@ def iter_folder(root: str | os.PathLike) -> Iterator[Path]:
 def convert_file(path: str | os.PathLike, converter: InstanceConverter, accept: Accept | None = None) -> InstanceOutcome:
     """Read and convert one file; BlobStorageSize and LastUpdated come from the file itself.
 
-    The file is memory-mapped for the fast route (outcomes.convert_part10): only the header's
-    pages are touched, never the pixel data's."""
+    For the fast route (outcomes.convert_part10) a large file is memory-mapped: only the
+    header's pages are touched, never the pixel data's. A small one (up to READ_WHOLE bytes) is
+    read whole instead, in one system call: mapping and unmapping it cost more than copying it."""
     name = os.fspath(path)
-    with open(name, "rb") as handle:
+    with open(name, "rb", buffering=0) as handle:  # unbuffered: nothing is read through a buffer
         stat = os.fstat(handle.fileno())
         sizes = {
             "blob_storage_size": stat.st_size,
             "last_updated": datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
         }
         if stat.st_size >= 132 and walks_scans(converter):
+            if stat.st_size <= READ_WHOLE:
+                data = handle.read(stat.st_size)
+                return convert_part10(name, data, converter, accept, lambda: read_with_pydicom(name), **sizes)
             try:
                 mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):  # not mappable (a special file): read it plainly
