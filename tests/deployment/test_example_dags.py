@@ -133,7 +133,6 @@ def test_rest_trigger_with_defaults_and_no_logical_date(deployment, kickoff, see
     default_outputs(deployment, seeded, bigquery_standin, gcs_standin, dag_id, run)
 
 
-@pytest.mark.parametrize("dag_id", EXAMPLES)
 def default_outputs(deployment, seeded, bigquery, gcs, dag_id: str, run: dict) -> None:
     """What a run with the form's defaults wrote (the Variables name the seeded store, dataset, bucket and
     folders), read back from the stand-ins: every row and object exactly once."""
@@ -192,6 +191,7 @@ def objects(gcs, bucket: str, prefix: str) -> list[str]:
     return sorted(b.name.rsplit("/", 1)[-1] for b in gcs.list_blobs(gcs.bucket(bucket), prefix=prefix))
 
 
+@pytest.mark.parametrize("dag_id", EXAMPLES)
 def test_cli_trigger_without_logical_date(deployment, kickoff, dag_id):
     run = finished(deployment, dag_id, kickoff.cli.result(timeout=300)[dag_id], timeout=400)
     assert run["run_type"] == "manual"
