@@ -349,20 +349,23 @@ def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bi
     uids = rows(bigquery_standin, table)
     assert len(uids) == len(set(uids)) == len(CORPUS) + len(seeded.daily_uids)
     exported = export_requests(healthcare_emulator, seeded.store) - exports
-    if exported == 2 and deployment.flavour.airflow2:
-        operations = sorted((op for op in emulator.operations(seeded.healthcare_dataset)
-                             if op["name"] not in operations_before), key=lambda op: op["metadata"]["createTime"])
-        first_end = operations[0].get("metadata", {}).get("endTime")
-        if first_end and datetime.datetime.fromisoformat(first_end) < datetime.datetime.fromisoformat(
-                retry["start_date"]):
+    operations = sorted((op for op in emulator.operations(seeded.healthcare_dataset)
+                         if op["name"] not in operations_before), key=lambda op: op["metadata"]["createTime"])
+    timeline = [(op["metadata"]["createTime"], op["metadata"].get("endTime"), op.get("error", {}).get("code"))
+                for op in operations]
+    if exported == 2 and len(operations) == 2 and deployment.flavour.airflow2:
+        first_end, second_start = timeline[0][1], timeline[1][0]
+        if first_end and datetime.datetime.fromisoformat(first_end) < datetime.datetime.fromisoformat(second_start):
             # Before Airflow 3.3 (no task state store) a retry reattaches only to a still-running
-            # export; Airflow 2.11's retry starts a few seconds later than 3.3's and finds it FINISHED.
-            # Rows are still once (WRITE_TRUNCATE). The Variable-backed operation ledger for
-            # Airflow < 3.3 (lead, in progress) makes it reattach; then this passes.
+            # export; Airflow 2.11's retry starts (parses, renders) a few seconds later than 3.3's
+            # and finds it FINISHED: the second export began after the first ended. Rows are still
+            # once (WRITE_TRUNCATE). The Variable-backed operation ledger for Airflow < 3.3 (lead, in
+            # progress) makes it reattach; then this passes.
             pytest.xfail(f"Airflow 2.11: the killed try's export finished ({first_end}) before the retry "
-                         f"started ({retry['start_date']}) and the retry exported again: needs the operation "
-                         "ledger for Airflow < 3.3")
-    assert exported == 1, "the retry exported a second time"
+                         f"exported again ({second_start}; the retry started {retry['start_date']}): needs the "
+                         "operation ledger for Airflow < 3.3")
+    assert exported == 1, (f"the retry exported a second time: operations (created, ended, error code) "
+                           f"{timeline}; the retry started {retry['start_date']}")
 
 
 def test_worker_task_process_killed_during_a_folder_export(deployment, seeded, bigquery_standin):
