@@ -65,7 +65,7 @@ with DAG(
 ) as dag:
 
     @task
-    def exported_table(params: dict, triggering_asset_events=None) -> str:
+    def exported_table(params: dict, triggering_asset_events=None, triggering_dataset_events=None) -> str:
         from airflow.providers.common.compat.sdk import Variable
 
         from airflow_provider_dicom.utils.assets import table_uri_from_asset
@@ -73,14 +73,16 @@ with DAG(
         if params.get("table"):
             return params["table"]
         latest = None
-        for events in (triggering_asset_events or {}).values():
+        # Airflow 2 calls them dataset events (`triggering_dataset_events`, `event.dataset`).
+        for events in (triggering_asset_events or triggering_dataset_events or {}).values():
             for event in events:
-                if event.asset.uri.startswith("bigquery://") and (latest is None or event.timestamp > latest.timestamp):
-                    latest = event
+                uri = (getattr(event, "asset", None) or event.dataset).uri
+                if uri.startswith("bigquery://") and (latest is None or event.timestamp > latest[1]):
+                    latest = (uri, event.timestamp)
         if latest is not None:
-            print(f"triggered by the export of {latest.asset.uri}")
-            return table_uri_from_asset(latest.asset.uri)
-        table = Variable.get("dicom_table", default=None)
+            print(f"triggered by the export of {latest[0]}")
+            return table_uri_from_asset(latest[0])
+        table = Variable.get("dicom_table", None)  # positional: Airflow 2 names it default_var, 3 default
         if not table:
             raise ValueError("no table: not triggered by an export, and neither the table Param nor the "
                              "Variable dicom_table is set")

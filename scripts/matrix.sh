@@ -14,8 +14,9 @@
 #   at its declared floor (scripts/matrix/floors.txt). The build checks that Airflow and
 #   providers-google stay where they were and that common-compat went up to our floor: that is
 #   what `pip install airflow-provider-dicom` must do in a Composer environment.
-# - airflow-2.11: the latest Airflow 2.11 (its dependencies as of its release), then this provider
-#   with the newest providers that still support 2.11.
+# - airflow-2.11: the latest Airflow 2.11 with its celery and postgres extras (its dependencies as of
+#   its release; the deployment tier runs it on Celery and PostgreSQL), then this provider with the
+#   newest providers that still support 2.11.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,6 +28,7 @@ COMPOSER_310=scripts/matrix/composer-airflow-3.1.0.txt
 COMPOSER_310_DATE=2025-09-27T00:00:00Z  # the day after Airflow 3.1.0's release
 AIRFLOW_211=apache-airflow==2.11.2
 AIRFLOW_211_DATE=2026-03-16T00:00:00Z  # just after 2.11.2's release; later cryptography breaks it
+CELERY_211="apache-airflow-providers-celery<3.17"  # see build_env
 # What the tests need beyond the provider (the main env gets these from the `test` extra, whose
 # deployment-tier tools would pull a newer Airflow's extras here).
 TEST_TOOLS=(pytest pytest-timeout gcp-storage-emulator psutil apache-airflow-providers-openlineage)
@@ -77,10 +79,16 @@ build_env() {
                 "$(sed -n 's/^apache-airflow-providers-common-compat==//p' scripts/matrix/floors.txt)"
             ;;
         airflow-2.11)
-            # 1. Airflow 2.11 as its release's constraints had it (resolved as of that day).
-            "$uv" pip install --quiet --python "$py" --exclude-newer "$AIRFLOW_211_DATE" "$AIRFLOW_211"
+            # 1. Airflow 2.11 as its release's constraints had it (resolved as of that day), with
+            #    the celery and postgres extras the deployment tier's 2.11 Airflow runs on
+            #    (providers-celery, celery, redis, providers-postgres, psycopg2-binary).
+            #    providers-celery 3.17.0 and 3.17.1 break Celery workers on Airflow 2.11 (upstream
+            #    issues 63043, 63729: the worker registers no `execute_command`, every task is
+            #    discarded as unregistered): the newest before them (3.15.2 as of that day).
+            "$uv" pip install --quiet --python "$py" --exclude-newer "$AIRFLOW_211_DATE" \
+                "apache-airflow[celery,postgres]==${AIRFLOW_211#*==}" "$CELERY_211"
             # 2. This provider on top: the newest providers that still support 2.11.
-            "$uv" pip install --quiet --python "$py" -e . "${TEST_TOOLS[@]}" -c <(echo "$AIRFLOW_211")
+            "$uv" pip install --quiet --python "$py" -e . "${TEST_TOOLS[@]}" -c <(echo "$AIRFLOW_211"; echo "$CELERY_211")
             expect_version "$dir" apache-airflow "${AIRFLOW_211#*==}"
             ;;
         *) echo "matrix: unknown env $name (known: ${ENVS[*]})" >&2; return 2 ;;

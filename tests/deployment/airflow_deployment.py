@@ -1,8 +1,11 @@
-"""Airflow 3 run the way users deploy it: PostgreSQL metadata database, CeleryExecutor on Redis with two
-workers, scheduler, dag-processor, triggerer and api-server as separate processes on 127.0.0.1.
+"""Airflow run the way users deploy it: PostgreSQL metadata database, CeleryExecutor on Redis with two
+workers, scheduler, triggerer and the web front as separate processes on 127.0.0.1. Two flavours
+(`Flavour`): Airflow 3.3 from the main .venv (dag-processor and api-server, REST API v2 with a JWT from
+/auth/token), and Airflow 2.11 from the matrix env .matrix/airflow-2.11 (the scheduler parses, the
+webserver serves REST API v1 with basic auth for a FAB user the fixture creates).
 
-Everything here talks to Airflow the way a user does: the REST API v2 (with a JWT from /auth/token) and
-the `airflow` CLI. Nothing imports Airflow in the test process, so the test process's own sqlite
+Everything here talks to Airflow the way a user does: the REST API and the `airflow` CLI of the
+flavour's venv. Nothing imports Airflow in the test process, so the test process's own sqlite
 Airflow (tests/conftest.py) and this deployment never mix.
 
 Why each setting is there:
@@ -11,6 +14,8 @@ Why each setting is there:
 - `hostname_callable` is tests.deployment.hostname.worker_name, so each Celery worker reports its own
   name in the task instances' `hostname` (on one machine both would report the same FQDN).
 - heartbeat and parsing intervals are lowered so runs start within a second or two of a trigger.
+- each flavour has its own database name prefix, a free Redis db number and (2.11) its own Celery
+  queue, so a 2.11 deployment never meets a 3.3 one.
 """
 
 from __future__ import annotations
@@ -39,7 +44,39 @@ TERMINAL = {"success", "failed"}
 
 
 class DeploymentUnavailable(RuntimeError):
-    """PostgreSQL or Redis is not there and could not be started: the tier skips (outside CI)."""
+    """PostgreSQL, Redis or the flavour's venv is not there: the tier skips (outside CI)."""
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between the Airflow versions the tier deploys: where Airflow is installed, which
+    REST API it serves and how a client authenticates, and which processes make a deployment."""
+
+    name: str  # the test id: "3.3", "2.11"
+    python: str  # the interpreter of the venv Airflow runs from
+    database_prefix: str  # PostgreSQL database name prefix (a random suffix follows)
+    api_version: int  # REST API v2 (JWT) or v1 (basic auth)
+    queue: str | None = None  # Celery queue of every task and worker (None: Airflow's default)
+
+    @property
+    def airflow2(self) -> bool:
+        return self.api_version == 1
+
+    @property
+    def api_prefix(self) -> str:
+        return f"/api/v{self.api_version}"
+
+    def unavailable(self) -> str | None:
+        """Why this flavour cannot run here, or None."""
+        if not Path(self.python).exists():
+            return f"{self.python} is missing (Airflow {self.name}: `scripts/matrix.sh build airflow-2.11`)"
+        return None
+
+
+AIRFLOW_3 = Flavour("3.3", sys.executable, "airflow_deploy_", 2)
+AIRFLOW_2 = Flavour("2.11", str(REPO / ".matrix" / "airflow-2.11" / "bin" / "python"), "airflow211_", 1,
+                    queue="airflow211")
+FLAVOURS = {flavour.name: flavour for flavour in (AIRFLOW_3, AIRFLOW_2)}
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -158,13 +195,15 @@ def _group_alive(pgid: int) -> bool:
 
 @dataclass
 class Deployment:
-    """A running Airflow: `api(method, path, ...)` for REST v2, `cli(...)` for the airflow CLI."""
+    """A running Airflow: `api(method, path, ...)` for its REST API (v2 or v1, after the flavour's
+    prefix), `cli(...)` for its airflow CLI."""
 
     home: Path
     env: dict[str, str]
     api_url: str
     username: str
     password: str
+    flavour: Flavour = AIRFLOW_3
     components: dict[str, Component] = field(default_factory=dict)
     _token: str | None = None
     _client: Any = None
@@ -185,13 +224,18 @@ class Deployment:
             self._token = response.json()["access_token"]
         return self._token
 
+    def auth(self) -> dict[str, Any]:
+        """httpx arguments that authenticate a request: a bearer JWT (v2) or basic auth (v1)."""
+        if self.flavour.airflow2:
+            return {"auth": (self.username, self.password)}
+        return {"headers": {"Authorization": f"Bearer {self.token()}"}}
+
     def api(self, method: str, path: str, *, expect: Iterable[int] = (200, 201), **kwargs) -> Any:
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        response = self.client.request(method, f"/api/v2{path}", headers=headers, **kwargs)
-        if response.status_code == 401:  # token expired: log in again, once
+        url = f"{self.flavour.api_prefix}{path}"
+        response = self.client.request(method, url, **self.auth(), **kwargs)
+        if response.status_code == 401 and not self.flavour.airflow2:  # token expired: log in again, once
             self._token = None
-            headers = {"Authorization": f"Bearer {self.token()}"}
-            response = self.client.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+            response = self.client.request(method, url, **self.auth(), **kwargs)
         if response.status_code not in tuple(expect):
             raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else None
@@ -210,8 +254,11 @@ class Deployment:
 
     def trigger(self, dag_id: str, conf: dict | None = None, *, logical_date: str | None = None,
                 run_id: str | None = None) -> str:
-        """POST dagRuns with `logical_date: null` unless given (the Airflow 3 default); the run id."""
+        """POST dagRuns with `logical_date: null` unless given (the Airflow 3 default; Airflow 2 has no
+        run without one: the field is left out and the run gets the trigger's instant); the run id."""
         body: dict[str, Any] = {"logical_date": logical_date}
+        if logical_date is None and self.flavour.airflow2:
+            del body["logical_date"]
         if conf is not None:
             body["conf"] = conf
         if run_id is not None:
@@ -246,16 +293,29 @@ class Deployment:
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
 
+    def links(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, str | None]:
+        """The task instance's extra links, name -> URL (what the UI shows): v2 wraps them in
+        `extra_links`, v1 answers the mapping itself."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        params = {"map_index": map_index} if map_index >= 0 else None
+        links = self.api("GET", path, params=params)
+        return links if self.flavour.airflow2 else links["extra_links"]
+
+    def health(self) -> dict[str, Any]:
+        """The components' health, as /monitor/health (v2) or /health (v1) reports it."""
+        return self.api("GET", "/health" if self.flavour.airflow2 else "/monitor/health")
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         entry = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
                          params={"deserialize": "true", "stringify": "false"})
         return entry["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        auth = self.auth()
         response = self.client.get(
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            f"{self.flavour.api_prefix}/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
             params={"map_index": map_index, "full_content": "true"},
-            headers={"Authorization": f"Bearer {self.token()}", "Accept": "text/plain"},
+            headers={**auth.pop("headers", {}), "Accept": "text/plain"}, **auth,
         )
         return response.text
 
@@ -270,7 +330,7 @@ class Deployment:
 
     # --- CLI ----------------------------------------------------------------------------------
     def cli(self, *args: str, timeout: float = 180.0, check: bool = True) -> subprocess.CompletedProcess:
-        completed = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True,
+        completed = subprocess.run([self.flavour.python, "-m", "airflow", *args], env=self.env, capture_output=True,
                                    text=True, timeout=timeout, cwd=self.home)
         if check and completed.returncode != 0:
             raise AssertionError(f"airflow {' '.join(args)} exited {completed.returncode}:\n"
@@ -317,23 +377,28 @@ class Deployment:
             self._client.close()
 
 
-def task_process(ti_id: str):
-    """The task runner process of a running task instance (its title is `airflow worker -- <ti id>`)."""
+def task_process(ti: dict):
+    """The process running a task instance's code: Airflow 3's task runner (its title is `airflow worker
+    -- <ti id>`), Airflow 2's (`airflow task runner: <dag> <task> <run id> <job id>`)."""
     import psutil
 
+    if "id" in ti:  # Airflow 3: task instances have an id
+        title = f"airflow worker -- {ti['id']}"
+    else:
+        title = f"airflow task runner: {ti['dag_id']} {ti['task_id']} {ti['dag_run_id']} "
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or ())
-        if f"airflow worker -- {ti_id}" in cmdline:
+        if title in cmdline:
             return proc
     return None
 
 
 # --- building one ------------------------------------------------------------------------------
-def create_database() -> tuple[str, Callable[[], None]]:
-    """A fresh PostgreSQL database `airflow_deploy_<random>` and the function that drops it."""
+def create_database(prefix: str = AIRFLOW_3.database_prefix) -> tuple[str, Callable[[], None]]:
+    """A fresh PostgreSQL database `<prefix><random>` and the function that drops it."""
     import psycopg2
 
-    name = f"airflow_deploy_{secrets.token_hex(4)}"
+    name = f"{prefix}{secrets.token_hex(4)}"
     admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
@@ -369,7 +434,7 @@ def redis_db() -> tuple[int, Callable[[], None]]:
 
 
 def build_environment(home: Path, database: str, redis_number: int, api_port: int, extra_env: dict[str, str],
-                      username: str, password: str) -> dict[str, str]:
+                      username: str, password: str, flavour: Flavour = AIRFLOW_3) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
     pg = f"postgres@{PG_HOST}:{PG_PORT}/{database}"
@@ -413,7 +478,32 @@ def build_environment(home: Path, database: str, redis_number: int, api_port: in
         "AIRFLOW__OPENLINEAGE__DISABLED": "True",
         "DICOM_EXAMPLE_POLL_SECONDS": "1",
     })
+    if flavour.airflow2:
+        env.update(airflow2_settings(api_port))
+    if flavour.queue:
+        env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = flavour.queue
     return env
+
+
+def airflow2_settings(web_port: int) -> dict[str, str]:
+    """Airflow 2.11's names for what build_environment sets in Airflow 3's: the scheduler parses the DAG
+    folder (no dag-processor), the webserver (one gunicorn worker) serves REST API v1 with basic auth
+    (and the session, for a browser) against FAB users, XCom values come back deserialized."""
+    return {
+        "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+        "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(web_port),
+        "AIRFLOW__WEBSERVER__BASE_URL": f"http://127.0.0.1:{web_port}",
+        "AIRFLOW__WEBSERVER__WORKERS": "1",
+        "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_hex(16),
+        "AIRFLOW__WEBSERVER__WARN_DEPLOYMENT_EXPOSURE": "False",
+        "AIRFLOW__API__AUTH_BACKENDS": "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,"
+                                       "airflow.providers.fab.auth_manager.api.auth.backend.session",
+        "AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT": "True",
+        "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "60",
+        "AIRFLOW__SCHEDULER__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
+    }
 
 
 class Launcher:
@@ -422,8 +512,9 @@ class Launcher:
     then `launch(extra_env)` (every component, with the stand-ins' environment). `cleanup()` undoes
     whatever was done, in reverse."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, flavour: Flavour = AIRFLOW_3) -> None:
         self.home = home
+        self.flavour = flavour
         self.cleanups: list[Callable[[], None]] = []
         self.deployment: Deployment | None = None
         self.migrate_seconds = 0.0
@@ -438,7 +529,7 @@ class Launcher:
 
     def prepare(self) -> None:
         home = self.home
-        database, drop = create_database()
+        database, drop = create_database(self.flavour.database_prefix)
         self.cleanups.append(drop)
         redis_number, flush = redis_db()
         self.cleanups.append(flush)
@@ -448,11 +539,15 @@ class Launcher:
             shutil.copy(source, home / "dags" / source.name)
         self.api_port = free_port()
         username, password = "admin", secrets.token_urlsafe(12)
-        env = build_environment(home, database, redis_number, self.api_port, {}, username, password)
-        self.deployment = Deployment(home, env, f"http://127.0.0.1:{self.api_port}", username, password)
+        env = build_environment(home, database, redis_number, self.api_port, {}, username, password, self.flavour)
+        self.deployment = Deployment(home, env, f"http://127.0.0.1:{self.api_port}", username, password,
+                                     self.flavour)
         self.cleanups.append(self.deployment.stop)
         began = time.monotonic()
         self.deployment.cli("db", "migrate", timeout=600)
+        if self.flavour.airflow2:  # FAB's users: the REST API's basic auth checks this one
+            self.deployment.cli("users", "create", "--username", username, "--password", password, "--role", "Admin",
+                                "--email", "admin@example.invalid", "--firstname", "Deploy", "--lastname", "Tier")
         self.migrate_seconds = time.monotonic() - began
 
     def launch(self, extra_env: dict[str, str], *, startup_timeout: float = 300.0) -> Deployment:
@@ -462,16 +557,29 @@ class Launcher:
         env = deployment.env
         home = self.home
         began = time.monotonic()
-        airflow = [sys.executable, "-m", "airflow"]
-        commands = {
-            "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
-            "dag-processor": [*airflow, "dag-processor"],
-            "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
-            "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
-        }
+        flavour = self.flavour
+        airflow = [flavour.python, "-m", "airflow"]
+        if flavour.airflow2:
+            commands = {
+                "webserver": [*airflow, "webserver", "--hostname", "127.0.0.1", "--port", str(self.api_port),
+                              "--workers", "1"],
+                "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
+                "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+            }
+            healthy = ("metadatabase", "scheduler", "triggerer")
+        else:
+            commands = {
+                "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port)],
+                "dag-processor": [*airflow, "dag-processor"],
+                "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
+                "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+            }
+            healthy = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         for worker in WORKERS:
             commands[worker] = [*airflow, "celery", "worker", "--celery-hostname", f"{worker}@127.0.0.1",
                                 "--concurrency", "2", "--skip-serve-logs", "--without-gossip", "--without-mingle"]
+            if flavour.queue:
+                commands[worker] += ["--queues", flavour.queue]
         for name, argv in commands.items():
             component_env = dict(env, DEPLOY_WORKER_NAME=name)
             deployment.components[name] = Component(name, argv, component_env, home / "logs" / f"{name}.log")
@@ -485,11 +593,10 @@ class Launcher:
             if not all("ready." in deployment.components[w].tail(100_000) for w in WORKERS):
                 return False
             try:
-                health = deployment.client.get("/api/v2/monitor/health", timeout=5).json()
+                health = deployment.health()
             except Exception:  # noqa: BLE001 - not up yet
                 return False
-            if any(health.get(part, {}).get("status") != "healthy" for part in ("metadatabase", "scheduler",
-                                                                                "triggerer", "dag_processor")):
+            if any((health.get(part) or {}).get("status") != "healthy" for part in healthy):
                 return False
             parsed = {d["dag_id"] for d in deployment.api("GET", "/dags", params={"limit": 100})["dags"]}
             wanted = {p.stem for p in (home / "dags").glob("*.py")}
@@ -503,6 +610,6 @@ class Launcher:
                     f"Airflow did not become ready in {startup_timeout:.0f}s; import errors {errors}\n" + "\n".join(
                         f"--- {c.name}:\n{c.tail(1500)}" for c in deployment.components.values()))
             time.sleep(1.0)
-        print(f"deployment: db migrate {self.migrate_seconds:.0f}s, components ready in "
+        print(f"deployment (Airflow {flavour.name}): db migrate {self.migrate_seconds:.0f}s, components ready in "
               f"{time.monotonic() - began:.0f}s", file=sys.stderr)
         return deployment

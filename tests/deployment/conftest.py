@@ -2,6 +2,13 @@
 the tier's tests, started when the first of them needs it and stopped after the last, with the
 stand-ins (BigQuery, GCS, the Cloud Healthcare emulator) seeded once and named in Airflow Variables.
 
+Two Airflow versions, one after the other (never side by side: 2 cores): every test of the tier runs
+on Airflow 3.3 (the main .venv), and the tests marked `airflow2` run on Airflow 2.11 too (the matrix
+env .matrix/airflow-2.11). The package-scoped fixture `airflow` is parametrized with both flavours
+(test ids `[airflow-3.3]`, `[airflow-2.11]`); pytest groups the tests by it and tears the 3.3
+deployment (and its seeded data) down before it starts the 2.11 one. The 2.11 items of unmarked tests
+are deselected.
+
 Outside CI the tier skips, saying why, when PostgreSQL or Redis is neither running nor startable;
 with CI=true it fails instead: a CI run must never pass without it."""
 
@@ -19,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployment import airflow_deployment
-from tests.deployment.airflow_deployment import Deployment, DeploymentUnavailable
+from tests.deployment.airflow_deployment import FLAVOURS, Deployment, DeploymentUnavailable, Flavour
 
 PROJECT = "local-dicom"
 LOCATION = "us-central1"
@@ -30,14 +37,51 @@ BACKFILL_DAYS = [datetime.date(2025, 3, d) for d in range(1, 7)]
 FOLDER_INSTANCES = 1500
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that needs a deployment gets one item per Airflow flavour (deselected below unless
+    the flavour is 3.3 or the test is marked `airflow2`)."""
+    if "airflow" in metafunc.fixturenames:
+        metafunc.parametrize("airflow", list(FLAVOURS), indirect=True, scope="package",
+                             ids=[f"airflow-{name}" for name in FLAVOURS])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deselected = [item for item in items if _flavour_of(item) not in (None, "3.3")
+                  and item.get_closest_marker("airflow2") is None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        dropped = set(deselected)
+        items[:] = [item for item in items if item not in dropped]
+
+
+def _flavour_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("airflow") if callspec is not None else None
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"deployment tier cannot run in CI: {reason}")
+    pytest.skip(f"deployment tier skipped: {reason}")
+
+
 @pytest.fixture(scope="package")
 def services() -> None:
     try:
         airflow_deployment.ensure_services()
     except DeploymentUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"deployment tier cannot run in CI: {exc}")
-        pytest.skip(f"deployment tier skipped: {exc}")
+        _unavailable(str(exc))
+
+
+@pytest.fixture(scope="package")
+def airflow(request: pytest.FixtureRequest, services) -> Flavour:
+    """The Airflow flavour of this part of the tier (3.3 or 2.11); the 2.11 env comes from
+    `scripts/matrix.sh build`, which scripts/test.sh runs first."""
+    flavour = FLAVOURS[request.param]
+    reason = flavour.unavailable()
+    if reason:
+        _unavailable(reason)
+    return flavour
 
 
 @dataclass
@@ -134,13 +178,13 @@ def variables(seeded: Seeded) -> dict[str, str]:
 
 
 @pytest.fixture(scope="package")
-def launcher(services) -> Iterator[airflow_deployment.Launcher]:
+def launcher(services, airflow: Flavour) -> Iterator[airflow_deployment.Launcher]:
     """Creates the database and runs `airflow db migrate` in a background thread while the stand-ins
     start and are seeded (the two slowest steps of the tier's start, side by side)."""
     import threading
 
-    home = Path(tempfile.mkdtemp(prefix="airflow-deploy-"))
-    launcher = airflow_deployment.Launcher(home)
+    home = Path(tempfile.mkdtemp(prefix=f"airflow-deploy-{airflow.name}-"))
+    launcher = airflow_deployment.Launcher(home, airflow)
     errors: list[BaseException] = []
 
     def prepare() -> None:

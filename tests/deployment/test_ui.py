@@ -136,8 +136,7 @@ def test_trigger_form_with_defaults_and_extra_links(page, deployment, form_runs,
     for ti in deployment.task_instances(dag_id, run_id):
         if ti["state"] != "success" or ti["map_index"] >= 0:
             continue
-        links = deployment.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/links")
-        urls = {name: url for name, url in links["extra_links"].items() if url}
+        urls = {name: url for name, url in deployment.links(dag_id, run_id, ti["task_id"]).items() if url}
         if urls:
             linked[ti["task_id"]] = urls
     if dag_id not in NO_EXPORT_TASK:

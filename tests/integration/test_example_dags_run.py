@@ -241,6 +241,23 @@ def test_cohort_on_export_selects_from_the_table_it_is_given(dags_folder, env, l
 
 
 @pytest.mark.matrix
+def test_cohort_on_export_by_hand_reads_the_table_variable(dags_folder, env, loaded_store, bq_dataset, gcs_bucket,
+                                                          monkeypatch):
+    """A manual run with no table Param selects from the Variable dicom_table (the form's defaults; on
+    Airflow 2 `Variable.get` has no `default` keyword: the run failed there with TypeError)."""
+    project, dataset = bq_dataset.split(".")
+    export_run, _ = run(dags_folder, "example_dicom_scheduled_export", logical_date=None,
+                        run_conf={"source": loaded_store, "project": project, "dataset": dataset})
+    table = f"bq://{bq_dataset}.instances_{run_key(export_run.run_id)}"
+    monkeypatch.setenv("AIRFLOW_VAR_DICOM_TABLE", table)
+    dag_run, states = run(dags_folder, "example_dicom_cohort_on_export", logical_date=None,
+                          run_conf={"bucket": gcs_bucket.name, "modality": "MR"})
+    assert set(states.values()) == {"success"}, states
+    assert xcom(dag_run, "exported_table") == table
+    assert xcom(dag_run, "build_filter")["instances"] == 2
+
+
+@pytest.mark.matrix
 def test_store_export_example_exports_metadata_and_files(dags_folder, env, loaded_store, bq_dataset, bigquery_standin,
                                                         gcs_bucket, pydicom_corpus):
     """The store export example, both exports deferred to the trigger: the table holds every
