@@ -353,17 +353,6 @@ def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bi
                          if op["name"] not in operations_before), key=lambda op: op["metadata"]["createTime"])
     timeline = [(op["metadata"]["createTime"], op["metadata"].get("endTime"), op.get("error", {}).get("code"))
                 for op in operations]
-    if exported == 2 and len(operations) == 2 and deployment.flavour.airflow2:
-        first_end, second_start = timeline[0][1], timeline[1][0]
-        if first_end and datetime.datetime.fromisoformat(first_end) < datetime.datetime.fromisoformat(second_start):
-            # Before Airflow 3.3 (no task state store) a retry reattaches only to a still-running
-            # export; Airflow 2.11's retry starts (parses, renders) a few seconds later than 3.3's
-            # and finds it FINISHED: the second export began after the first ended. Rows are still
-            # once (WRITE_TRUNCATE). The Variable-backed operation ledger for Airflow < 3.3 (lead, in
-            # progress) makes it reattach; then this passes.
-            pytest.xfail(f"Airflow 2.11: the killed try's export finished ({first_end}) before the retry "
-                         f"exported again ({second_start}; the retry started {retry['start_date']}): needs the "
-                         "operation ledger for Airflow < 3.3")
     assert exported == 1, (f"the retry exported a second time: operations (created, ended, error code) "
                            f"{timeline}; the retry started {retry['start_date']}")
 
