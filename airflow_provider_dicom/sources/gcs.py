@@ -68,6 +68,12 @@ _KINDS_REMEMBERED = 64
 _KIND_TOLERANCE_MIN = 1024
 # Ranges pydicom asks for (fallback reader) are rounded up to this, so it does not fetch byte by byte.
 _FALLBACK_BLOCK = 16 * 1024
+# Objects up to this size are read whole, in one request. Reading only a small object's header
+# saves a few kilobytes, but whatever lies after its pixel data (the 8-byte check for the end of
+# encapsulated pixel data, elements after native pixel data) then costs a second request, and a
+# request costs far more than 64 KiB of transfer: tens of milliseconds of latency on Cloud Storage
+# and, in the exporting process, more CPU than converting the header.
+WHOLE_OBJECT_MAX = 64 * 1024
 _LIST_FIELDS = "items(name,size,updated,generation,contentEncoding),nextPageToken"
 
 Fetch = Callable[[int, int], bytes]  # (start, end exclusive) -> bytes of that range
@@ -474,6 +480,8 @@ class GcsDicomSource:
     `client` is a google.cloud.storage.Client (from Airflow's GCSHook in the operator; it honours
     STORAGE_EMULATOR_HOST). `on_fetch` is called (in the consuming thread, in listing order) with
     each object's FetchRecord, so callers can check what reading cost; `stats` holds the totals.
+    Objects of at most WHOLE_OBJECT_MAX bytes are read whole in one request; `first_read` fixes
+    every object's first range instead (no learning, no whole reads).
     """
 
     def __init__(
@@ -564,7 +572,12 @@ class GcsDicomSource:
                 fetch = ranges.fetch(self.bucket, info.name, info.generation)
             else:
                 fetch = gcs_fetch(bucket.blob(info.name, generation=info.generation))
-            first = self._fixed_first_read or self.estimator.first_read(info.size)
+            if self._fixed_first_read is not None:
+                first = self._fixed_first_read
+            elif info.size <= WHOLE_OBJECT_MAX:
+                first = info.size
+            else:
+                first = self.estimator.first_read(info.size)
             result = read_header(info, fetch, first, uri=f"gs://{self.bucket}/{info.name}")
             if result.record.header_end is not None and self._fixed_first_read is None:
                 self.estimator.observe(result.record.header_end, info.size)

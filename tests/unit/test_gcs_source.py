@@ -20,6 +20,7 @@ from airflow_provider_dicom.sources.folder import convert_file, iter_folder
 from airflow_provider_dicom.sources.gcs import (
     MAX_FIRST_READ,
     MIN_FIRST_READ,
+    WHOLE_OBJECT_MAX,
     FirstReadEstimator,
     GcsDicomSource,
     ObjectInfo,
@@ -335,7 +336,9 @@ class FakeClient:
 
 def test_source_lists_a_prefix_as_a_folder_and_keeps_listing_order():
     datasets = [make_dataset(Modality="CT", InstanceNumber=str(i)) for i in range(40)]
-    objects = {f"ct/{i:03d}.dcm": to_file_bytes(with_pixels(ds, 128, 128)) for i, ds in enumerate(datasets)}
+    # 128 KiB of pixels: objects above WHOLE_OBJECT_MAX, whose headers alone are read.
+    objects = {f"ct/{i:03d}.dcm": to_file_bytes(with_pixels(ds, 256, 256)) for i, ds in enumerate(datasets)}
+    assert min(len(data) for data in objects.values()) > WHOLE_OBJECT_MAX
     objects["ct/README"] = b"not dicom"
     objects["ct/folder/"] = b""
     objects["ct-old/x.dcm"] = objects["ct/000.dcm"]
@@ -361,15 +364,41 @@ def test_source_lists_a_prefix_as_a_folder_and_keeps_listing_order():
     assert source.stats.bytes_fetched < source.stats.object_bytes / 5
 
 
+def test_small_objects_cost_one_request_whatever_follows_their_pixel_data(tmp_path):
+    # Encapsulated pixel data (whose end is checked) and elements after native pixel data each
+    # cost a second request when only the header is read; objects this small are read whole.
+    objects = {
+        "s/plain.dcm": to_file_bytes(with_pixels(make_dataset(Modality="CT"), 64, 64)),
+        "s/encapsulated.dcm": encapsulated_file(trailer=False, repeat=40),
+        "s/trailer.dcm": trailer_file(encapsulated=False, size=64),
+        "s/encapsulated-trailer.dcm": encapsulated_file(trailer=True, repeat=40),
+        "s/no-pixels.dcm": to_file_bytes(make_dataset(Modality="SR")),
+    }
+    assert max(len(data) for data in objects.values()) <= WHOLE_OBJECT_MAX
+    client = FakeClient(objects)
+    records = []
+    outcomes = list(GcsDicomSource("gs://bkt/s", client=client, workers=2, on_fetch=records.append).outcomes(
+        InstanceConverter()
+    ))
+    assert [(r.requests, r.bytes_fetched) for r in records] == [(1, r.size) for r in records]
+    for outcome in outcomes:
+        name = outcome.path.removeprefix("gs://bkt/")
+        expected = folder_outcome(tmp_path, objects[name])
+        assert outcome.status == OK == expected.status, outcome.reason
+        assert {k: v for k, v in outcome.converted.row.items() if k != "LastUpdated"} == {
+            k: v for k, v in expected.converted.row.items() if k != "LastUpdated"
+        }
+
+
 # -- what follows the pixel data ---------------------------------------------------------------
 
 
-def encapsulated_file(trailer: bool, decoy: bytes = b"") -> bytes:
+def encapsulated_file(trailer: bool, decoy: bytes = b"", repeat: int = 1200) -> bytes:
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGBaseline8Bit
 
     ds = with_pixels(make_dataset(Modality="XA"), 16, 16)
-    ds.PixelData = encapsulate([bytes(range(256)) * 1200, bytes(255 - b for b in range(256)) * 1200 + decoy])
+    ds.PixelData = encapsulate([bytes(range(256)) * repeat, bytes(255 - b for b in range(256)) * repeat + decoy])
     ds["PixelData"].VR = "OB"
     if trailer:
         ds.DataSetTrailingPadding = b"\x00" * 64
