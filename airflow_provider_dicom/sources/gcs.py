@@ -217,34 +217,33 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
     record = FetchRecord(uri or info.name, info.size)
     counting = _CountingFetch(fetch, record)
     size = info.size
-    buf = bytearray()
+    head = b""  # the bytes fetched so far (a single read's bytes are used as they came, uncopied)
     want = min(size, max(1, first_read))
     try:
         while True:
-            if want > len(buf):
-                asked = want - len(buf)
-                chunk = counting(len(buf), want)
-                buf += chunk
+            if want > len(head):
+                asked = want - len(head)
+                chunk = counting(len(head), want)
+                head = head + chunk if head else bytes(chunk)
                 if len(chunk) < asked:
                     # The object is shorter than listed (a short read): what we have is all there is.
-                    size = len(buf)
-            head = bytes(buf)
+                    size = len(head)
             try:
                 lean = scan_part10(head, object_size=size)
             except NeedMoreData as exc:
-                grown = min(size, max(exc.needed, 2 * len(buf)))
-                if grown <= len(buf):  # cannot happen with a consistent parser; never loop forever
-                    return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
+                grown = min(size, max(exc.needed, 2 * len(head)))
+                if grown <= len(head):  # cannot happen with a consistent parser; never loop forever
+                    return HeaderRead(info, record, head=head, fallback=True, fetch=counting)
                 want = grown
                 continue
             except Truncated as exc:
                 return HeaderRead(info, record, truncated=str(exc))
             except Unsupported:
-                return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
+                return HeaderRead(info, record, head=head, fallback=True, fetch=counting)
             pixel = next((_Pixel(*lean.body[tag][2:]) for tag in PIXEL_TAGS if tag in lean.body), None)
             if pixel is not None:
                 record.header_end = pixel.value_tell
-            if pixel is not None and len(buf) < size and _has_trailer(pixel, head, size, counting):
+            if pixel is not None and len(head) < size and _has_trailer(pixel, head, size, counting):
                 # Elements after the pixel data (padding, digital signatures) belong in the row.
                 with_trailer = _with_trailer(lean, pixel, head, size, counting)
                 if with_trailer is not None:
@@ -258,7 +257,7 @@ def read_header(info: ObjectInfo, fetch: Fetch, first_read: int, *, uri: str | N
         raise  # the service stopped answering: the export's failure (see outcomes.never_raises)
     except Exception:  # noqa: BLE001 - whatever the lean parser cannot take, pydicom judges
         # (its verdict, exception or not, becomes the object's outcome: outcomes.never_raises)
-        return HeaderRead(info, record, head=bytes(buf), fallback=True, fetch=counting)
+        return HeaderRead(info, record, head=head, fallback=True, fetch=counting)
 
 
 # The sequence delimitation item (tag and zero length) as little and big endian bytes.
