@@ -15,10 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _uv() -> Path:
+    """uv of this environment, else the checkout's main .venv's (the version matrix's envs have none)."""
+    here = Path(sys.executable).with_name("uv")
+    return here if here.exists() else ROOT / ".venv" / "bin" / "uv"
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> zipfile.ZipFile:
+def wheel_path(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    uv = Path(sys.executable).with_name("uv")
+    uv = _uv()
     # sdist first, then the wheel from it (what uv and pip do by default): no stale build/ folder
     # of the checkout can leak into the wheel.
     command = [str(uv), "build", "--out-dir", str(out), str(ROOT)] if uv.exists() else [
@@ -27,8 +33,60 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (built,) = out.glob("airflow_provider_dicom-*.whl")
-    with zipfile.ZipFile(built) as archive:
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_path) -> zipfile.ZipFile:
+    with zipfile.ZipFile(wheel_path) as archive:
         yield archive
+
+
+PARSE_EXAMPLES = """
+import json, sys
+import airflow_provider_dicom
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:
+    from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])  # [core] load_examples is off in the tests
+print(json.dumps({"package": airflow_provider_dicom.__file__, "dags": sorted(bag.dag_ids),
+                  "errors": {k: v[-500:] for k, v in bag.import_errors.items()}}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.matrix  # also on Composer's Airflow 3.1.0 set and on Airflow 2.11 (scripts/matrix.sh)
+def test_the_wheel_installs_beside_this_airflow_and_parses_every_example_dag(wheel_path, tmp_path, airflow_db):
+    """What a user of this Airflow gets from `pip install`: the wheel's requirements are met by
+    what is installed (nothing of Airflow's is up- or downgraded), and the wheel's own code, not
+    the checkout's, parses every example DAG without an import error (a DAG scheduled on an asset
+    alias reads the metadata database while it is parsed on Airflow 2.11: `airflow_db`)."""
+    import json
+    import os
+
+    plan = subprocess.run(
+        [str(_uv()), "pip", "install", "--dry-run", "--python", sys.executable, str(wheel_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    changes = [line.strip() for line in (plan.stdout + plan.stderr).splitlines() if line.strip()[:2] in ("+ ", "- ")]
+    assert changes and all(c[2:].startswith("airflow-provider-dicom") for c in changes), changes
+
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel_path) as archive:
+        archive.extractall(site)
+    examples = sorted(p.stem for p in (ROOT / "example_dags").glob("example_*.py"))
+    env = {**os.environ, "PYTHONPATH": str(site), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_EXAMPLES, str(ROOT / "example_dags")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    parsed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert parsed["package"].startswith(str(site)), parsed["package"]
+    assert parsed["errors"] == {}
+    assert len(parsed["dags"]) >= len(examples), (parsed["dags"], examples)
 
 
 @pytest.mark.integration
