@@ -323,21 +323,39 @@ def wait_for_task_process(deployment, dag_id: str, run_id: str, task_id: str, ti
     return proc
 
 
+@pytest.fixture
+def own_store(healthcare_emulator, pydicom_corpus) -> tuple[str, str]:
+    """A Healthcare dataset and store of one test alone: a retry that lost its operation's name
+    looks for the exports started in the dataset since it sent the request, and exports that
+    other tests' runs start at the same time in a shared dataset would be candidates too."""
+    import uuid
+
+    from dicom_standins.emulator import EmulatorClient
+    from tests.deployment.conftest import LOCATION
+
+    client = EmulatorClient(healthcare_emulator.url)
+    dataset = client.create_dataset(PROJECT, LOCATION, f"kill_{uuid.uuid4().hex[:8]}")
+    store = client.create_dicom_store(dataset, "store")
+    client.store_instances(store, [pydicom_corpus / name for name in CORPUS])
+    return dataset, store
+
+
 @pytest.mark.airflow2
 def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bigquery_standin,
-                                                          healthcare_emulator):
+                                                          healthcare_emulator, own_store):
     from dicom_standins.emulator import EmulatorClient
 
+    hc_dataset, store = own_store
     dag_id, table = "deploy_store_export_retry", f"bq://{PROJECT}.{seeded.dataset}.killed_store"
     emulator = EmulatorClient(healthcare_emulator.url)
-    exports = export_requests(healthcare_emulator, seeded.store)
-    operations_before = {op["name"] for op in emulator.operations(seeded.healthcare_dataset)}
-    emulator.set_behaviour(instance_delay=0.5)  # about 7 s of export: the kill lands mid-operation
+    exports = export_requests(healthcare_emulator, store)
+    operations_before = {op["name"] for op in emulator.operations(hc_dataset)}
+    emulator.set_behaviour(instance_delay=1.5)  # about 7 s of export: the kill lands mid-operation
     try:
         unpause(deployment, dag_id)
-        run_id = deployment.trigger(dag_id, {"store": seeded.store, "table": table})
+        run_id = deployment.trigger(dag_id, {"store": store, "table": table})
         proc = wait_for_task_process(deployment, dag_id, run_id, "export_store")
-        assert _wait(lambda: export_requests(healthcare_emulator, seeded.store) > exports, 60, 0.3), \
+        assert _wait(lambda: export_requests(healthcare_emulator, store) > exports, 60, 0.3), \
             "the export never started"
         proc.send_signal(signal.SIGKILL)
         emulator.set_behaviour(instance_delay=0.0)
@@ -347,9 +365,9 @@ def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bi
     retry = deployment.task_instance(dag_id, run_id, "export_store")
     assert retry["try_number"] == 2
     uids = rows(bigquery_standin, table)
-    assert len(uids) == len(set(uids)) == len(CORPUS) + len(seeded.daily_uids)
-    exported = export_requests(healthcare_emulator, seeded.store) - exports
-    operations = sorted((op for op in emulator.operations(seeded.healthcare_dataset)
+    assert len(uids) == len(set(uids)) == len(CORPUS)
+    exported = export_requests(healthcare_emulator, store) - exports
+    operations = sorted((op for op in emulator.operations(hc_dataset)
                          if op["name"] not in operations_before), key=lambda op: op["metadata"]["createTime"])
     timeline = [(op["metadata"]["createTime"], op["metadata"].get("endTime"), op.get("error", {}).get("code"))
                 for op in operations]
