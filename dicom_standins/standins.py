@@ -220,13 +220,19 @@ def _gcs_command() -> list[str]:
     return [sys.executable, "-m", "gcp_storage_emulator"]
 
 
-def start_gcs(*, startup_timeout: float = 30.0) -> Standin:
-    """Start gcp-storage-emulator in memory on a free 127.0.0.1 port; `env` holds STORAGE_EMULATOR_HOST."""
+def start_gcs(*, startup_timeout: float = 30.0, keep_alive: bool = False) -> Standin:
+    """Start gcp-storage-emulator in memory on a free 127.0.0.1 port; `env` holds STORAGE_EMULATOR_HOST.
+
+    `keep_alive` serves HTTP/1.1 keep-alive from a thread per connection, as Cloud Storage does
+    (see `dicom_standins.gcs_keep_alive`): for measuring a client's cost per request without the
+    shipped emulator's new connection per request. Tests keep the shipped emulator.
+    """
 
     def attempt(workdir: Path) -> Standin:
         port = free_port()
         url = f"http://{HOST}:{port}"
-        argv = [*_gcs_command(), "start", "--host", HOST, "--port", str(port), "--in-memory"]
+        command = [sys.executable, "-m", "dicom_standins.gcs_keep_alive"] if keep_alive else _gcs_command()
+        argv = [*command, "start", "--host", HOST, "--port", str(port), "--in-memory"]
         standin = _launch(
             "gcs", argv, dict(os.environ), workdir, url, f"{url}/storage/v1/b?project={STANDIN_PROJECT}",
             lambda status, body: status == 200, startup_timeout,

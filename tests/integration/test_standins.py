@@ -38,3 +38,28 @@ def test_stand_in_answers_on_loopback_and_stop_ends_it(start):
     assert not _listening(port)
     assert not workdir.exists()
     standin.stop()  # a second stop is harmless
+
+
+def test_keep_alive_gcs_stand_in_serves_many_requests_on_a_connection_and_many_connections_at_once():
+    """What the gs:// benchmark relies on: the emulator as shipped closes every connection; the
+    keep-alive one answers HTTP/1.1 on the same connection, whole (Content-Length), while a second
+    connection is served at the same time (a single-threaded server would wait for the first)."""
+    import http.client
+
+    with start_gcs(keep_alive=True) as standin:
+        storage_client(standin).create_bucket("keep-alive").blob("a/b.dcm").upload_from_string(b"0123456789" * 100)
+        path = "/download/storage/v1/b/keep-alive/o/a%2Fb.dcm?alt=media"
+        first = http.client.HTTPConnection("127.0.0.1", standin.port, timeout=10)
+        second = http.client.HTTPConnection("127.0.0.1", standin.port, timeout=10)
+        for connection in (first, second, first, second, first):
+            connection.request("GET", path, headers={"Range": "bytes=10-29"})
+            response = connection.getresponse()
+            assert (response.status, response.version, response.read()) == (206, 11, b"0123456789" * 2)
+            assert not response.will_close
+        first.close()
+        second.close()
+    with start_gcs() as shipped:
+        storage_client(shipped).create_bucket("shipped").blob("x").upload_from_string(b"1")
+        connection = http.client.HTTPConnection("127.0.0.1", shipped.port, timeout=10)
+        connection.request("GET", "/download/storage/v1/b/shipped/o/x?alt=media")
+        assert connection.getresponse().will_close  # what the benchmark's default avoids
