@@ -68,14 +68,14 @@ def bigquery_store_export(
     from airflow_provider_dicom.model.options import SchemaVariant
 
     variant = SchemaVariant.parse(schema) if schema is not None else None
-    kwargs: dict[str, Any] = {
-        "write_disposition": write_disposition,
-        "force": force,
-        "include_source_store": include_source_store,
-        "schema": variant.value if variant is SchemaVariant.JSON else None,
-        "filter_gcs_uri": filter_gcs_uri,
-    }
-    body = export_requests.bigquery_export_request(table_uri, **kwargs)
+    body = export_requests.bigquery_export_request(
+        table_uri,
+        write_disposition=write_disposition,
+        force=force,
+        include_source_store=include_source_store,
+        schema=variant.value if variant is SchemaVariant.JSON else None,
+        filter_gcs_uri=filter_gcs_uri,
+    )
     return StoreExport(name, body["bigqueryDestination"]["tableUri"], body)
 
 
@@ -84,8 +84,7 @@ def gcs_store_export(
 ) -> StoreExport:
     """A store export of the instance files to Cloud Storage; raises ValueError naming the bad value."""
     name = str(export_requests.check_store_name(store))
-    kwargs: dict[str, Any] = {"mime_type": mime_type, "filter_gcs_uri": filter_gcs_uri}
-    body = export_requests.gcs_export_request(uri_prefix, **kwargs)
+    body = export_requests.gcs_export_request(uri_prefix, mime_type=mime_type, filter_gcs_uri=filter_gcs_uri)
     return StoreExport(name, body["gcsDestination"]["uriPrefix"], body)
 
 

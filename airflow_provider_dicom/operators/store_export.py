@@ -51,7 +51,7 @@ from airflow_provider_dicom.links.healthcare import (
     DicomStoreLink,
 )
 from airflow_provider_dicom.model import uris
-from airflow_provider_dicom.utils.operation_ledger import OperationLedger, choose_reattach_candidate
+from airflow_provider_dicom.utils.operation_ledger import OperationLedger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -230,9 +230,8 @@ class DicomStoreExportBase(BaseOperator):
         self, context: Context, hook: DicomStoreHook, ledger: OperationLedger, export: StoreExport
     ) -> OperationStatus | None:
         """The operation an earlier try of this task instance started, when it may be adopted:
-        still running, or finished successfully. None means: start a new export."""
-        if not ledger.durable:
-            return self._look_up_earlier_operation(context, hook, export)
+        still running, or finished successfully. None means: start a new export (so does a
+        context that names no task instance: there is no record to consult)."""
         entry = ledger.recall()
         if entry is None:
             return None
@@ -312,34 +311,6 @@ class DicomStoreExportBase(BaseOperator):
             candidates[0].name,
         )
         return candidates[0].name
-
-    def _look_up_earlier_operation(
-        self, context: Context, hook: DicomStoreHook, export: StoreExport
-    ) -> OperationStatus | None:
-        """No ledger (a context that names no task instance): on a retry, adopt the one running
-        export of the store's dataset created since the DAG run started, if there is exactly one."""
-        from airflow_provider_dicom.utils.try_lineage import TryLineage
-
-        lineage = TryLineage.from_context(context)
-        if context.get("ti") is None or lineage.try_number <= lineage.first_try:
-            return None  # the first try, or the first after a clear: export
-        since = getattr(context.get("dag_run"), "start_date", None)
-        candidates = hook.find_export_operations(export.store, created_after=since, running_only=True)
-        chosen = choose_reattach_candidate(candidates)
-        if chosen is not None:
-            self.log.warning(
-                "No record of an earlier try's operation: reattaching to %s, the only export running in the "
-                "dataset since this DAG run started",
-                chosen.name,
-            )
-        elif candidates:
-            self.log.warning(
-                "No record of an earlier try's operation and %d exports are running in the dataset (%s); "
-                "cannot tell which one an earlier try started, starting a new export",
-                len(candidates),
-                ", ".join(c.name for c in candidates),
-            )
-        return chosen
 
     def _record_operation(self, context: Context, status: OperationStatus, *, push: bool) -> None:
         """For the logs link and for people: which operation this task is about."""

@@ -22,8 +22,8 @@ current try lineage's first, see `try_lineage`) is not adopted; a clear exports 
 Without a task state store (Airflow before 3.3) the ledger keeps its entry in an Airflow Variable
 scoped to the task instance instead (`variable_state_store`): the same lifecycle, so a retry after
 the operation finished reuses its outcome there too rather than exporting again. Only a context
-that names no task instance leaves the ledger without a store (`durable` False); the operator then
-falls back to looking the operation up (see `choose_reattach_candidate`).
+that names no task instance leaves the ledger without a store (`durable` False): nothing is kept,
+and such a call exports as a first try does.
 """
 
 from __future__ import annotations
@@ -31,12 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from airflow_provider_dicom.healthcare.operations import OperationStatus
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +161,3 @@ class OperationLedger:
             self._store.delete(self.key)
         except Exception as exc:  # noqa: BLE001 - a stale entry only matters to a later clear
             log.warning("Could not remove operation record %r from the %s: %s", self.key, self.store_name, exc)
-
-
-def choose_reattach_candidate(candidates: Sequence[OperationStatus]) -> OperationStatus | None:
-    """The fallback when no task state store exists: among the still-running export operations of
-    the store's dataset created since this DAG run started, reattach only to a single one.
-
-    The API records neither the store nor the destination in an operation, so with several
-    candidates none can be told to be ours; the caller then starts its own export.
-    """
-    running = [c for c in candidates if not c.done]
-    return running[0] if len(running) == 1 else None

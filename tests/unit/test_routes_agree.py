@@ -254,6 +254,20 @@ def _same_web_outcome(walked: InstanceOutcome, through_pydicom: InstanceOutcome)
     return comparable(walked) == comparable(through_pydicom)
 
 
+def _walks_as_pydicom(name: str, metadata: dict, converter: InstanceConverter) -> bool:
+    """Asserts both JSON routes give the oracle's outcome (Dataset.from_json, then the Dataset
+    adapter), and the straight walk its row byte for byte; False if the walk handed it on."""
+    oracle = _pydicom_route(name, metadata, converter)
+    assert _same_web_outcome(convert_json_metadata(name, metadata, converter), oracle), (name, metadata)
+    try:
+        mine = converter.convert_prepared(prepare(metadata, None))
+    except NeedsPydicom:
+        return False
+    if oracle.status == OK:  # else the outcomes agree (above): e.g. both lack a SOPInstanceUID
+        assert (json.dumps(mine.row), mine.fields) == comparable(oracle)[2:], (name, metadata)
+    return True
+
+
 @pytest.mark.parametrize("schema", ["flattened", "json"])
 def test_dicomweb_json_walked_straight_gives_the_row_of_pydicoms_dataset(corpus, schema):
     """Either table: the row walked straight from a server's JSON (json_model.py; the JSON table's
@@ -263,15 +277,7 @@ def test_dicomweb_json_walked_straight_gives_the_row_of_pydicoms_dataset(corpus,
     walked_straight = 0
     cases = _dicomweb_cases(corpus)
     for name, metadata in cases:
-        oracle = _pydicom_route(name, metadata, converter)
-        assert _same_web_outcome(convert_json_metadata(name, metadata, converter), oracle), name
-        try:
-            mine = converter.convert_prepared(prepare(metadata, None))
-        except NeedsPydicom:
-            continue
-        walked_straight += 1
-        if oracle.status == OK:  # else the outcomes agree (above): e.g. both lack a SOPInstanceUID
-            assert (json.dumps(mine.row), mine.fields) == comparable(oracle)[2:], name
+        walked_straight += _walks_as_pydicom(name, metadata, converter)
     # The JSON walker carries what servers send; pydicom is for the odd instance.
     assert len(cases) > 300 and walked_straight >= 0.95 * len(cases), (walked_straight, len(cases))
 
@@ -368,16 +374,7 @@ def test_random_dicom_json_gives_pydicoms_json_table_or_is_handed_on():
             vr = rng.choice(_JSON_VRS)
             tag = rng.choice([_JSON_TAGS.get(vr, 0x00081030), 0x00180050, 0x00200013, 0x00091010, 0x00080000])
             metadata[f"{tag:08X}"] = _random_json_element(rng, vr)
-        name = f"case {index}"
-        oracle = _pydicom_route(name, metadata, converter)
-        assert _same_web_outcome(convert_json_metadata(name, metadata, converter), oracle), metadata
-        try:
-            mine = converter.convert_prepared(prepare(metadata, None))
-        except NeedsPydicom:
-            continue
-        walked += 1
-        if oracle.status == OK:
-            assert (json.dumps(mine.row), mine.fields) == comparable(oracle)[2:], metadata
+        walked += _walks_as_pydicom(f"case {index}", metadata, converter)
     assert walked > 750, walked
 
 

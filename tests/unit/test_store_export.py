@@ -680,27 +680,13 @@ def test_a_retry_with_different_arguments_does_not_adopt_the_earlier_operation()
     assert hook.exports == 1 and not any(c[0] == "get" for c in hook.calls)
 
 
-def test_without_a_task_state_store_a_retry_adopts_the_single_running_export():
-    hook = FakeHook(running=[operation(pending=2)])
+def test_a_context_naming_no_task_instance_exports_without_guessing_from_running_exports():
+    # No ledger record exists for such a call (nowhere to keep one): a running export in the
+    # dataset may be anyone's, so it is neither looked up nor adopted; the call exports.
+    hook = FakeHook(started=operation(OTHER_OP), running=[operation(pending=2)])
     result = with_hook(bq(), hook).execute(context(durable=False, try_number=2, hook=hook))
-    assert hook.exports == 0 and result["name"] == OP
-    find = next(c for c in hook.calls if c[0] == "find")
-    assert find[1] == STORE and find[2] == dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC) and find[3] is True
-
-
-def test_without_a_task_state_store_several_running_exports_mean_a_new_export():
-    hook = FakeHook(
-        started=operation(OTHER_OP),
-        running=[operation(f"{DATASET}/operations/1"), operation(f"{DATASET}/operations/2")],
-    )
-    with_hook(bq(), hook).execute(context(durable=False, try_number=2, hook=hook))
-    assert hook.exports == 1
-
-
-def test_without_a_task_state_store_a_first_try_does_not_look_anything_up():
-    hook = FakeHook(running=[operation(pending=2)])
-    with_hook(bq(), hook).execute(context(durable=False, try_number=1, hook=hook))
-    assert hook.exports == 1 and not any(c[0] == "find" for c in hook.calls)
+    assert hook.exports == 1 and result["name"] == OTHER_OP
+    assert not any(c[0] == "find" for c in hook.calls)
 
 
 def test_a_store_that_refuses_the_record_does_not_fail_the_started_export():
