@@ -83,8 +83,6 @@ class BigQueryExport:
     """One export to BigQuery from a source we read, validated: what every caller passes on."""
 
     request: ExportRequest
-    write_disposition: str | None
-    force: bool | None
     project: str
     workers: int
     processes: int | str
@@ -130,8 +128,6 @@ def bigquery_export(
     )
     return bigquery_export_of(
         request,
-        write_disposition=write_disposition,
-        force=force,
         project=project,
         workers=workers,
         processes=processes,
@@ -142,8 +138,6 @@ def bigquery_export(
 def bigquery_export_of(
     request: ExportRequest,
     *,
-    write_disposition: Any = None,
-    force: Any = None,
     project: str | None = None,
     workers: int = DEFAULT_WORKERS,
     processes: int | str = 1,
@@ -160,14 +154,7 @@ def bigquery_export_of(
     request.source.require_supported()
     if check_local_files:
         check_local(request.source, request.filter_config)
-    return BigQueryExport(
-        request,
-        write_disposition,
-        force,
-        project or request.table.project,
-        workers,
-        processes,
-    )
+    return BigQueryExport(request, project or request.table.project, workers, processes)
 
 
 def check_local(source: DicomSource, filter_config: str | None) -> None:
@@ -203,12 +190,14 @@ def run_bigquery_export(
         export.source, request.filter_config, clients, project=export.project, pool_size=export.workers
     )
     client = clients.bigquery(export.project)
-    assert request.schema is not None
+    assert request.schema is not None and request.write is not None
+    write = request.write
     return engine.export_to_bigquery(
         export.source.value,
         export.table,
-        write_disposition=export.write_disposition,
-        force=export.force,
+        # As the caller spelled it: the legacy flag and the enum judge an existing table apart.
+        write_disposition=write.disposition if write.write_disposition_given else None,
+        force=write.force,
         filter_config=request.filter_config,
         schema=request.schema,
         client=client,

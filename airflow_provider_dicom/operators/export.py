@@ -219,8 +219,6 @@ class DicomExportToBigQueryOperator(AssetOutletsMixin, BigQueryStoreExportBase):
         try:
             export = service.bigquery_export_of(
                 request,
-                write_disposition=self.write_disposition,
-                force=self.force,
                 project=self.project_id,
                 workers=self.max_concurrent_requests,
                 processes=self.processes,
