@@ -381,7 +381,9 @@ class _Walker:
         return fragments_end(lambda at: buf[at : at + 8], pos, end, self.little)
 
 
-def fragments_end(header_at: Callable[[int], bytes], pos: int, end: int, little: bool) -> int:
+def fragments_end(
+    header_at: Callable[[int], bytes | bytearray | memoryview], pos: int, end: int, little: bool
+) -> int:
     """Where encapsulated pixel data whose first item starts at `pos` ends, in an object of `end`
     bytes: its items are skipped by their 8-byte headers alone (`header_at(offset)` gives those
     bytes: a slice of the buffer, or a read of the file), up to the sequence delimiter; `end` when

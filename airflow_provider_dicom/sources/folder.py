@@ -28,7 +28,13 @@ from airflow_provider_dicom.dicom.outcomes import (  # noqa: F401 - re-exported 
     walks_scans,
 )
 from airflow_provider_dicom.dicom.read import read_instance, read_with_pydicom
-from airflow_provider_dicom.dicom.scan import LeanInstance, Unsupported, fragments_end, scan_part10, scan_trailer
+from airflow_provider_dicom.dicom.scan import (
+    LeanInstance,
+    Unsupported,
+    fragments_end,
+    scan_part10,
+    scan_trailer,
+)
 from airflow_provider_dicom.dicom.vocabulary import UNDEFINED_LENGTH
 
 # Files up to this size are read whole rather than memory-mapped (see convert_file): on a 39 KB

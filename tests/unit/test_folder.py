@@ -77,7 +77,9 @@ def test_reading_emits_no_pydicom_warnings(tmp_path, recwarn):
     assert not [w for w in recwarn if "pydicom" in w.filename]
 
 
-def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(tmp_path_factory, pydicom_corpus, monkeypatch):
+def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(
+    tmp_path_factory, pydicom_corpus, monkeypatch
+):
     """Of a file larger than READ_WHOLE only the first HEADER_READ bytes, the pixel data items'
     headers and what follows the pixel data are read (folder._header_only); the outcome must be
     the one the whole file's scan gives (convert_part10 on all its bytes: the route before),
@@ -115,9 +117,11 @@ def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(tmp
         for path in paths:
             stat = os.stat(path)
             data = Path(path).read_bytes()
-            whole = convert_part10(path, data, converter, None, lambda path=path: read_with_pydicom(path),
-                                   blob_storage_size=stat.st_size,
-                                   last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc))
+            whole = convert_part10(
+                path, data, converter, None, lambda path=path: read_with_pydicom(path),
+                blob_storage_size=stat.st_size,
+                last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            )
             assert comparable(folder.convert_file(path, converter)) == comparable(whole), (first_read, path)
     # Not vacuous: hundreds of files (those with pixel data; SR, RT and many broken files have
     # none) are read by their header alone once the first read holds it (214 of 545 at 64 KiB).

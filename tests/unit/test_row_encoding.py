@@ -78,7 +78,7 @@ def _holds_a_float(value) -> bool:
 
 
 @pytest.mark.parametrize("schema", ["flattened", "json"])
-def test_a_row_said_to_hold_no_float_holds_none_and_its_line_is_the_standard_one(corpus_paths, schema) -> None:
+def test_a_row_said_to_hold_no_float_holds_none_and_its_line_is_the_standard_one(corpus_paths, schema):
     """ConvertedInstance.float_free spares the line its float checks: it must never be said of a
     row holding a float (NaN and small floats are where orjson and the standard encoder differ)."""
     converter = InstanceConverter(schema=schema)
@@ -93,7 +93,8 @@ def test_a_row_said_to_hold_no_float_holds_none_and_its_line_is_the_standard_one
             if converted.float_free:
                 said += 1
                 assert not holds, path
-                assert to_line(InstanceOutcome(path, OK, converted=converted)).line == STANDARD(converted.row), path
+                line = to_line(InstanceOutcome(path, OK, converted=converted)).line
+                assert line == STANDARD(converted.row), path
     if schema == "flattened":
         assert said > 100 and with_floats > 10  # both kinds of row are in the corpus
     else:
