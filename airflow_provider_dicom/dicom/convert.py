@@ -92,7 +92,7 @@ class InstanceConverter:
         if self.schema is SchemaVariant.JSON:
             from airflow_provider_dicom.dicom.json_table import json_metadata
 
-            metadata, dropped = json_metadata(scanned_parts(lean))
+            metadata, dropped = json_metadata(scanned_parts(lean, settle=False))
             # Sequences nested deeper than the scan walks (scan.MAX_SEQUENCE_DEPTH): listed, not
             # lost silently.
             dropped.extend(tag_reference(tag) for tag in lean.cut)
