@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import ItemsView, Sequence
 from typing import Any
 
-from airflow_provider_dicom.dicom.scan import Elements, LeanInstance
 from airflow_provider_dicom.dicom.read import quiet_pydicom
+from airflow_provider_dicom.dicom.scan import Elements, LeanInstance
 from airflow_provider_dicom.dicom.vocabulary import (
     PIXEL_DATA,
     PIXEL_REPRESENTATION,
@@ -165,7 +165,7 @@ def _ambiguous_settled(body: Elements, little: bool) -> Elements:
         for tag in found:
             try:
                 element = ds[BaseTag(tag)]
-            except Exception:  # noqa: BLE001 - pydicom's verdict on the whole Dataset decides
+            except Exception:  # noqa: BLE001, S112 - pydicom's verdict on the whole Dataset decides
                 continue
             if " or " not in element.VR:
                 settled[tag] = (element.VR, None, element)

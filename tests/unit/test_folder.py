@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from airflow_provider_dicom.dicom.convert import InstanceConverter
@@ -120,7 +120,7 @@ def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(
             whole = convert_part10(
                 path, data, converter, None, lambda path=path: read_with_pydicom(path),
                 blob_storage_size=stat.st_size,
-                last_updated=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+                last_updated=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             )
             assert comparable(folder.convert_file(path, converter)) == comparable(whole), (first_read, path)
     # Not vacuous: hundreds of files (those with pixel data; SR, RT and many broken files have
