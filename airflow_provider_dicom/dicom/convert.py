@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Unpack
 
+from airflow_provider_dicom.dicom.scanned import instance_parts as scanned_parts
 from airflow_provider_dicom.dicom.schema import INTEGER, JSON, NULLABLE, REPEATED, STRING, TIMESTAMP, Field
 from airflow_provider_dicom.dicom.tags import tag_reference
 from airflow_provider_dicom.dicom.walker import (  # noqa: F401 - the converter's vocabulary, for its callers
@@ -88,17 +89,15 @@ class InstanceConverter:
         Either table (the JSON table's Metadata by json_table.py). Raises NeedsPydicom when the
         instance holds something only pydicom can decode; convert it with
         `convert(parse.to_dataset(...))` then."""
-        from airflow_provider_dicom.dicom.scanned import instance_parts
-
         if self.schema is SchemaVariant.JSON:
             from airflow_provider_dicom.dicom.json_table import json_metadata
 
-            metadata, dropped = json_metadata(instance_parts(lean))
+            metadata, dropped = json_metadata(scanned_parts(lean, settle=False))
             # Sequences nested deeper than the scan walks (scan.MAX_SEQUENCE_DEPTH): listed, not
             # lost silently.
             dropped.extend(tag_reference(tag) for tag in lean.cut)
             return _json_row(metadata, dropped, None, facts)
-        return walk_instance(instance_parts(lean), self.max_depth, **facts)
+        return walk_instance(scanned_parts(lean), self.max_depth, **facts)
 
     def convert_json_model(
         self,

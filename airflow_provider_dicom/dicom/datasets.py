@@ -94,14 +94,14 @@ class DatasetSource:
                 return []  # pydicom's reader gives empty values as None
             if value is None:  # deferred (e.g. a large value past a size limit): read it now
                 elem = ds[elem.tag]
-                return _converted_values(elem, elem.VR)
+                return converted_values(elem, elem.VR)
             if not value:
                 return []
             try:
                 return decode_raw(value, vr, elem.is_little_endian, codec)
             except NeedsPydicom:  # text in a character set only pydicom decodes
-                return _converted_values(ds[elem.tag], vr) or []
-        return _converted_values(elem, vr)
+                return converted_values(ds[elem.tag], vr) or []
+        return converted_values(elem, vr)
 
     def items(self, element: Element) -> Sequence[Dataset]:
         elem, ds = element[2], element[3]
@@ -133,9 +133,9 @@ class DatasetSource:
         return (converted.VR, None, converted, ds)
 
 
-def _converted_values(elem: Any, vr: str) -> list | None:
+def converted_values(elem: Any, vr: str) -> list | None:
     """The values of an element pydicom has converted, as str (string VRs) or numbers; None for
-    binary content."""
+    binary content. (The scanned route's too, for the elements it has pydicom settle: scanned.py.)"""
     value = elem.value
     if vr in BINARY_VRS:
         return None

@@ -26,6 +26,7 @@ from airflow_provider_dicom.dicom.convert import (
     NeedsPydicom,
     StoredFacts,
 )
+from airflow_provider_dicom.dicom.parse import to_dataset
 from airflow_provider_dicom.dicom.read import (
     InvalidDicomError,
     NotDicomError,
@@ -33,6 +34,8 @@ from airflow_provider_dicom.dicom.read import (
     read_instance,
     read_with_pydicom,
 )
+from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
+from airflow_provider_dicom.dicom.scanned import hands_on
 from airflow_provider_dicom.dicom.vocabulary import (
     MEDIA_STORAGE_DIRECTORY,
     SERIES_INSTANCE_UID,
@@ -152,8 +155,6 @@ def convert_part10(
     with `read_instance`: a file the scan declines is read by `read` (pydicom's reader, without
     a second scan; `read_instance` on `buf` when not given), and an instance the fast converter
     declines (NeedsPydicom) is converted from the Dataset built from the same scan."""
-    from airflow_provider_dicom.dicom.scan import Truncated, Unsupported, scan_part10
-
     if not walks_scans(converter):
         def read_all() -> Dataset:
             return read_instance(io.BytesIO(bytes(buf)))
@@ -185,9 +186,6 @@ def convert_scan(
     a remote object read so far: at least its whole header): converted by the walker straight
     from the scan, or, when the walker hands it on (NeedsPydicom) or the converter is not the
     stock one (see `walks_scans`), from the Dataset built from the same scan."""
-    from airflow_provider_dicom.dicom.parse import to_dataset
-    from airflow_provider_dicom.dicom.scanned import hands_on
-
     if not walks_scans(converter):
         with quiet_pydicom():
             ds = to_dataset(lean, buf, name)

@@ -28,6 +28,7 @@ speed for the common case, pydicom's judgement for every other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from mmap import mmap
 from struct import Struct
@@ -376,16 +377,29 @@ class _Walker:
         return items, pos
 
     def _skip_fragments(self, pos: int, end: int) -> int:
-        while pos + 8 <= end:
-            group, element, length = self.tag_length.unpack_from(self.buf, pos)
-            tag = group << 16 | element
-            pos += 8
-            if tag == _SEQUENCE_END:
-                return pos
-            if tag != _ITEM or length == _UNDEFINED:
-                raise Unsupported("bad encapsulated pixel data")
-            pos += length
-        return end  # cut inside the pixel data: the header is whole (see _explicit)
+        buf = self.buf
+        return fragments_end(lambda at: buf[at : at + 8], pos, end, self.little)
+
+
+def fragments_end(
+    header_at: Callable[[int], bytes | bytearray | memoryview], pos: int, end: int, little: bool
+) -> int:
+    """Where encapsulated pixel data whose first item starts at `pos` ends, in an object of `end`
+    bytes: its items are skipped by their 8-byte headers alone (`header_at(offset)` gives those
+    bytes: a slice of the buffer, or a read of the file), up to the sequence delimiter; `end` when
+    the object is cut inside them (its header is whole: see _Walker._explicit). Anything but items
+    raises Unsupported."""
+    unpack = (_LE_TAG_LENGTH if little else _BE_TAG_LENGTH).unpack
+    while pos + 8 <= end:
+        group, element, length = unpack(header_at(pos))
+        tag = group << 16 | element
+        pos += 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM or length == _UNDEFINED:
+            raise Unsupported("bad encapsulated pixel data")
+        pos += length
+    return end
 
 
 def scan_part10(buf: Part10Buffer, *, object_size: int | None = None) -> LeanInstance:

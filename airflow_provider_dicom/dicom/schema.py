@@ -219,6 +219,34 @@ class TableSchema:
         return cls(tuple(Field.from_api_repr(item) for item in data))
 
 
+# Column types whose values are never floats (JSON's are any JSON; FLOAT's and unknown ones may be).
+_FLOAT_FREE_TYPES = frozenset((STRING, INTEGER, DATE, TIME, TIMESTAMP, RECORD))
+# Fields tuples judged by holds_no_float, by identity: id -> (the tuple, kept alive so its id
+# stays its own, and the answer). The converter gives one tuple object per schema shape.
+_float_free: dict[int, tuple[tuple[Field, ...], bool]] = {}
+
+
+def holds_no_float(fields: tuple[Field, ...]) -> bool:
+    """Whether no column of `fields`, at any depth, can hold a float (no FLOAT, no JSON column).
+
+    Every value of a converted row lies in a column of its own type (merge_field refuses two
+    types for one column), so a row of such a schema holds no float: its NDJSON line needs none of
+    the checks for floats (sources.parallel.encode_row). Asked once per instance, answered by
+    identity for a schema met before."""
+    known = _float_free.get(id(fields))
+    if known is not None and known[0] is fields:
+        return known[1]
+    answer = _no_float(fields)
+    if len(_float_free) >= 4096:
+        _float_free.clear()
+    _float_free[id(fields)] = (fields, answer)
+    return answer
+
+
+def _no_float(fields: Iterable[Field]) -> bool:
+    return all(f.type in _FLOAT_FREE_TYPES and _no_float(f.fields) for f in fields)
+
+
 def to_bigquery_fields(fields: Iterable[Field]) -> list:
     from google.cloud.bigquery import SchemaField
 

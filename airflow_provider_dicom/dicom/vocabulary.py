@@ -60,6 +60,8 @@ PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = 0x7FE00008
 DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00009
 PIXEL_TAGS: frozenset[int] = frozenset((PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA))
+# Pixel Representation: whether pixel values are signed, which settles the "US or SS" elements.
+PIXEL_REPRESENTATION = 0x00280103
 # Sequence and encapsulation delimiters (PS3.5 7.5): pydicom.tag.ItemTag, ItemDelimiterTag,
 # SequenceDelimiterTag.
 ITEM = 0xFFFEE000

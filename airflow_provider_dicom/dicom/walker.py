@@ -51,6 +51,7 @@ from airflow_provider_dicom.dicom.schema import (
     TIMESTAMP,
     Field,
     _rank,
+    holds_no_float,
     merge_fields,
 )
 from airflow_provider_dicom.dicom.tags import TagInfo, tag_info, tag_name, tag_reference
@@ -126,6 +127,9 @@ class ConvertedInstance:
     study_uid: str | None
     series_uid: str | None
     sop_uid: str | None
+    # The walker's rows: no column of `fields` can hold a float (schema.holds_no_float), so the
+    # row's line needs no float checks (sources.parallel.encode_row). False: not known.
+    float_free: bool = False
 
 
 # -- schema fields, shared and cached ---------------------------------------------------------------
@@ -827,12 +831,14 @@ def finish(
         row["BlobStorageSize"] = int(blob_storage_size)
     for trailing in TRAILING_FIELDS:
         fields[trailing.name] = trailing
+    ordered = ordered_fields(fields)
     return ConvertedInstance(
         row,
-        ordered_fields(fields),
+        ordered,
         _single(row.get("StudyInstanceUID")),
         _single(row.get("SeriesInstanceUID")),
         _single(row.get("SOPInstanceUID")),
+        holds_no_float(ordered),
     )
 
 

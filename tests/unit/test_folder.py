@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 from airflow_provider_dicom.dicom.convert import InstanceConverter
 from airflow_provider_dicom.sources.folder import FAILED, FILTERED, NOT_DICOM, OK, convert_folder, iter_folder
 from tests.unit.dicom_factory import make_dataset, to_file_bytes
@@ -72,3 +75,54 @@ def test_reading_emits_no_pydicom_warnings(tmp_path, recwarn):
     for outcome in convert_folder(corpus, InstanceConverter()):
         assert outcome.status in (OK, FAILED, NOT_DICOM)
     assert not [w for w in recwarn if "pydicom" in w.filename]
+
+
+def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(
+    tmp_path_factory, pydicom_corpus, monkeypatch
+):
+    """Of a file larger than READ_WHOLE only the first HEADER_READ bytes, the pixel data items'
+    headers and what follows the pixel data are read (folder._header_only); the outcome must be
+    the one the whole file's scan gives (convert_part10 on all its bytes: the route before),
+    whatever the sizes: so every file of pydicom's test corpus (pydicom-data's too, when
+    installed) and of the fuzz corpus is taken as "large", with first reads from 200 bytes on."""
+    import os
+
+    from airflow_provider_dicom.dicom.outcomes import convert_part10
+    from airflow_provider_dicom.dicom.read import read_with_pydicom
+    from airflow_provider_dicom.sources import folder
+    from tests.helpers.fuzz_corpus import generate
+    from tests.unit.test_routes_agree import comparable
+
+    paths = sorted(str(p) for p in pydicom_corpus.rglob("*") if p.is_file())
+    try:
+        import data_store
+
+        paths += sorted(str(p) for p in (Path(data_store.__file__).parent / "data").rglob("*") if p.is_file())
+    except ImportError:
+        pass
+    paths += generate(tmp_path_factory.mktemp("fuzz")).paths
+    taken = {}
+    header_only = folder._header_only
+
+    def counted(head, size, fd):
+        lean = header_only(head, size, fd)
+        taken[folder.HEADER_READ] = taken.get(folder.HEADER_READ, 0) + (lean is not None)
+        return lean
+
+    monkeypatch.setattr(folder, "_header_only", counted)
+    monkeypatch.setattr(folder, "READ_WHOLE", 150)
+    converter = InstanceConverter()
+    for first_read in (200, 2048, 64 * 1024):
+        monkeypatch.setattr(folder, "HEADER_READ", first_read)
+        for path in paths:
+            stat = os.stat(path)
+            data = Path(path).read_bytes()
+            whole = convert_part10(
+                path, data, converter, None, lambda path=path: read_with_pydicom(path),
+                blob_storage_size=stat.st_size,
+                last_updated=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+            )
+            assert comparable(folder.convert_file(path, converter)) == comparable(whole), (first_read, path)
+    # Not vacuous: hundreds of files (those with pixel data; SR, RT and many broken files have
+    # none) are read by their header alone once the first read holds it (214 of 545 at 64 KiB).
+    assert taken[64 * 1024] > 150 and taken[2048] > 100, taken

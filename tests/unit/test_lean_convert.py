@@ -279,8 +279,75 @@ def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
             flagged.append(path.name)
             with pytest.raises(NeedsPydicom):
                 converter.convert_lean(lean)
-    # Implicit VR private elements, an ambiguous "US or SS" in implicit VR, explicit UN.
-    assert {"priv_SQ.dcm", "MR_small_implicit.dcm", "rtdose_rle.dcm"} <= set(flagged)
+    # Implicit VR private elements, explicit UN. (Not MR_small_implicit.dcm any more: the fast
+    # route has pydicom settle its top-level "US or SS" elements; see the tests below.)
+    assert {"priv_SQ.dcm", "rtdose_rle.dcm"} <= set(flagged)
+    assert "MR_small_implicit.dcm" not in flagged
+
+
+# Raw values of "US or SS" elements (implicit VR keeps no VR: OB writes the bytes as they are).
+_US_OR_SS_VALUES = {
+    0x00280106: b"\xff\xff",  # SmallestImagePixelValue: 65535 or -1
+    0x00280107: b"\x01\x00\x00\x80",  # LargestImagePixelValue, two values (VM 1 in the dictionary)
+    0x00281101: b"\x00\x01\x00\x80\x10\x00",  # RedPaletteColorLookupTableDescriptor, three values
+    0x00280120: b"\x01\x02\x03",  # PixelPaddingValue of an odd length: no whole number of values
+    0x00280108: b"",  # SmallestPixelValueInSeries, empty
+}
+
+
+@pytest.mark.parametrize("pixel_representation", [b"\x00\x00", b"\x01\x00", b"", None])
+@pytest.mark.parametrize("pixel_data", [True, False])
+@pytest.mark.parametrize("nested", [False, True])
+def test_us_or_ss_in_implicit_vr_gives_the_same_outcome_by_both_routes(
+    tmp_path, pixel_representation, pixel_data, nested
+):
+    """The fast route has pydicom settle the top-level "US or SS" elements of an implicit VR
+    dataset (scanned._ambiguous_settled) from a Dataset of what the correction reads; the
+    outcome must be the Dataset route's whatever Pixel Representation and Pixel Data say, and
+    the instance must take the fast route unless pydicom's answer could depend on more."""
+    ds = make_dataset(Modality="MR", Rows=2, Columns=2, BitsAllocated=16)
+    if pixel_representation is not None:
+        ds.add_new(0x00280103, "OB", pixel_representation)
+    for tag, value in _US_OR_SS_VALUES.items():
+        ds.add_new(tag, "OB", value)
+    if nested:  # RealWorldValueMappingSequence: its item's "US or SS" values are pydicom's to settle
+        item = Dataset()
+        item.add_new(0x00409216, "OB", b"\x05\x00")
+        ds.add_new(0x00409096, "SQ", Sequence([item]))
+    if pixel_data:
+        ds.add_new(0x7FE00010, "OB", b"\x00" * 8)
+    path = tmp_path / "us_or_ss.dcm"
+    path.write_bytes(to_file_bytes(ds, ImplicitVRLittleEndian))
+
+    converter = InstanceConverter()
+    fast = convert_file(path, converter)
+    assert _same_outcome(fast, _general_route(path, converter))
+    taken = fast_route(converter, path.read_bytes()) is not None
+    # Not taken: nested elements, an empty Pixel Representation, and Pixel Data without any
+    # (pydicom's correction then fails, and the Dataset route keeps the raw text).
+    unsettled = nested or pixel_representation == b"" or (pixel_representation is None and pixel_data)
+    assert taken == (not unsettled)
+
+
+def test_us_or_ss_settled_on_the_corpus_by_both_routes_alike():
+    """Implicit VR files of pydicom's corpus with top-level "US or SS" elements: now carried by
+    the fast route, with the Dataset route's rows."""
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
+    from airflow_provider_dicom.dicom.scanned import _us_or_ss_tags
+
+    converter = InstanceConverter()
+    carried = []
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        try:
+            lean = scan_part10(path.read_bytes())
+        except Unsupported:
+            continue
+        if not lean.implicit or not any(tag in lean.body for tag in _us_or_ss_tags()):
+            continue
+        assert _same_outcome(convert_file(path, converter), _general_route(path, converter)), path.name
+        if fast_route(converter, path.read_bytes()) is not None:
+            carried.append(path.name)
+    assert "MR_small_implicit.dcm" in carried, carried
 
 
 def test_a_converter_of_another_kind_is_given_the_dataset(tmp_path):

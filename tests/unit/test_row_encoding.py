@@ -67,6 +67,40 @@ def test_every_corpus_row_encodes_to_the_same_bytes(corpus_paths, schema) -> Non
     assert through_orjson > 0.8 * rows  # the fast path is the common one, not a fallback every time
 
 
+def _holds_a_float(value) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(map(_holds_a_float, value.values()))
+    if isinstance(value, list):
+        return any(map(_holds_a_float, value))
+    return False
+
+
+@pytest.mark.parametrize("schema", ["flattened", "json"])
+def test_a_row_said_to_hold_no_float_holds_none_and_its_line_is_the_standard_one(corpus_paths, schema):
+    """ConvertedInstance.float_free spares the line its float checks: it must never be said of a
+    row holding a float (NaN and small floats are where orjson and the standard encoder differ)."""
+    converter = InstanceConverter(schema=schema)
+    said = with_floats = 0
+    with quiet_pydicom():
+        for path in corpus_paths:
+            converted = convert_file(path, converter).converted
+            if converted is None:
+                continue
+            holds = _holds_a_float(converted.row)
+            with_floats += holds
+            if converted.float_free:
+                said += 1
+                assert not holds, path
+                line = to_line(InstanceOutcome(path, OK, converted=converted)).line
+                assert line == STANDARD(converted.row), path
+    if schema == "flattened":
+        assert said > 100 and with_floats > 10  # both kinds of row are in the corpus
+    else:
+        assert said == 0  # the JSON column holds DICOM JSON, numbers and all
+
+
 def _floats() -> list[float]:
     """Floats of every magnitude (random bit patterns), and the boundaries of Python's repr."""
     rng = random.Random(13)
