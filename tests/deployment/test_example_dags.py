@@ -375,6 +375,31 @@ def test_worker_task_process_killed_during_a_store_export(deployment, seeded, bi
                            f"{timeline}; the retry started {retry['start_date']}")
 
 
+@pytest.mark.airflow2
+def test_clear_of_a_finished_store_export_exports_again_once(deployment, seeded, bigquery_standin,
+                                                             healthcare_emulator, own_store):
+    """A clear is a request to redo: the cleared task starts one new export, neither replaying the
+    finished operation its earlier try left on record (the operation ledger: the task state store on
+    3.3, a Variable on 2.11) nor starting two; WRITE_TRUNCATE leaves each instance's row once."""
+    _, store = own_store
+    dag_id, table = "deploy_store_export_retry", f"bq://{PROJECT}.{seeded.dataset}.cleared_store"
+    exports = export_requests(healthcare_emulator, store)
+    unpause(deployment, dag_id)
+    run_id = deployment.trigger(dag_id, {"store": store, "table": table})
+    finished(deployment, dag_id, run_id)
+    first = deployment.task_instance(dag_id, run_id, "export_store")
+    assert export_requests(healthcare_emulator, store) == exports + 1
+    deployment.api("POST", f"/dags/{dag_id}/clearTaskInstances",
+                   json={"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True})
+    redone = _wait(lambda: (ti := deployment.task_instance(dag_id, run_id, "export_store"))["try_number"]
+                   > first["try_number"] and ti["state"] in ("success", "failed") and ti, 300, 1)
+    assert redone, f"the cleared task was not run again: {deployment.task_instance(dag_id, run_id, 'export_store')}"
+    assert redone["state"] == "success", deployment.failure_report(dag_id, run_id)
+    assert export_requests(healthcare_emulator, store) == exports + 2, "the clear did not export exactly once more"
+    uids = rows(bigquery_standin, table)
+    assert len(uids) == len(set(uids)) == len(CORPUS)
+
+
 def test_worker_task_process_killed_during_a_folder_export(deployment, seeded, bigquery_standin):
     dag_id, table = "deploy_folder_export_retry", f"bq://{PROJECT}.{seeded.dataset}.killed_folder"
     unpause(deployment, dag_id)
