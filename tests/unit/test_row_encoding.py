@@ -47,22 +47,27 @@ def corpus_paths(tmp_path_factory, pydicom_corpus: Path) -> list[str]:
     return sorted(str(p) for p in pydicom_corpus.rglob("*") if p.is_file()) + fuzz.paths
 
 
+def _converted_corpus(paths, schema: str):
+    """(path, ConvertedInstance) of every corpus file the folder route converts."""
+    converter = InstanceConverter(schema=schema)
+    with quiet_pydicom():
+        for path in paths:
+            converted = convert_file(path, converter).converted
+            if converted is not None:
+                yield path, converted
+
+
 @pytest.mark.parametrize("schema", ["flattened", "json"])
 def test_every_corpus_row_encodes_to_the_same_bytes(corpus_paths, schema) -> None:
     import orjson
 
     from airflow_provider_dicom.sources.parallel import _may_differ
 
-    converter = InstanceConverter(schema=schema)
     rows = through_orjson = 0
-    with quiet_pydicom():
-        for path in corpus_paths:
-            converted = convert_file(path, converter).converted
-            if converted is None:
-                continue
-            rows += 1
-            assert ours(converted.row) == standard(converted.row), path
-            through_orjson += not _may_differ(orjson.dumps(converted.row))
+    for path, converted in _converted_corpus(corpus_paths, schema):
+        rows += 1
+        assert ours(converted.row) == standard(converted.row), path
+        through_orjson += not _may_differ(orjson.dumps(converted.row))
     assert rows > 200
     assert through_orjson > 0.8 * rows  # the fast path is the common one, not a fallback every time
 
@@ -81,20 +86,15 @@ def _holds_a_float(value) -> bool:
 def test_a_row_said_to_hold_no_float_holds_none_and_its_line_is_the_standard_one(corpus_paths, schema):
     """ConvertedInstance.float_free spares the line its float checks: it must never be said of a
     row holding a float (NaN and small floats are where orjson and the standard encoder differ)."""
-    converter = InstanceConverter(schema=schema)
     said = with_floats = 0
-    with quiet_pydicom():
-        for path in corpus_paths:
-            converted = convert_file(path, converter).converted
-            if converted is None:
-                continue
-            holds = _holds_a_float(converted.row)
-            with_floats += holds
-            if converted.float_free:
-                said += 1
-                assert not holds, path
-                line = to_line(InstanceOutcome(path, OK, converted=converted)).line
-                assert line == STANDARD(converted.row), path
+    for path, converted in _converted_corpus(corpus_paths, schema):
+        holds = _holds_a_float(converted.row)
+        with_floats += holds
+        if converted.float_free:
+            said += 1
+            assert not holds, path
+            line = to_line(InstanceOutcome(path, OK, converted=converted)).line
+            assert line == STANDARD(converted.row), path
     if schema == "flattened":
         assert said > 100 and with_floats > 10  # both kinds of row are in the corpus
     else:
