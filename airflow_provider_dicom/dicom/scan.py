@@ -208,9 +208,7 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (vr, buf[pos:stop], pos, length)
             pos = stop
-        if pos < end:
-            self._past_end(pos + 8, "element header")
-        return self._walked(out, pos, top)
+        return self._walked(out, pos, end, top)
 
     def _implicit(self, pos: int, end: int, top: bool, stop_group: int | None = None) -> tuple[Elements, int]:
         """Implicit VR elements, as `_explicit`; a sequence is told by undefined length or the dictionary."""
@@ -243,9 +241,7 @@ class _Walker:
                 self._past_end(stop, f"value of ({group:04X},{element:04X})")
             out[tag] = (None, buf[pos:stop], pos, length)
             pos = stop
-        if pos < end:
-            self._past_end(pos + 8, "element header")
-        return self._walked(out, pos, top)
+        return self._walked(out, pos, end, top)
 
     def _pixel_data(self, out: Elements, tag: int, vr: str, pos: int, length: int, end: int) -> int:
         """Record top-level pixel data (its value starts at `pos`) and return where the walk goes
@@ -259,9 +255,12 @@ class _Walker:
             return end
         return self._skip_fragments(pos, end) if length == _UNDEFINED else min(pos + length, end)
 
-    def _walked(self, out: Elements, pos: int, top: bool) -> tuple[Elements, int]:
-        """The end of a dataset's elements; at the top level of a prefix without pixel data yet,
-        the header may go on past what was read."""
+    def _walked(self, out: Elements, pos: int, end: int, top: bool) -> tuple[Elements, int]:
+        """The end of a dataset's elements: fewer bytes than an element header left over is a
+        cut header; at the top level of a prefix without pixel data yet, the header may go on
+        past what was read."""
+        if pos < end:
+            self._past_end(pos + 8, "element header")
         if top and self.prefix and not self.at_pixels:
             raise NeedMoreData(self.end + 1)
         return out, pos

@@ -432,7 +432,8 @@ _NUMBER_FORMATS = {
 
 def _unpacker(by_length: dict[int, Any], vr: str, little: bool, length: int) -> Any:
     """The Struct.unpack for `length` bytes of `vr` numbers, made once and kept in `by_length`
-    (emptied should odd lengths make it outgrow its bound)."""
+    (emptied should odd lengths make it outgrow its bound); None for a length that is no whole
+    number of values (asked again each time: such values are rare, and take the general path)."""
     code, size = _NUMBER_FORMATS[vr]
     count, remainder = divmod(length, size)
     unpack = None if remainder else struct.Struct(f"{'<' if little else '>'}{count}{code}").unpack
@@ -505,10 +506,7 @@ def walk(
                         continue
             elif fast_kind == PRIVATE_NUMBERS:
                 by_length = numbers[plan.fast_vr]
-                try:
-                    unpack = by_length[len(value)]
-                except KeyError:
-                    unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                unpack = by_length.get(len(value)) or _unpacker(by_length, plan.fast_vr, source.little, len(value))
                 if unpack is not None:
                     # NaN and infinity too: the general path writes the same text for them.
                     other.append({"Tag": plan.name, "Data": list(map(str, unpack(value)))})
@@ -517,10 +515,7 @@ def walk(
                 name = plan.name
                 if name not in row:
                     by_length = numbers[plan.fast_vr]
-                    try:
-                        unpack = by_length[len(value)]
-                    except KeyError:
-                        unpack = _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                    unpack = by_length.get(len(value)) or _unpacker(by_length, plan.fast_vr, source.little, len(value))
                     if unpack is not None:
                         found = unpack(value)
                         # The sum of finite numbers may overflow: that element only goes the general path.
