@@ -124,5 +124,6 @@ def test_a_large_file_read_by_its_header_gives_the_outcome_of_the_whole_file(
             )
             assert comparable(folder.convert_file(path, converter)) == comparable(whole), (first_read, path)
     # Not vacuous: hundreds of files (those with pixel data; SR, RT and many broken files have
-    # none) are read by their header alone once the first read holds it (214 of 545 at 64 KiB).
-    assert taken[64 * 1024] > 150 and taken[2048] > 100, taken
+    # none) are read by their header alone once the first read holds it (214 of 545 at 64 KiB with
+    # pydicom-data installed; 149 without it, as in the matrix sets on pydicom 3.0.1 and 3.0.2).
+    assert taken[64 * 1024] > 100 and taken[2048] > 80, taken
