@@ -74,10 +74,10 @@ def decode_numbers(value: bytes, vr: str, little_endian: bool) -> list[int] | li
 
     Called for every binary element of every instance (126 times per CT_small), so the
     struct.Struct for a (VR, byte order, value length) is built once and kept, not re-parsed
-    from a format string on each call."""
-    unpack = _UNPACKERS.get((vr, little_endian, len(value)))
+    from a format string on each call (`number_unpacker`)."""
+    unpack = NUMBER_UNPACKERS[little_endian][vr].get(len(value)) or number_unpacker(vr, little_endian, len(value))
     if unpack is None:
-        unpack = _unpacker(vr, little_endian, len(value))
+        raise ValueConversionError(f"{len(value)} bytes is not a whole number of {vr} values")
     if vr == "AT":
         # An attribute tag is a (group, element) pair; the column holds it as one integer.
         numbers = unpack(value)
@@ -85,22 +85,26 @@ def decode_numbers(value: bytes, vr: str, little_endian: bool) -> list[int] | li
     return list(unpack(value))
 
 
-# (VR, little endian, value length) -> Struct.unpack; lengths vary little within a corpus, and the
-# cache is emptied should an odd one make it grow past _UNPACKERS_MAX.
-_UNPACKERS: dict[tuple[str, bool, int], Callable[[bytes], tuple]] = {}
-_UNPACKERS_MAX = 4096
+# Struct.unpack of binary numbers, kept by byte order, VR and value length: {little endian: {VR:
+# {length: unpack}}}, nested so the walker's per-element lookup builds no key tuple. A length that
+# is no whole number of values maps to None. Lengths vary little within a corpus; a VR's cache is
+# emptied should odd ones make it grow past _UNPACKERS_MAX.
+NUMBER_UNPACKERS: dict[bool, dict[str, dict[int, Callable[[bytes], tuple] | None]]] = {
+    little: {vr: {} for vr in _NUMERIC_FORMAT} for little in (True, False)
+}
+_UNPACKERS_MAX = 1024
 
 
-def _unpacker(vr: str, little_endian: bool, length: int) -> Callable[[bytes], tuple]:
+def number_unpacker(vr: str, little_endian: bool, length: int) -> Callable[[bytes], tuple] | None:
+    """The Struct.unpack for `length` bytes of `vr` numbers (None: not a whole number of values),
+    made once and kept in NUMBER_UNPACKERS; callers look there first."""
     code, size = _NUMERIC_FORMAT[vr]
     count, remainder = divmod(length, size)
-    if remainder:
-        raise ValueConversionError(f"{length} bytes is not a whole number of {vr} values")
-    if len(_UNPACKERS) >= _UNPACKERS_MAX:
-        _UNPACKERS.clear()
-    unpack = _UNPACKERS[(vr, little_endian, length)] = struct.Struct(
-        f"{'<' if little_endian else '>'}{count}{code}"
-    ).unpack
+    unpack = None if remainder else struct.Struct(f"{'<' if little_endian else '>'}{count}{code}").unpack
+    by_length = NUMBER_UNPACKERS[little_endian][vr]
+    if len(by_length) >= _UNPACKERS_MAX:
+        by_length.clear()
+    by_length[length] = unpack
     return unpack
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -420,29 +419,6 @@ def plan_for(tag: int, vr: str | None) -> Plan:
     return plan
 
 
-# Binary numbers' unpackers, by byte order, VR and value length: {little: {vr: {length: unpack}}}.
-# A length that is no whole number of values maps to None (the general path judges the element).
-_NUMBER_UNPACKERS: dict[bool, dict[str, dict[int, Any]]] = {
-    little: {vr: {} for vr in _NUMBER_TYPES} for little in (True, False)
-}
-_NUMBER_FORMATS = {
-    "FL": ("f", 4), "FD": ("d", 8), "SL": ("l", 4), "SS": ("h", 2), "UL": ("L", 4), "US": ("H", 2),
-}
-
-
-def _unpacker(by_length: dict[int, Any], vr: str, little: bool, length: int) -> Any:
-    """The Struct.unpack for `length` bytes of `vr` numbers, made once and kept in `by_length`
-    (emptied should odd lengths make it outgrow its bound); None for a length that is no whole
-    number of values (asked again each time: such values are rare, and take the general path)."""
-    code, size = _NUMBER_FORMATS[vr]
-    count, remainder = divmod(length, size)
-    unpack = None if remainder else struct.Struct(f"{'<' if little else '>'}{count}{code}").unpack
-    if len(by_length) >= 1024:
-        by_length.clear()
-    by_length[length] = unpack
-    return unpack
-
-
 # -- the walker -------------------------------------------------------------------------------------
 
 
@@ -471,7 +447,8 @@ def walk(
     """Convert one dataset of `source` (at RECORD nesting `depth`) into `row` and `fields`."""
     codec = codec_of(encodings)
     plan_of_tag = _PLAN_OF_TAG
-    numbers = _NUMBER_UNPACKERS[source.little]
+    little = source.little
+    numbers = vrs.NUMBER_UNPACKERS[little]
     dropped = state.dropped
     isfinite = math.isfinite
     for tag, element in source.entries(elements):
@@ -506,7 +483,7 @@ def walk(
                         continue
             elif fast_kind == PRIVATE_NUMBERS:
                 by_length = numbers[plan.fast_vr]
-                unpack = by_length.get(len(value)) or _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                unpack = by_length.get(len(value)) or vrs.number_unpacker(plan.fast_vr, little, len(value))
                 if unpack is not None:
                     # NaN and infinity too: the general path writes the same text for them.
                     other.append({"Tag": plan.name, "Data": list(map(str, unpack(value)))})
@@ -515,18 +492,18 @@ def walk(
                 name = plan.name
                 if name not in row:
                     by_length = numbers[plan.fast_vr]
-                    unpack = by_length.get(len(value)) or _unpacker(by_length, plan.fast_vr, source.little, len(value))
+                    unpack = by_length.get(len(value)) or vrs.number_unpacker(plan.fast_vr, little, len(value))
                     if unpack is not None:
-                        found = unpack(value)
+                        unpacked = unpack(value)
                         # The sum of finite numbers may overflow: that element only goes the general path.
-                        if not plan.finite or isfinite(sum(found)):
+                        if not plan.finite or isfinite(sum(unpacked)):
                             if plan.repeated:
                                 fields[name] = plan.field  # type: ignore[assignment]
-                                row[name] = list(found)
+                                row[name] = list(unpacked)
                                 continue
-                            if len(found) == 1:
+                            if len(unpacked) == 1:
                                 fields[name] = plan.field  # type: ignore[assignment]
-                                row[name] = found[0]
+                                row[name] = unpacked[0]
                                 continue
             elif fast_kind >= PRIVATE_ASCII:  # PRIVATE_ASCII, PRIVATE_TEXT: OtherElements {Tag, Data}
                 if fast_kind == PRIVATE_ASCII or codec is not None:

@@ -42,4 +42,4 @@ def test_a_length_that_is_not_whole_values_is_refused_every_time(vr) -> None:
 def test_the_cache_stays_bounded() -> None:
     for count in range(vrs._UNPACKERS_MAX + 50):
         assert vrs.decode_numbers(b"\x01\x00" * count, "US", True) == [1] * count
-    assert 0 < len(vrs._UNPACKERS) <= vrs._UNPACKERS_MAX
+    assert 0 < len(vrs.NUMBER_UNPACKERS[True]["US"]) <= vrs._UNPACKERS_MAX
