@@ -261,20 +261,26 @@ def _scan(data: bytes):
     return scan_part10(data)
 
 
+def _scanned_corpus():
+    """(path, LeanInstance) of every corpus file the scanner takes."""
+    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
+
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
+        try:
+            yield path, scan_part10(path.read_bytes())
+        except Unsupported:
+            continue
+
+
 def test_the_early_hand_on_only_flags_instances_the_fast_converter_declines():
     """hands_on spares the fast converter work it would throw away; it must not send pydicom
     an instance the fast route carries (that would cost speed, silently)."""
     from airflow_provider_dicom.dicom.convert import NeedsPydicom
     from airflow_provider_dicom.dicom.scanned import hands_on
-    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
 
     converter = InstanceConverter()
     flagged = []
-    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
-        try:
-            lean = scan_part10(path.read_bytes())
-        except Unsupported:
-            continue
+    for path, lean in _scanned_corpus():
         if hands_on(lean):
             flagged.append(path.name)
             with pytest.raises(NeedsPydicom):
@@ -332,16 +338,11 @@ def test_us_or_ss_in_implicit_vr_gives_the_same_outcome_by_both_routes(
 def test_us_or_ss_settled_on_the_corpus_by_both_routes_alike():
     """Implicit VR files of pydicom's corpus with top-level "US or SS" elements: now carried by
     the fast route, with the Dataset route's rows."""
-    from airflow_provider_dicom.dicom.scan import Unsupported, scan_part10
     from airflow_provider_dicom.dicom.scanned import _us_or_ss_tags
 
     converter = InstanceConverter()
     carried = []
-    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file()):
-        try:
-            lean = scan_part10(path.read_bytes())
-        except Unsupported:
-            continue
+    for path, lean in _scanned_corpus():
         if not lean.implicit or not any(tag in lean.body for tag in _us_or_ss_tags()):
             continue
         assert _same_outcome(convert_file(path, converter), _general_route(path, converter)), path.name
